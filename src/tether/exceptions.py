@@ -1,0 +1,356 @@
+"""Every exception tether raises, in one tree.
+
+::
+
+    TetherError
+    ├── InvalidHandshake                  the opening handshake failed
+    │   ├── InvalidHTTP                   the HTTP head could not be parsed (status 400, 431, 505)
+    │   ├── InvalidHeader                 a header is missing, repeated or has a bad value
+    │   │   ├── InvalidHeaderFormat       a header does not follow its grammar
+    │   │   ├── InvalidUpgrade            Upgrade / Connection lack "websocket" / "upgrade"
+    │   │   ├── InvalidVersion            Sec-WebSocket-Version (426 or 400)
+    │   │   ├── InvalidKey                Sec-WebSocket-Key is not base64 of 16 bytes
+    │   │   ├── InvalidAccept             Sec-WebSocket-Accept does not match the key
+    │   │   ├── InvalidOrigin             Origin is not allowed (403)
+    │   │   ├── InvalidSubprotocol        the subprotocol was not offered, or none was agreed
+    │   │   └── InvalidExtension          an extension was not offered or its parameters are wrong
+    │   ├── InvalidStatus                 the server did not answer 101 (client side)
+    │   ├── InvalidRequest                the request cannot upgrade (wrong method, no upgrade headers)
+    │   └── NegotiationError              an extension factory declines an offer or a response
+    │       ├── DuplicateParameter
+    │       ├── InvalidParameterName
+    │       └── InvalidParameterValue
+    ├── ProtocolError                     the peer broke RFC 6455 / RFC 7692 (close code 1002)
+    ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
+    ├── InvalidState                      API misuse: the connection is not in a state that allows it
+    ├── ConcurrencyError                  API misuse: two coroutines read or write at once
+    └── ConnectionClosed                  the connection is closed
+        ├── ConnectionClosedOK            with 1000 or 1001
+        └── ConnectionClosedError         with any other code, or without a close frame
+
+Peer misbehaviour (``ProtocolError``, ``PayloadTooBig``, ``UnicodeDecodeError``) is turned
+into a close code at one place, :meth:`tether.sansio.protocol.Protocol.receive_data`. API misuse
+(``InvalidState``, ``ConcurrencyError``) is raised to the caller and never closes the connection.
+
+Handshake errors carry the header name and value and print in plain words, for example
+``invalid Sec-WebSocket-Version header: 8 (unsupported version; supported: 13)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sansio.codes import CloseCode
+    from .sansio.frames import Close
+    from .sansio.http11 import Response
+
+__all__ = [
+    "ConcurrencyError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "DuplicateParameter",
+    "InvalidAccept",
+    "InvalidExtension",
+    "InvalidHTTP",
+    "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidHeaderFormat",
+    "InvalidKey",
+    "InvalidOrigin",
+    "InvalidParameterName",
+    "InvalidParameterValue",
+    "InvalidRequest",
+    "InvalidState",
+    "InvalidStatus",
+    "InvalidSubprotocol",
+    "InvalidUpgrade",
+    "InvalidVersion",
+    "NegotiationError",
+    "PayloadTooBig",
+    "ProtocolError",
+    "TetherError",
+]
+
+
+class TetherError(Exception):
+    """Base class of every exception tether raises on purpose."""
+
+
+# --- opening handshake -------------------------------------------------------------------------
+
+
+class InvalidHandshake(TetherError):
+    """The opening handshake failed.
+
+    ``status`` is the HTTP status a server answers with when it rejects a request for this
+    reason; ``extra_headers`` are the headers that answer must carry (for example
+    ``Sec-WebSocket-Version: 13`` with a 426).
+    """
+
+    status: int = 400
+
+    @property
+    def extra_headers(self) -> list[tuple[str, str]]:
+        return []
+
+
+class InvalidHTTP(InvalidHandshake):
+    """The HTTP request or response head could not be parsed.
+
+    ``status`` is 400 for malformed input, 431 when a named limit is exceeded and 505 for an
+    unsupported HTTP version.
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class InvalidHeader(InvalidHandshake):
+    """A header is missing, repeated, or has a value that is not acceptable.
+
+    ``value`` is ``None`` when the header is missing; ``detail`` says what was wrong.
+    """
+
+    def __init__(self, name: str, value: str | None = None, detail: str = "") -> None:
+        super().__init__(name, value, detail)
+        self.name = name
+        self.value = value
+        self.detail = detail
+
+    def __str__(self) -> str:
+        if self.value is None:
+            text = f"missing {self.name} header"
+        elif self.value == "":
+            text = f"empty {self.name} header"
+        else:
+            text = f"invalid {self.name} header: {self.value}"
+        if self.detail:
+            text += f" ({self.detail})"
+        return text
+
+
+class InvalidHeaderFormat(InvalidHeader):
+    """A header value does not follow its grammar; ``pos`` is where parsing stopped."""
+
+    def __init__(self, name: str, value: str, error: str, pos: int) -> None:
+        super().__init__(name, value, f"{error} at {pos}")
+        self.error = error
+        self.pos = pos
+
+
+class InvalidUpgrade(InvalidHeader):
+    """``Upgrade`` lacks ``websocket`` or ``Connection`` lacks ``upgrade``."""
+
+
+class InvalidVersion(InvalidHeader):
+    """``Sec-WebSocket-Version`` is missing, repeated, malformed or unsupported.
+
+    An unsupported but well-formed version is answered with 426, anything else with 400; both
+    carry ``Sec-WebSocket-Version`` listing ``supported``.
+    """
+
+    def __init__(
+        self,
+        value: str | None,
+        detail: str,
+        *,
+        supported: tuple[str, ...] = ("13",),
+        unsupported: bool = False,
+    ) -> None:
+        super().__init__("Sec-WebSocket-Version", value, detail)
+        self.supported = supported
+        self.status = 426 if unsupported else 400
+
+    @property
+    def extra_headers(self) -> list[tuple[str, str]]:
+        return [("Sec-WebSocket-Version", ", ".join(self.supported))]
+
+
+class InvalidKey(InvalidHeader):
+    """``Sec-WebSocket-Key`` is missing, repeated, or not the base64 encoding of 16 bytes."""
+
+
+class InvalidAccept(InvalidHeader):
+    """``Sec-WebSocket-Accept`` does not match the key the client sent."""
+
+
+class InvalidOrigin(InvalidHeader):
+    """The ``Origin`` header is missing or not in the server's allow-list (403)."""
+
+    status = 403
+
+
+class InvalidSubprotocol(InvalidHeader):
+    """The subprotocol is one the client did not offer, or none was agreed but one is required."""
+
+
+class InvalidExtension(InvalidHeader):
+    """An accepted extension was not offered, or its parameters do not fit the offer."""
+
+
+class InvalidRequest(InvalidHandshake):
+    """The request is valid HTTP but cannot be upgraded (wrong method, no upgrade headers)."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class InvalidStatus(InvalidHandshake):
+    """The server answered the handshake with something other than 101.
+
+    The whole response is kept: ``response.status``, ``response.headers``, ``response.body``.
+    ``location`` is the redirect target of a 3xx, ``supported_versions`` the versions a 426 or
+    400 listed in ``Sec-WebSocket-Version``.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response)
+        self.response = response
+
+    @property
+    def location(self) -> str | None:
+        if 300 <= self.response.status < 400:
+            return self.response.headers.get("Location")
+        return None
+
+    @property
+    def supported_versions(self) -> list[str]:
+        values = self.response.headers.get_all("Sec-WebSocket-Version")
+        return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+    def __str__(self) -> str:
+        response = self.response
+        text = f"server rejected WebSocket connection: HTTP {response.status}"
+        if response.reason:
+            text += f" {response.reason}"
+        if self.location is not None:
+            text += f", redirect to {self.location}"
+        versions = self.supported_versions
+        if versions:
+            text += f", server supports version {', '.join(versions)}"
+        body = response.body[:200].decode("utf-8", "replace").strip()
+        if body:
+            text += f": {body.splitlines()[0] if body.splitlines() else body}"
+        return text
+
+
+class NegotiationError(InvalidHandshake):
+    """An extension factory declines an offer (server) or an answer (client)."""
+
+
+class DuplicateParameter(NegotiationError):
+    """A parameter appears twice in one extension offer or answer."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"duplicate parameter: {self.name}"
+
+
+class InvalidParameterName(NegotiationError):
+    """A parameter is unknown to the extension."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"invalid parameter name: {self.name}"
+
+
+class InvalidParameterValue(NegotiationError):
+    """A known parameter has a value that is not allowed."""
+
+    def __init__(self, name: str, value: str | None) -> None:
+        super().__init__(name, value)
+        self.name = name
+        self.value = value
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"missing value for parameter {self.name}"
+        return f"invalid value for parameter {self.name}: {self.value}"
+
+
+# --- frames and connection ---------------------------------------------------------------------
+
+
+class ProtocolError(TetherError):
+    """The peer broke the protocol. Failing the connection sends close code 1002."""
+
+
+class PayloadTooBig(TetherError):
+    """A frame or a message is larger than a limit. Failing the connection sends 1009."""
+
+
+class InvalidState(TetherError, AssertionError):
+    """An operation is not allowed in the connection's current state (API misuse)."""
+
+
+class ConcurrencyError(TetherError, RuntimeError):
+    """Two coroutines called ``recv()`` at once, or a similar misuse of the API."""
+
+
+class ConnectionClosed(TetherError):
+    """The connection is closed; ``rcvd`` and ``sent`` are the close frames, if any.
+
+    ``rcvd_then_sent`` tells who closed first: ``True`` when the peer did, ``False`` when we
+    did, ``None`` when not both frames were exchanged.
+    """
+
+    def __init__(
+        self,
+        rcvd: Close | None,
+        sent: Close | None,
+        rcvd_then_sent: bool | None = None,
+    ) -> None:
+        super().__init__(rcvd, sent, rcvd_then_sent)
+        self.rcvd = rcvd
+        self.sent = sent
+        self.rcvd_then_sent = rcvd_then_sent
+
+    @property
+    def code(self) -> CloseCode | int:
+        """The close code received, or 1006 (abnormal closure) when none was."""
+        from .sansio.codes import CloseCode
+
+        if self.rcvd is None:
+            return CloseCode.ABNORMAL_CLOSURE
+        return self.rcvd.code
+
+    @property
+    def reason(self) -> str:
+        return "" if self.rcvd is None else self.rcvd.reason
+
+    def __str__(self) -> str:
+        if self.rcvd is None:
+            if self.sent is None:
+                return "no close frame received or sent"
+            return f"sent {self.sent}; no close frame received"
+        if self.sent is None:
+            return f"received {self.rcvd}; no close frame sent"
+        if self.rcvd_then_sent:
+            return f"received {self.rcvd}; then sent {self.sent}"
+        return f"sent {self.sent}; then received {self.rcvd}"
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed normally (1000 or 1001 both ways)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error code, or without a close handshake."""
