@@ -1,0 +1,542 @@
+"""The WebSocket connection as a state machine: bytes in, events and bytes out (RFC 6455 5-7).
+
+Drive it with five calls::
+
+    protocol.receive_data(chunk)        # bytes from the network (or receive_eof() at its end)
+    for event in protocol.events_received(): ...
+    for data in protocol.data_to_send(): transport.write(data)   # b"" means: half-close
+    protocol.close_expected()           # arm a timer: the peer should close the TCP connection
+
+and send with ``send_text``, ``send_binary``, ``send_message``, ``send_continuation``,
+``send_ping``, ``send_pong`` and ``send_close``.
+
+States and who moves them (the only place they change)::
+
+    CONNECTING --handshake succeeds--> OPEN --close sent or received--> CLOSING --EOF--> CLOSED
+    CONNECTING --handshake fails-----> CLOSED (after the rejection is written)
+    OPEN / CLOSING --EOF received----> CLOSED (abnormal closure 1006 if no close frame came)
+
+The close direction stays visible: ``close_sent``, ``close_rcvd`` and ``close_rcvd_then_sent``
+(``True``: the peer closed first; ``False``: we did).
+
+Peer errors become close codes at one choke point, :meth:`Protocol.receive_data`:
+``ProtocolError`` -> 1002, ``UnicodeDecodeError`` -> 1007, ``PayloadTooBig`` -> 1009, anything
+else -> 1011 (details are logged, never sent). The exception is kept in ``parser_exc`` so the
+I/O layer can chain it. API misuse raises :class:`~tether.exceptions.InvalidState` and leaves the
+connection alone.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+from typing import TypeAlias
+
+from ..exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+    PayloadTooBig,
+    ProtocolError,
+)
+from ..extensions.base import Extension
+from ..limits import Limits
+from ..typing import LoggerLike
+from .codes import OK_CLOSE_CODES, CloseCode, Opcode
+from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
+from .frames import Close, Frame, FrameParser, serialize_frame
+from .http11 import Request, Response
+from .streams import StreamReader
+
+__all__ = ["Event", "Protocol", "Side", "State"]
+
+Event: TypeAlias = (
+    TextMessage | BinaryMessage | Fragment | Ping | Pong | CloseReceived | Request | Response
+)
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+#: Close reasons we write ourselves are cut to fit a control frame (125 - 2 bytes of code).
+_MAX_REASON = 123
+
+
+class Side(enum.Enum):
+    """Which end of the connection this protocol plays."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    """Connection states (RFC 6455 section 4 and 7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def _truncate_reason(reason: str) -> str:
+    data = reason.encode()
+    if len(data) <= _MAX_REASON:
+        return reason
+    return data[: _MAX_REASON - 3].decode(errors="ignore") + "..."
+
+
+class Protocol:
+    """Common base of :class:`~tether.sansio.server.ServerProtocol` and
+    :class:`~tether.sansio.client.ClientProtocol`.
+
+    Args:
+        side: which end this is; a client masks what it sends, a server requires masking.
+        state: start in ``OPEN`` to skip the opening handshake (tests, or after a handshake
+            done elsewhere).
+        limits: sizes enforced on input (see :class:`~tether.limits.Limits`).
+        assemble: ``True`` (default) to receive whole messages (``TextMessage``,
+            ``BinaryMessage``), ``False`` to receive each frame's data as a ``Fragment``.
+        logger: where to log; ``logging.getLogger("tether.protocol")`` by default.
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        state: State = State.OPEN,
+        limits: Limits | None = None,
+        assemble: bool = True,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        self.side = side
+        self.limits = limits if limits is not None else Limits()
+        self.assemble = assemble
+        self.logger: LoggerLike = logger if logger is not None else logging.getLogger(
+            "tether.protocol"
+        )
+        #: Cheap guard for debug logs on the hot path.
+        self.debug = self.logger.isEnabledFor(logging.DEBUG)
+
+        self._state = state
+        self.extensions: list[Extension] = []
+
+        # Handshake input; once the handshake succeeds, what remains goes to the frame parser.
+        self.reader = StreamReader()
+        self._parser: FrameParser | None = None
+        self._discard = False  # after a close frame or a failure, input is dropped
+
+        self._events: list[Event] = []
+        self._writes: list[bytes] = []
+
+        # Close handshake bookkeeping.
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
+        self.close_rcvd_then_sent: bool | None = None
+        self.eof_sent = False
+        self.eof_rcvd = False
+        #: The peer's error that made us fail the connection, or the handshake's failure.
+        self.parser_exc: Exception | None = None
+        self.handshake_exc: Exception | None = None
+
+        # Incoming message being assembled.
+        self._in_opcode: Opcode | None = None  # TEXT or BINARY while a message is fragmented
+        self._in_compressed = False
+        self._in_size = 0
+        self._in_chunks: list[bytes] = []
+        self._in_text: list[str] = []
+        self._in_decoder: codecs.IncrementalDecoder | None = None
+
+        # Outgoing fragmented message in progress (send_text(fin=False) ... send_continuation).
+        self._out_opcode: Opcode | None = None
+
+        # Payloads of pings sent and not answered yet, oldest first.
+        self._pings: list[bytes] = []
+
+        self._mask = side is Side.CLIENT
+
+        if state is State.OPEN:
+            self._start_frames()
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        if self.debug:
+            self.logger.debug("= connection is %s", state.name)
+        self._state = state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received (1005 when the frame had none, 1006 with no frame), once
+        the connection is CLOSED; ``None`` before."""
+        if self._state is not State.CLOSED:
+            return None
+        if self.close_rcvd is None:
+            return CloseCode.ABNORMAL_CLOSURE
+        return self.close_rcvd.code
+
+    @property
+    def close_reason(self) -> str | None:
+        if self._state is not State.CLOSED:
+            return None
+        return "" if self.close_rcvd is None else self.close_rcvd.reason
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception to raise when the application uses a closed connection."""
+        exc: ConnectionClosed
+        if (
+            self.close_rcvd is not None
+            and self.close_sent is not None
+            and self.close_rcvd.code in OK_CLOSE_CODES
+            and self.close_sent.code in OK_CLOSE_CODES
+        ):
+            exc = ConnectionClosedOK(self.close_rcvd, self.close_sent, self.close_rcvd_then_sent)
+        else:
+            exc = ConnectionClosedError(
+                self.close_rcvd, self.close_sent, self.close_rcvd_then_sent
+            )
+        exc.__cause__ = self.parser_exc
+        return exc
+
+    def _start_frames(self) -> None:
+        """Switch from the HTTP head to frames; bytes already received are frames."""
+        rsv = 0
+        for extension in self.extensions:
+            rsv |= extension.rsv_mask
+        self._parser = FrameParser(
+            mask_expected=self.side is Side.SERVER,
+            max_frame_size=self.limits.max_frame_size,
+            allowed_rsv=rsv,
+        )
+        if self.reader.buffer:
+            self._parser.feed(self.reader.buffer)
+            self.reader.buffer.clear()
+
+    # --- input --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes from the network. Never raises for anything the peer sends."""
+        if self._discard or self.eof_rcvd:
+            return
+        if self._state is State.CONNECTING:
+            self.reader.feed_data(data)
+            self._receive_handshake()
+            return
+        assert self._parser is not None
+        self._parser.feed(data)
+        self._receive_frames()
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the TCP connection (or the connection was lost)."""
+        if self.eof_rcvd:
+            return
+        self.eof_rcvd = True
+        if self._state is State.CONNECTING:
+            self.reader.feed_eof()
+            self._receive_handshake()
+            if self._state is State.CONNECTING:
+                # The peer went away in the middle of the handshake.
+                self.handshake_exc = self.handshake_exc or EOFError(
+                    "connection closed during the opening handshake"
+                )
+                self.state = State.CLOSED
+            return
+        if self.debug:
+            self.logger.debug("< EOF")
+        if self.close_rcvd is None and self._state is not State.CLOSED and not self._discard:
+            # 7.1.5: closed without a close frame: the close code is 1006.
+            if self._in_opcode is not None:
+                self.logger.debug("connection lost in the middle of a message")
+        self._discard = True
+        if self.side is Side.CLIENT and not self.eof_sent:
+            self.send_eof()
+        self.state = State.CLOSED
+
+    def _receive_handshake(self) -> None:
+        """Overridden by the two roles to parse the request or the response."""
+        raise NotImplementedError
+
+    def _receive_frames(self) -> None:
+        """The choke point: every frame, and every peer error turned into a close code."""
+        parser = self._parser
+        assert parser is not None
+        try:
+            while not self._discard:
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                if self.debug:
+                    self.logger.debug("< %s", frame)
+                self._receive_frame(frame)
+        except ProtocolError as exc:
+            self._peer_failed(exc, CloseCode.PROTOCOL_ERROR, str(exc))
+        except UnicodeDecodeError as exc:
+            self._peer_failed(
+                exc, CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}"
+            )
+        except PayloadTooBig as exc:
+            self._peer_failed(exc, CloseCode.MESSAGE_TOO_BIG, str(exc))
+        except Exception as exc:  # a bug of ours or of an extension: no details to the peer
+            self.logger.error("! error while processing a frame", exc_info=True)
+            self._peer_failed(exc, CloseCode.INTERNAL_ERROR, "")
+
+    def _peer_failed(self, exc: Exception, code: int, reason: str) -> None:
+        if self.debug:
+            self.logger.debug("! failing connection with %d: %s", code, reason)
+        self.parser_exc = exc
+        self.fail(code, reason)
+
+    def _receive_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self._receive_data_frame(frame)
+        elif frame.rsv1 or frame.rsv2 or frame.rsv3:
+            # No extension gives a meaning to reserved bits on control frames (RFC 7692 6.1).
+            raise ProtocolError(f"reserved bit set on a {opcode.name} frame")
+        elif opcode is Opcode.PING:
+            # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+            # response, unless it already received a Close frame." It carries the same data.
+            if self._state is State.OPEN:
+                self._send_frame(Frame(Opcode.PONG, frame.data))
+            self._events.append(Ping(frame.data))
+        elif opcode is Opcode.PONG:
+            self._events.append(Pong(frame.data, self._ack_pings(frame.data)))
+        else:  # CLOSE
+            self._receive_close(frame)
+
+    def _ack_pings(self, data: bytes) -> tuple[bytes, ...]:
+        pings = self._pings
+        if data in pings:
+            n = pings.index(data) + 1
+            acked = tuple(pings[:n])
+            del pings[:n]
+            return acked
+        return ()
+
+    def _receive_close(self, frame: Frame) -> None:
+        # 5.5.1: a 1-byte payload, a code not allowed on the wire and a reason that is not
+        # UTF-8 are errors; Close.parse raises ProtocolError or UnicodeDecodeError for them.
+        close = Close.parse(frame.data)
+        self.close_rcvd = close
+        if self.close_sent is None:
+            self.close_rcvd_then_sent = True
+        if self._in_opcode is not None:
+            # The message in progress will never end: drop it.
+            self._reset_incoming()
+        self._events.append(CloseReceived(close))
+        if self._state is State.OPEN:
+            # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
+            # Close frame, the endpoint MUST send a Close frame in response." We echo the code.
+            echo = Close(close.code, "") if close.code != CloseCode.NO_STATUS_RCVD else None
+            self._send_close_frame(echo)
+        # Nothing may follow a close frame: what does is discarded.
+        self._discard = True
+        # 7.1.1: the server closes the TCP connection first.
+        if self.side is Side.SERVER and not self.eof_sent:
+            self.send_eof()
+
+    def _receive_data_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.CONT:
+            if self._in_opcode is None:
+                raise ProtocolError("unexpected continuation frame")
+        elif self._in_opcode is not None:
+            raise ProtocolError(f"expected a continuation frame, got {opcode.name}")
+
+        max_size = self.limits.max_message_size
+        if self.extensions:
+            remaining = None if max_size is None else max_size - self._in_size
+            for extension in reversed(self.extensions):
+                frame = extension.decode(frame, max_size=remaining)
+        data = frame.data
+        size = self._in_size + len(data)
+        if max_size is not None and size > max_size:
+            raise PayloadTooBig(f"message over {max_size} bytes")
+
+        if opcode is not Opcode.CONT:
+            if frame.fin and self.assemble:
+                # The common case, a whole message in one frame: no bookkeeping at all.
+                if opcode is Opcode.TEXT:
+                    self._events.append(TextMessage(data.decode()))
+                else:
+                    self._events.append(BinaryMessage(data))
+                return
+            self._in_opcode = opcode
+            if opcode is Opcode.TEXT:
+                self._in_decoder = _utf8_decoder()
+            first = True
+        else:
+            first = False
+        self._in_size = size
+
+        fin = frame.fin
+        decoder = self._in_decoder
+        if self.assemble:
+            if decoder is not None:
+                # Validate as the fragments arrive: fail on the fragment that breaks the
+                # text, not at the end of the message.
+                self._in_text.append(decoder.decode(data, fin))
+                if fin:
+                    self._events.append(TextMessage("".join(self._in_text)))
+            else:
+                self._in_chunks.append(data)
+                if fin:
+                    self._events.append(BinaryMessage(b"".join(self._in_chunks)))
+        else:
+            piece: str | bytes = decoder.decode(data, fin) if decoder is not None else data
+            self._events.append(Fragment(piece, first, fin))
+        if fin:
+            self._reset_incoming()
+
+    def _reset_incoming(self) -> None:
+        self._in_opcode = None
+        self._in_size = 0
+        self._in_chunks = []
+        self._in_text = []
+        self._in_decoder = None
+
+    # --- output -------------------------------------------------------------------------------
+
+    def events_received(self) -> list[Event]:
+        """The events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """The bytes to write since the last call; ``b""`` means "half-close the connection"."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def close_expected(self) -> bool:
+        """Whether the peer should now close the TCP connection (arm a timeout if so)."""
+        return self._state is State.CLOSING or self.handshake_exc is not None
+
+    def send_eof(self) -> None:
+        if self.eof_sent:
+            raise InvalidState("EOF already sent")
+        if self.debug:
+            self.logger.debug("> EOF")
+        self.eof_sent = True
+        self._writes.append(b"")
+
+    def _check_open(self) -> None:
+        if self._state is not State.OPEN:
+            raise InvalidState(f"connection is {self._state.name}")
+
+    def _send_frame(self, frame: Frame) -> None:
+        if self.debug:
+            self.logger.debug("> %s", frame)
+        if self.extensions and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            for extension in self.extensions:
+                frame = extension.encode(frame)
+        self._writes.append(serialize_frame(frame, mask=self._mask))
+
+    def send_text(self, data: str | bytes, fin: bool = True) -> None:
+        """Send a text frame; ``fin=False`` starts a fragmented message. ``bytes`` must be
+        UTF-8 (it is sent as is)."""
+        self._start_outgoing(Opcode.TEXT, fin)
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        self._send_frame(Frame(Opcode.TEXT, payload, fin))
+
+    def send_binary(self, data: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Send a binary frame; ``fin=False`` starts a fragmented message."""
+        self._start_outgoing(Opcode.BINARY, fin)
+        self._send_frame(Frame(Opcode.BINARY, bytes(data), fin))
+
+    def send_continuation(self, data: str | bytes | bytearray | memoryview, fin: bool) -> None:
+        """Send the next fragment of the message started with ``fin=False``."""
+        self._check_open()
+        if self._out_opcode is None:
+            raise InvalidState("no fragmented message in progress")
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        if fin:
+            self._out_opcode = None
+        self._send_frame(Frame(Opcode.CONT, payload, fin))
+
+    def _start_outgoing(self, opcode: Opcode, fin: bool) -> None:
+        self._check_open()
+        if self._out_opcode is not None:
+            raise InvalidState("a fragmented message is in progress: finish it first")
+        if not fin:
+            self._out_opcode = opcode
+
+    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send a whole message (text for ``str``), split into frames of at most
+        ``limits.max_outgoing_frame_size`` bytes when that limit is set."""
+        text = isinstance(data, str)
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        size = self.limits.max_outgoing_frame_size
+        if size is None or len(payload) <= size or size <= 0:
+            if text:
+                self.send_text(payload)
+            else:
+                self.send_binary(payload)
+            return
+        view = memoryview(payload)
+        if text:
+            self.send_text(bytes(view[:size]), fin=False)
+        else:
+            self.send_binary(view[:size], fin=False)
+        for start in range(size, len(payload), size):
+            self.send_continuation(view[start : start + size], fin=start + size >= len(payload))
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Send a ping; the matching ``Pong`` event lists it in ``acked``."""
+        self._check_open()
+        data = bytes(data)
+        if len(data) > 125:
+            raise ValueError("ping payload must be 125 bytes or less")
+        if data in self._pings:
+            raise InvalidState("a ping with the same payload is already waiting for its pong")
+        self._pings.append(data)
+        self._send_frame(Frame(Opcode.PING, data))
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Send an unsolicited pong (a heartbeat that expects no answer)."""
+        self._check_open()
+        data = bytes(data)
+        if len(data) > 125:
+            raise ValueError("pong payload must be 125 bytes or less")
+        self._send_frame(Frame(Opcode.PONG, data))
+
+    def send_close(self, code: int | None = None, reason: str = "") -> None:
+        """Start the closing handshake (7.1.2). ``code=None`` sends a close frame without a
+        payload, which the peer reads as 1005."""
+        self._check_open()
+        if code is None:
+            if reason:
+                raise ValueError("a close reason needs a close code")
+            close = None
+        else:
+            close = Close(code, reason)
+            close.check()
+            if len(reason.encode()) > _MAX_REASON:
+                raise ValueError(f"close reason must be at most {_MAX_REASON} bytes in UTF-8")
+        self._send_close_frame(close)
+
+    def _send_close_frame(self, close: Close | None) -> None:
+        payload = b"" if close is None else close.serialize()
+        self.close_sent = close if close is not None else Close(CloseCode.NO_STATUS_RCVD, "")
+        if self.close_rcvd is None:
+            self.close_rcvd_then_sent = False
+        self._out_opcode = None
+        self._send_frame(Frame(Opcode.CLOSE, payload))
+        self.state = State.CLOSING
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the WebSocket connection (7.1.7): send a close frame with ``code`` once if
+        none was sent, stop reading, and close the TCP connection when we are the server."""
+        if self._state is State.OPEN:
+            self._send_close_frame(Close(code, _truncate_reason(reason)))
+        self._discard = True
+        self._reset_incoming()
+        # 7.1.7: "the endpoint MUST Close the WebSocket Connection". The server closes the TCP
+        # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
+        if self.side is Side.SERVER and not self.eof_sent:
+            self.send_eof()
+
