@@ -234,14 +234,10 @@ class _HeadBudget:
                 f"head larger than max_head_size ({limits.max_head_size} bytes)",
             ),
         ]
-        if header:
-            # Once the count is reached, only the empty line that ends the head fits.
+        if header and self.count >= limits.max_header_count:
+            # Only the empty line that ends the head may follow.
             candidates.insert(
-                0,
-                (
-                    0 if self.count >= limits.max_header_count else limits.max_line_length,
-                    f"more than max_header_count ({limits.max_header_count}) headers",
-                ),
+                0, (0, f"more than max_header_count ({limits.max_header_count}) headers")
             )
         bound, reason = min(candidates, key=lambda candidate: candidate[0])
         if bound < 0:
