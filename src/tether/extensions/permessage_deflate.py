@@ -1,0 +1,744 @@
+"""permessage-deflate (RFC 7692): negotiation and the compression engine, sans-I/O.
+
+Three parts:
+
+- :class:`DeflateSettings` and :data:`PRESETS` say what an endpoint wants (window sizes, context
+  takeover, zlib memory level and compression level, and a size under which messages go out
+  uncompressed).
+- :class:`ClientPerMessageDeflateFactory` writes the client's offer and checks the server's
+  answer; :class:`ServerPerMessageDeflateFactory` answers an offer or declines it. Both build a
+  :class:`PerMessageDeflate` holding the agreed values.
+- :class:`PerMessageDeflate` compresses outgoing data frames and inflates incoming ones.
+
+Local and remote
+================
+
+The RFC names parameters after the *role* (``server_*``, ``client_*``); the engine names them
+after the *direction*: ``local_*`` is about what this endpoint compresses, ``remote_*`` about
+what the peer compresses and this endpoint inflates. On a server, ``local_max_window_bits`` is
+the agreed ``server_max_window_bits``; on a client it is ``client_max_window_bits``.
+:class:`DeflateSettings` keeps the RFC names, so one settings object reads the same on either
+side, and :data:`PRESETS` are symmetric.
+
+Memory
+======
+
+Each connection holds at most one compressor and one decompressor. zlib's deflate state costs
+about ``2**(wbits + 2) + 2**(mem_level + 9) + 6 KiB`` and its inflate state ``2**wbits + 7 KiB``.
+Measured with ``bench/deflate_memory.py`` (tracemalloc sees zlib's allocations because CPython
+routes them through ``PyMem_RawMalloc``; the script checks that against the formula above), one
+connection after a few messages each way, same window both ways, zlib 1.2.13:
+
+================  =========  =========  =========  =========  =========
+wbits \\ memLevel      1          3          5          8          9
+================  =========  =========  =========  =========  =========
+ 9                 24 KiB     30 KiB     54 KiB    246 KiB    502 KiB
+10                 27 KiB     33 KiB     57 KiB    249 KiB    505 KiB
+11                 34 KiB     40 KiB     64 KiB    256 KiB    512 KiB
+12                 47 KiB     53 KiB     77 KiB    269 KiB    525 KiB
+13                 73 KiB     79 KiB    103 KiB    295 KiB    551 KiB
+14                125 KiB    131 KiB    155 KiB    347 KiB    603 KiB
+15                229 KiB    235 KiB    259 KiB    451 KiB    707 KiB
+================  =========  =========  =========  =========  =========
+
+FIXME (filled in from the benchmark).
+
+With no context takeover in a direction, that direction's zlib object only exists while a
+message is being compressed or inflated, so an idle connection holds nothing for it.
+
+Decisions worth knowing
+=======================
+
+- **8-bit windows.** zlib cannot compress a raw DEFLATE stream with an 8-bit window (zlib 1.2.9
+  and later refuse ``wbits=-8``; older versions silently used 9, which produces data a peer
+  with a 256-byte window cannot inflate). tether therefore never asks to compress with 8 bits
+  (the factories refuse settings that would) and, when the peer imposes 8 bits on our side, it
+  agrees and simply never compresses in that direction: RSV1 is per message, so sending every
+  message uncompressed is always allowed (RFC 7692 section 6). Inflating is done with at least
+  9 bits, so a peer that was granted 8 bits and compresses with 9 (old zlib) still works.
+- **Corrupt compressed data** raises :class:`~tether.exceptions.ProtocolError`, so the
+  connection closes with 1002. RFC 7692 only says to fail the connection; it names no code.
+  RFC 6455 section 7.4.1 defines 1007 for data "not consistent with the type of the message"
+  (its example is invalid UTF-8 in a text message). A DEFLATE stream that does not decode
+  breaks the framing this extension defines, not the message type, so we treat it like any
+  other framing violation. Practice is split: Node's ``ws`` sends 1007, Python's
+  ``websockets`` and Cap'n Proto send 1002.
+- **Size limit while inflating.** ``decode`` asks zlib for at most ``max_size + 1`` bytes, so a
+  decompression bomb costs at most one limit of memory and work before
+  :class:`~tether.exceptions.PayloadTooBig`.
+- **A DEFLATE block with BFINAL set** (RFC 7692 section 7.2.3.4) ends the peer's stream: only
+  the padding of an empty stored block may follow it in that message, and the next message is
+  inflated with an empty window. A sender that ends its stream cannot keep a window without
+  priming a new compressor with a dictionary; no implementation we know does that, and one
+  that did would be failed with 1002 rather than misread.
+- **Small messages** (first frame shorter than ``compress_threshold``, 32 bytes by default) are
+  sent uncompressed; see :class:`DeflateSettings`.
+
+Compress once, send to many
+===========================
+
+When the local side resets its context for every message (``local_no_context_takeover``), the
+compressed form of a message depends only on its bytes and on the compressor parameters, so a
+broadcast can compress it once. :attr:`PerMessageDeflate.can_share_encoding` tells whether a
+connection allows that, :meth:`PerMessageDeflate.compress_message` (or the module function
+:func:`compress_payload`) produces the payload, and :meth:`PerMessageDeflate.encode` passes a
+first frame that already has RSV1 set through untouched, with its continuation frames. A payload
+compressed with ``window_bits=W`` is valid on every such connection whose
+``local_max_window_bits`` is at least ``W``; connections with equal
+:attr:`PerMessageDeflate.shared_encoding_key` produce byte-identical payloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+
+from ..exceptions import (
+    DuplicateParameter,
+    InvalidParameterName,
+    InvalidParameterValue,
+    InvalidState,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+)
+from ..sansio.codes import Opcode
+from ..sansio.frames import Frame
+from ..typing import ExtensionName, ExtensionParameter
+from .base import RSV1, ClientExtensionFactory, Extension, ServerExtensionFactory
+
+__all__ = [
+    "DEFAULT_COMPRESS_THRESHOLD",
+    "PRESETS",
+    "ClientPerMessageDeflateFactory",
+    "DeflateSettings",
+    "PerMessageDeflate",
+    "ServerPerMessageDeflateFactory",
+    "compress_payload",
+]
+
+NAME = ExtensionName("permessage-deflate")
+
+#: What Z_SYNC_FLUSH leaves at the end of the data: an empty stored block's LEN and NLEN.
+#: 7.2.1: the sender removes it from the end of a message; 7.2.2: the receiver appends it.
+_SYNC_MARKER = b"\x00\x00\xff\xff"
+
+#: After a block with BFINAL set, a compliant sender's message ends with the first byte of an
+#: empty stored block (7.2.1 step 2 appends that block, step 3 removes its last four bytes).
+_AFTER_FINAL_BLOCK = (b"", b"\x00")
+_AFTER_FINAL_BLOCK_FIN = (_SYNC_MARKER, b"\x00" + _SYNC_MARKER)
+
+#: 7.1.2.1 and 7.1.2.2: "a decimal integer value without leading zeroes between 8 to 15,
+#: inclusive". Matching the exact strings rejects "08", "+9", " 9" and "9.0" with no parsing.
+_WINDOW_BITS = {str(bits): bits for bits in range(8, 16)}
+
+_SERVER_NO_CONTEXT_TAKEOVER = "server_no_context_takeover"
+_CLIENT_NO_CONTEXT_TAKEOVER = "client_no_context_takeover"
+_SERVER_MAX_WINDOW_BITS = "server_max_window_bits"
+_CLIENT_MAX_WINDOW_BITS = "client_max_window_bits"
+_PARAMETER_NAMES = frozenset(
+    {
+        _SERVER_NO_CONTEXT_TAKEOVER,
+        _CLIENT_NO_CONTEXT_TAKEOVER,
+        _SERVER_MAX_WINDOW_BITS,
+        _CLIENT_MAX_WINDOW_BITS,
+    }
+)
+
+#: Messages whose first frame is shorter than this are sent uncompressed by default.
+#:
+#: Measured on short JSON messages (``bench/deflate_memory.py`` does not cover this; see the
+#: report of the issue that added it): without context takeover, messages of 32 bytes or less
+#: do not shrink at all, because a fresh DEFLATE block costs about as much as it saves. With
+#: context takeover they do shrink, but by 25 bytes at best, less than the TCP/IP headers of
+#: the packet that carries them, while compressing and inflating cost the same few
+#: microseconds as for a 1 KiB message. Node's ``ws`` uses 1024, which gives up the large
+#: savings context takeover brings to typical 100-1000 byte JSON messages.
+DEFAULT_COMPRESS_THRESHOLD = 32
+
+
+def _check_window_bits(name: str, value: int | None) -> None:
+    if value is not None and not 8 <= value <= 15:
+        raise ValueError(f"{name} must be between 8 and 15, got {value}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeflateSettings:
+    """What an endpoint wants from permessage-deflate. The same object serves both roles.
+
+    The four negotiated fields keep the RFC's names. On a client they shape the offer; on a
+    server they shape the answer (the decision tables in the two factories say exactly how).
+    ``None`` for a window means "no limit of our own".
+    """
+
+    #: Ask (client) or tell (server) the server to compress each message with an empty window.
+    server_no_context_takeover: bool = False
+    #: Promise (client) or require (server) that the client compresses each message with an
+    #: empty window.
+    client_no_context_takeover: bool = False
+    #: The largest window the server compresses with: requested by a client, imposed by a server.
+    server_max_window_bits: int | None = 12
+    #: The largest window the client compresses with: used by a client, requested by a server.
+    client_max_window_bits: int | None = 12
+    #: Messages whose first frame is shorter than this many bytes are sent uncompressed.
+    compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
+    #: zlib ``memLevel`` of the compressor, 1-9: memory of the match finder (``2**(m + 9)``
+    #: bytes); 5 compresses typical messages within about 1% of 8 at a quarter of the memory.
+    mem_level: int = 5
+    #: zlib compression level, 0-9 (1 is fastest, 9 smallest; 6 is zlib's default).
+    compression_level: int = 6
+
+    def __post_init__(self) -> None:
+        _check_window_bits("server_max_window_bits", self.server_max_window_bits)
+        _check_window_bits("client_max_window_bits", self.client_max_window_bits)
+        if self.compress_threshold < 0:
+            raise ValueError(f"compress_threshold must be >= 0, got {self.compress_threshold}")
+        if not 1 <= self.mem_level <= 9:
+            raise ValueError(f"mem_level must be between 1 and 9, got {self.mem_level}")
+        if not 0 <= self.compression_level <= 9:
+            raise ValueError(
+                f"compression_level must be between 0 and 9, got {self.compression_level}"
+            )
+
+
+#: Named settings. Memory is per connection, steady state, both directions (see the table in
+#: the module docstring).
+PRESETS: dict[str, DeflateSettings] = {
+    # The default: 4 KiB windows and memLevel 5 keep a connection under FIXME while small
+    # windows lose little on the short messages WebSocket applications send.
+    "balanced": DeflateSettings(),
+    # Nothing held between messages: zlib objects exist only while a message is being
+    # compressed or inflated. Costs compression ratio on streams of similar small messages.
+    "small": DeflateSettings(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=10,
+        client_max_window_bits=10,
+        mem_level=4,
+    ),
+    # Level 1: about three times faster than 6, somewhat larger output.
+    "fast": DeflateSettings(compression_level=1),
+    # zlib's largest window and memLevel 8 with level 9: best ratio, FIXME per connection.
+    "max": DeflateSettings(
+        server_max_window_bits=None,
+        client_max_window_bits=None,
+        mem_level=8,
+        compression_level=9,
+        compress_threshold=0,
+    ),
+}
+
+
+def _resolve(settings: DeflateSettings | str) -> DeflateSettings:
+    if isinstance(settings, DeflateSettings):
+        return settings
+    try:
+        return PRESETS[settings]
+    except KeyError:
+        raise ValueError(
+            f"unknown permessage-deflate preset {settings!r}; known: {', '.join(PRESETS)}"
+        ) from None
+
+
+def compress_payload(
+    data: bytes | bytearray | memoryview,
+    *,
+    window_bits: int = 15,
+    mem_level: int = 5,
+    compression_level: int = 6,
+) -> bytes:
+    """Compress one whole message with an empty window, as a frame payload with RSV1 set.
+
+    This is what a connection without local context takeover sends for that message, so the
+    result can be sent on any such connection whose ``local_max_window_bits`` is at least
+    ``window_bits`` (window_bits must be 9-15).
+    """
+    encoder = zlib.compressobj(compression_level, zlib.DEFLATED, -window_bits, mem_level)
+    # 7.2.1: compress, flush to a byte boundary, remove the trailing 00 00 ff ff.
+    return (encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+class PerMessageDeflate(Extension):
+    """permessage-deflate agreed for one connection: compresses and inflates data frames.
+
+    Build it through a factory; the constructor takes the agreed values. The connection passes
+    every outgoing data frame to :meth:`encode` and every incoming one to :meth:`decode`, in
+    order. After ``decode`` raises, the connection is failed and this object is not used again.
+    """
+
+    name = NAME
+    rsv_mask = RSV1
+
+    def __init__(
+        self,
+        remote_no_context_takeover: bool,
+        local_no_context_takeover: bool,
+        remote_max_window_bits: int,
+        local_max_window_bits: int,
+        *,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+        mem_level: int = 5,
+        compression_level: int = 6,
+        params: Sequence[ExtensionParameter] = (),
+    ) -> None:
+        _check_window_bits("remote_max_window_bits", remote_max_window_bits)
+        _check_window_bits("local_max_window_bits", local_max_window_bits)
+        #: The peer compresses each message with an empty window; we drop our inflater
+        #: between messages.
+        self.remote_no_context_takeover = remote_no_context_takeover
+        #: We compress each message with an empty window.
+        self.local_no_context_takeover = local_no_context_takeover
+        #: The largest window the peer compresses with.
+        self.remote_max_window_bits = remote_max_window_bits
+        #: The largest window we may compress with (8 means we never compress).
+        self.local_max_window_bits = local_max_window_bits
+        #: Messages whose first frame is shorter than this are sent uncompressed.
+        self.compress_threshold = compress_threshold
+        #: zlib ``memLevel`` and level of our compressor.
+        self.mem_level = mem_level
+        self.compression_level = compression_level
+        self._params = list(params)
+
+        # zlib refuses a raw 8-bit window for compressing (see "8-bit windows" above).
+        self._can_compress = local_max_window_bits >= 9
+        # Inflating with a window at least as large as the peer's is always correct; 9 rather
+        # than 8 also accepts peers whose zlib silently turned a granted 8 into 9.
+        self._inflate_bits = max(remote_max_window_bits, 9)
+
+        self._encoder: zlib._Compress | None = None
+        self._decoder: zlib._Decompress | None = None
+        # Whether the message being sent / received is compressed (RSV1 on its first frame).
+        self._encoding = False
+        self._decoding = False
+
+    @property
+    def params(self) -> list[ExtensionParameter]:
+        return list(self._params)
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        """Inflate a received data frame if its message is compressed.
+
+        ``max_size`` is what remains of the message size limit for this message; the inflated
+        payload of this frame may not exceed it (``None``: no limit).
+
+        Raises:
+            PayloadTooBig: the inflated data would be larger than ``max_size``.
+            ProtocolError: RSV1 is set on a continuation frame, or the compressed data is
+                not valid DEFLATE data (close code 1002, see the module docstring).
+        """
+        if frame.opcode is Opcode.CONT:
+            # 6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control frames
+            # and non-first fragments of a data message. An endpoint receiving such a frame
+            # MUST _Fail the WebSocket Connection_." (The connection checks control frames.)
+            if frame.rsv1:
+                raise ProtocolError("RSV1 set on a continuation frame")
+            if not self._decoding:
+                return frame
+        elif frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            # RSV1 on the first frame marks the whole message as compressed (6).
+            self._decoding = frame.rsv1
+            if not frame.rsv1:
+                return frame
+        else:
+            return frame
+
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = zlib.decompressobj(-self._inflate_bits)
+
+        # 7.2.2: append 00 00 ff ff to the end of the message before inflating it.
+        data = frame.data + _SYNC_MARKER if frame.fin else frame.data
+        # Ask for one byte more than allowed: getting it proves the limit is exceeded, and zlib
+        # stops producing output there, so a bomb costs at most one limit. (Asking for exactly
+        # max_size could leave unconsumed input that produces no output, such as the marker,
+        # and wrongly fail a message of exactly max_size bytes.)
+        max_length = 0 if max_size is None else max_size + 1
+        try:
+            data = decoder.decompress(data, max_length)
+        except zlib.error as exc:
+            raise ProtocolError(f"invalid compressed data: {exc}") from exc
+        if max_size is not None and len(data) > max_size:
+            raise PayloadTooBig(
+                f"message is larger than the size limit after decompression "
+                f"(more than {max_size} bytes in this frame)"
+            )
+        # Output shorter than max_length means zlib consumed all the input, or hit the end of
+        # a final block; then the rest sits in unused_data.
+        if decoder.eof:
+            allowed = _AFTER_FINAL_BLOCK_FIN if frame.fin else _AFTER_FINAL_BLOCK
+            if decoder.unused_data not in allowed:
+                raise ProtocolError("data after the final DEFLATE block of a message")
+
+        if frame.fin:
+            self._decoding = False
+            # 7.1.1.1 / 7.1.1.2: with no context takeover the peer starts every message with
+            # an empty window, so the inflater need not outlive the message. A stream ended by
+            # a final block cannot be continued by zlib at all.
+            if self.remote_no_context_takeover or decoder.eof:
+                self._decoder = None
+        return Frame(frame.opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def encode(self, frame: Frame) -> Frame:
+        """Compress a data frame about to be sent, if its message is to be compressed.
+
+        A message is compressed when its first frame is at least ``compress_threshold`` bytes
+        long and the agreed window allows compressing. A first frame that already has RSV1
+        set carries a payload from :meth:`compress_message`; it passes through untouched, with
+        its continuation frames.
+
+        Raises:
+            InvalidState: a pre-compressed frame on a connection whose compressor keeps its
+                context between messages (see :attr:`can_share_encoding`).
+        """
+        if frame.opcode is Opcode.CONT:
+            if not self._encoding:
+                return frame
+        elif frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            if frame.rsv1:
+                if not self.can_share_encoding:
+                    raise InvalidState(
+                        "cannot send a pre-compressed message: this connection "
+                        "compresses with context takeover or cannot compress"
+                    )
+                self._encoding = False
+                return frame
+            self._encoding = self._can_compress and len(frame.data) >= self.compress_threshold
+            if not self._encoding:
+                return frame
+        else:
+            return frame
+
+        encoder = self._encoder
+        if encoder is None:
+            encoder = self._encoder = zlib.compressobj(
+                self.compression_level, zlib.DEFLATED, -self.local_max_window_bits, self.mem_level
+            )
+        # Every frame is flushed to a byte boundary so that the peer can inflate it on arrival.
+        # compress() then flush(Z_SYNC_FLUSH) always ends with an empty stored block, even
+        # for empty data.
+        data = encoder.compress(frame.data) + encoder.flush(zlib.Z_SYNC_FLUSH)
+        if frame.fin:
+            # 7.2.1: remove the 00 00 ff ff at the end of the message.
+            data = data[:-4]
+            self._encoding = False
+            if self.local_no_context_takeover:
+                self._encoder = None
+        # 6: RSV1 goes on the first frame of a compressed message only.
+        return Frame(
+            frame.opcode, data, frame.fin, frame.opcode is not Opcode.CONT, frame.rsv2, frame.rsv3
+        )
+
+    # --- compress once, send to many ----------------------------------------------------------
+
+    @property
+    def can_compress(self) -> bool:
+        """Whether we can compress at all (not if the peer limited our window to 8 bits)."""
+        return self._can_compress
+
+    @property
+    def can_share_encoding(self) -> bool:
+        """Whether a payload from :meth:`compress_message` may be sent on this connection.
+
+        True when we reset our context for every message: then a message's compressed form
+        does not depend on the messages before it.
+        """
+        return self.local_no_context_takeover and self._can_compress
+
+    @property
+    def shared_encoding_key(self) -> tuple[int, int, int]:
+        """Connections with equal keys produce identical payloads in :meth:`compress_message`."""
+        return (self.local_max_window_bits, self.mem_level, self.compression_level)
+
+    def compress_message(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Compress a whole message for this connection without touching its state.
+
+        Send the result as the payload of a TEXT or BINARY frame with RSV1 set (it may be
+        split into continuation frames without RSV1). Only meaningful when
+        :attr:`can_share_encoding` is true; the size threshold does not apply.
+
+        Raises:
+            InvalidState: :attr:`can_share_encoding` is false.
+        """
+        if not self.can_share_encoding:
+            raise InvalidState(
+                "cannot compress a message apart from the connection: "
+                "it compresses with context takeover or cannot compress"
+            )
+        return compress_payload(
+            data,
+            window_bits=self.local_max_window_bits,
+            mem_level=self.mem_level,
+            compression_level=self.compression_level,
+        )
+
+
+# --- negotiation ------------------------------------------------------------------------------
+
+
+def _parse_params(params: Sequence[ExtensionParameter]) -> dict[str, str | None]:
+    """Check names, duplicates and value syntax of offer or answer parameters.
+
+    Parameter names are matched case-insensitively, as HTTP does for parameters (RFC 9110
+    section 5.6.6); values arrive unquoted from the header parser, so ``"10"`` reads as 10
+    (RFC 7692 section 7: a quoted value must satisfy the same grammar after unquoting).
+
+    Raises:
+        InvalidParameterName, DuplicateParameter, InvalidParameterValue.
+    """
+    seen: dict[str, str | None] = {}
+    for raw_name, value in params:
+        name = raw_name.lower()
+        if name not in _PARAMETER_NAMES:
+            raise InvalidParameterName(raw_name)
+        if name in seen:
+            raise DuplicateParameter(raw_name)
+        if name.endswith("_no_context_takeover"):
+            # 7.1.1.1, 7.1.1.2: these parameters have no value.
+            if value is not None:
+                raise InvalidParameterValue(raw_name, value)
+        elif value is not None and value not in _WINDOW_BITS:
+            raise InvalidParameterValue(raw_name, value)
+        seen[name] = value
+    return seen
+
+
+def _check_accepted(accepted: Sequence[Extension]) -> None:
+    for extension in accepted:
+        if extension.name == NAME:
+            raise NegotiationError("permessage-deflate is already agreed")
+        if extension.rsv_mask & RSV1:
+            raise NegotiationError(f"RSV1 is already used by {extension.name}")
+
+
+class ClientPerMessageDeflateFactory(ClientExtensionFactory):
+    """Offers permessage-deflate and checks the server's answer.
+
+    The offer always carries ``client_max_window_bits`` (with our limit as its value, or
+    without a value): we can honour any limit the server sets, so we let it set one.
+
+    Raises:
+        ValueError: ``settings`` asks to compress with an 8-bit window, or names no preset.
+    """
+
+    name = NAME
+
+    def __init__(self, settings: DeflateSettings | str = "balanced") -> None:
+        self.settings = _resolve(settings)
+        if self.settings.client_max_window_bits == 8:
+            raise ValueError("client_max_window_bits=8: zlib cannot compress with an 8-bit window")
+
+    def get_request_params(self) -> list[ExtensionParameter]:
+        settings = self.settings
+        params: list[ExtensionParameter] = []
+        if settings.server_no_context_takeover:
+            params.append((_SERVER_NO_CONTEXT_TAKEOVER, None))
+        if settings.client_no_context_takeover:
+            params.append((_CLIENT_NO_CONTEXT_TAKEOVER, None))
+        if settings.server_max_window_bits is not None:
+            params.append((_SERVER_MAX_WINDOW_BITS, str(settings.server_max_window_bits)))
+        bits = settings.client_max_window_bits
+        params.append((_CLIENT_MAX_WINDOW_BITS, None if bits is None else str(bits)))
+        return params
+
+    def process_response_params(
+        self, params: Sequence[ExtensionParameter], accepted: Sequence[Extension]
+    ) -> PerMessageDeflate:
+        """Check the answer against our offer (RFC 7692 section 7.1) and build the extension.
+
+        Raises:
+            NegotiationError: the answer has unknown, duplicated or invalid parameters, or
+                does not honour the offer.
+        """
+        _check_accepted(accepted)
+        answer = _parse_params(params)
+        settings = self.settings
+
+        # server_no_context_takeover
+        #
+        # Config   Answer   Result
+        # False    no       the server keeps its context
+        # False    yes      it resets: a server may add this (7.1.1.1)
+        # True     no       fail: 7.1.1.1, a server that accepts the request includes it
+        # True     yes      it resets
+        remote_no_context_takeover = _SERVER_NO_CONTEXT_TAKEOVER in answer
+        if settings.server_no_context_takeover and not remote_no_context_takeover:
+            raise NegotiationError("server ignored server_no_context_takeover")
+
+        # client_no_context_takeover
+        #
+        # Config   Answer   Result
+        # False    no       we keep our context
+        # any      yes      we reset: a server may add this (7.1.1.2)
+        # True     no       we reset anyway, as our offer said we might
+        local_no_context_takeover = (
+            settings.client_no_context_takeover or _CLIENT_NO_CONTEXT_TAKEOVER in answer
+        )
+
+        # server_max_window_bits
+        #
+        # Config   Answer   Result
+        # None     none     the server uses up to 15 bits
+        # None     M        M: a server may add this (7.1.2.1)
+        # N        none     fail: 7.1.2.1, a server that accepts the request includes it
+        # N        M <= N   M
+        # N        M > N    fail: the answer may only lower the requested value
+        # any      no value fail: the parameter needs a value in an answer
+        requested = settings.server_max_window_bits
+        if _SERVER_MAX_WINDOW_BITS in answer:
+            value = answer[_SERVER_MAX_WINDOW_BITS]
+            if value is None:
+                raise InvalidParameterValue(_SERVER_MAX_WINDOW_BITS, value)
+            remote_max_window_bits = _WINDOW_BITS[value]
+            if requested is not None and remote_max_window_bits > requested:
+                raise NegotiationError(
+                    f"server_max_window_bits={value} is above the {requested} requested"
+                )
+        elif requested is not None:
+            raise NegotiationError("server ignored server_max_window_bits")
+        else:
+            remote_max_window_bits = 15
+
+        # client_max_window_bits (always in our offer, see the class docstring)
+        #
+        # Config   Answer   Result
+        # None     none     we compress with up to 15 bits
+        # N        none     N, the limit we announced
+        # None     M        M
+        # N        M        min(N, M): a larger M ignores our hint, which 7.1.2.2 allows
+        # any      8        agreed, but we never compress (see "8-bit windows")
+        # any      no value fail: the parameter needs a value in an answer (7.1.2.2)
+        limit = settings.client_max_window_bits or 15
+        if _CLIENT_MAX_WINDOW_BITS in answer:
+            value = answer[_CLIENT_MAX_WINDOW_BITS]
+            if value is None:
+                raise InvalidParameterValue(_CLIENT_MAX_WINDOW_BITS, value)
+            local_max_window_bits = min(limit, _WINDOW_BITS[value])
+        else:
+            local_max_window_bits = limit
+
+        return PerMessageDeflate(
+            remote_no_context_takeover,
+            local_no_context_takeover,
+            remote_max_window_bits,
+            local_max_window_bits,
+            compress_threshold=settings.compress_threshold,
+            mem_level=settings.mem_level,
+            compression_level=settings.compression_level,
+            params=params,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
+
+
+class ServerPerMessageDeflateFactory(ServerExtensionFactory):
+    """Answers the client's permessage-deflate offers, or declines them.
+
+    Raises:
+        ValueError: ``settings`` asks to compress with an 8-bit window, or names no preset.
+    """
+
+    name = NAME
+
+    def __init__(self, settings: DeflateSettings | str = "balanced") -> None:
+        self.settings = _resolve(settings)
+        if self.settings.server_max_window_bits == 8:
+            raise ValueError("server_max_window_bits=8: zlib cannot compress with an 8-bit window")
+
+    def process_request_params(
+        self, params: Sequence[ExtensionParameter], accepted: Sequence[Extension]
+    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
+        """Answer one offer (RFC 7692 section 7.1).
+
+        Raises:
+            NegotiationError: to decline the offer: unknown, duplicated or invalid
+                parameters, or permessage-deflate (or another user of RSV1) already agreed.
+        """
+        _check_accepted(accepted)
+        offer = _parse_params(params)
+        settings = self.settings
+        answer: list[ExtensionParameter] = []
+
+        # server_no_context_takeover
+        #
+        # Config   Offer    Answer   Result
+        # False    no       -        we keep our context
+        # False    yes      sNCT     we reset: 7.1.1.1, accepting the request means saying so
+        # True     any      sNCT     we reset: a server may add it (7.1.1.1)
+        local_no_context_takeover = (
+            settings.server_no_context_takeover or _SERVER_NO_CONTEXT_TAKEOVER in offer
+        )
+        if local_no_context_takeover:
+            answer.append((_SERVER_NO_CONTEXT_TAKEOVER, None))
+
+        # client_no_context_takeover
+        #
+        # Config   Offer    Answer   Result
+        # False    no       -        the client keeps its context
+        # False    yes      cNCT     echo the hint (7.1.1.2): it binds the client to what it
+        #                            said, and we can drop our inflater between messages
+        # True     any      cNCT     the client resets: a server may add it (7.1.1.2)
+        remote_no_context_takeover = (
+            settings.client_no_context_takeover or _CLIENT_NO_CONTEXT_TAKEOVER in offer
+        )
+        if remote_no_context_takeover:
+            answer.append((_CLIENT_NO_CONTEXT_TAKEOVER, None))
+
+        # server_max_window_bits
+        #
+        # Config   Offer      Answer      Result
+        # None     none       -           we compress with up to 15 bits
+        # None     M          M           M (M = 8: agreed, we never compress)
+        # N        none       N           N: a server may add it (7.1.2.1); omitted if 15
+        # N        M          min(N, M)   min(N, M): 7.1.2.1, the same or a smaller value
+        # any      no value   decline     the parameter needs a value in an offer
+        if _SERVER_MAX_WINDOW_BITS in offer:
+            value = offer[_SERVER_MAX_WINDOW_BITS]
+            if value is None:
+                raise InvalidParameterValue(_SERVER_MAX_WINDOW_BITS, value)
+            local_max_window_bits = min(settings.server_max_window_bits or 15, _WINDOW_BITS[value])
+            answer.append((_SERVER_MAX_WINDOW_BITS, str(local_max_window_bits)))
+        else:
+            local_max_window_bits = settings.server_max_window_bits or 15
+            if local_max_window_bits < 15:
+                answer.append((_SERVER_MAX_WINDOW_BITS, str(local_max_window_bits)))
+
+        # client_max_window_bits
+        #
+        # Config   Offer      Answer      Result
+        # any      none       -           the client uses up to 15 bits; 7.1.2.2 forbids
+        #                                 answering with this parameter if not offered
+        # None     no value   -           15
+        # N        no value   N           N
+        # None     M          M           M: binds the client to its own hint
+        # N        M          min(N, M)   min(N, M): 7.1.2.2, equal to or smaller than M
+        if _CLIENT_MAX_WINDOW_BITS in offer:
+            value = offer[_CLIENT_MAX_WINDOW_BITS]
+            limits = [settings.client_max_window_bits or 15]
+            if value is not None:
+                limits.append(_WINDOW_BITS[value])
+            remote_max_window_bits = min(limits)
+            if settings.client_max_window_bits is not None or value is not None:
+                answer.append((_CLIENT_MAX_WINDOW_BITS, str(remote_max_window_bits)))
+        else:
+            remote_max_window_bits = 15
+
+        extension = PerMessageDeflate(
+            remote_no_context_takeover,
+            local_no_context_takeover,
+            remote_max_window_bits,
+            local_max_window_bits,
+            compress_threshold=settings.compress_threshold,
+            mem_level=settings.mem_level,
+            compression_level=settings.compression_level,
+            params=answer,
+        )
+        return answer, extension
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings!r})"
