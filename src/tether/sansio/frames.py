@@ -1,13 +1,23 @@
-"""Frames and close payloads (RFC 6455 sections 5 and 7)."""
+"""Frames, the frame codec and close payloads (RFC 6455 sections 5 and 7).
+
+Two halves: :func:`serialize_frame` turns a :class:`Frame` into the bytes of one frame, and
+:class:`FrameParser` turns received bytes back into frames, checking every rule of section 5
+that can be checked without knowing the state of the connection. Both are on the hot path of
+every message, so they work on whole buffers: no per-byte Python loops, header fields read with
+``struct`` and integer operations, payloads cut out with one slice (see :class:`FrameParser` for
+how the receive buffer avoids re-copying a large frame that arrives in pieces).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import struct
 
-from ..exceptions import ProtocolError
+from ..exceptions import PayloadTooBig, ProtocolError
 from .codes import CONTROL_OPCODES, CloseCode, Opcode, explain, is_valid_close_code
+from .masking import SMALL_MASK_SIZE, MaskSource, apply_mask, apply_mask_into
 
-__all__ = ["MAX_LOG_SIZE", "Close", "Frame"]
+__all__ = ["MAX_LOG_SIZE", "Close", "Frame", "FrameParser", "serialize_frame"]
 
 #: Payloads longer than this are elided in ``str(frame)``.
 MAX_LOG_SIZE = 75
@@ -46,13 +56,34 @@ class Frame:
             shown = shown[: MAX_LOG_SIZE - 11] + "..." + shown[-8:]
         return f"{self.opcode.name} {shown} [{length}]{flags}"
 
+    @property
+    def is_control(self) -> bool:
+        """Whether this is a close, ping or pong frame (opcode 0x8 or above, 5.5)."""
+        return self.opcode >= 0x8
+
+    @property
+    def rsv(self) -> int:
+        """The reserved bits as they sit in the first header byte: ``RSV1 | RSV2 | RSV3``."""
+        return (self.rsv1 << 6) | (self.rsv2 << 5) | (self.rsv3 << 4)
+
     def check(self) -> None:
-        """Check the rules every frame must follow whatever the extensions (5.5)."""
+        """Check the rules every frame must follow whatever the extensions (5.5).
+
+        Raises:
+            ProtocolError: a control frame is longer than 125 bytes or is fragmented.
+        """
         if self.opcode in CONTROL_OPCODES:
-            if len(self.data) > 125:
-                raise ProtocolError("control frame too long")
-            if not self.fin:
-                raise ProtocolError("fragmented control frame")
+            _check_control(self.fin, len(self.data))
+
+
+def _check_control(fin: bool | int, length: int) -> None:
+    # 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT be
+    # fragmented." Shared by Frame.check and by the parser, which applies it to the header
+    # alone so that a bad control frame fails before its payload arrives.
+    if length > 125:
+        raise ProtocolError("control frame too long")
+    if not fin:
+        raise ProtocolError("fragmented control frame")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,3 +122,308 @@ class Close:
         """Raise ProtocolError if the code may not appear on the wire (7.4)."""
         if not is_valid_close_code(self.code):
             raise ProtocolError(f"invalid status code: {self.code}")
+
+
+# --- the codec -----------------------------------------------------------------------------------
+
+# 5.2, first byte: FIN, RSV1, RSV2, RSV3, then the 4-bit opcode. The table maps every possible
+# first byte to the fields of a Frame, or to None for the opcodes 5.2 reserves (0x3-0x7 and
+# 0xB-0xF), so that the parser reads them with one lookup and no bit twiddling.
+_FIRST_BYTE: tuple[tuple[Opcode, bool, bool, bool, bool] | None, ...] = tuple(
+    (
+        Opcode(b & 0x0F),
+        bool(b & 0x80),
+        bool(b & 0x40),
+        bool(b & 0x20),
+        bool(b & 0x10),
+    )
+    if b & 0x0F in {opcode.value for opcode in Opcode}
+    else None
+    for b in range(256)
+)
+
+# Header layouts (5.2): 7-bit length, 16-bit length after 126, 64-bit length after 127; the
+# "4s" variants carry the masking key right after the length.
+_HEADER_7 = struct.Struct("!BB").pack
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+_HEADER_7_KEY = struct.Struct("!BB4s").pack
+_HEADER_16_KEY = struct.Struct("!BBH4s").pack
+_HEADER_64_KEY = struct.Struct("!BBQ4s").pack
+_UNPACK_16 = struct.Struct("!H").unpack_from
+_UNPACK_64 = struct.Struct("!Q").unpack_from
+
+#: Where a masking client gets its keys when the caller does not pass one.
+_mask_source = MaskSource()
+
+
+def serialize_frame(
+    frame: Frame, *, mask: bool, mask_key: bytes | None = None, rsv: int | None = None
+) -> bytes:
+    """The bytes of one frame carrying ``frame`` (5.2).
+
+    The payload length uses the shortest of the three encodings, as 5.2 requires ("the minimal
+    number of bytes MUST be used to encode the length"). A client passes ``mask=True`` (5.3: "a
+    client MUST mask all frames that it sends to the server"); the key is ``mask_key`` if given
+    (tests use the RFC's example key), otherwise a fresh one from a module-level
+    :class:`~tether.sansio.masking.MaskSource`.
+
+    The reserved bits are ``frame.rsv1/2/3``, unless ``rsv`` is given: then it is the bit mask of
+    the reserved bits to set (``0x40`` RSV1, ``0x20`` RSV2, ``0x10`` RSV3) and the frame's flags
+    are ignored.
+
+    The payload is copied once into the result (twice when masking more than
+    :data:`~tether.sansio.masking.SMALL_MASK_SIZE` bytes: masked into a buffer, then frozen).
+
+    Raises:
+        ProtocolError: a control frame is longer than 125 bytes or is fragmented (5.5).
+        ValueError: ``mask_key`` is not 4 bytes, or ``rsv`` has bits outside ``0x70``.
+    """
+    opcode = frame.opcode
+    data = frame.data
+    n = len(data)
+    if opcode >= 0x8:
+        _check_control(frame.fin, n)
+    if rsv is None:
+        b0 = opcode | (frame.fin << 7) | (frame.rsv1 << 6) | (frame.rsv2 << 5) | (frame.rsv3 << 4)
+    elif rsv & ~0x70:
+        raise ValueError(f"rsv must be a combination of 0x40, 0x20 and 0x10, got {rsv:#x}")
+    else:
+        b0 = opcode | (frame.fin << 7) | rsv
+
+    if not mask:
+        if n < 126:
+            return _HEADER_7(b0, n) + data
+        if n < 0x10000:
+            return _HEADER_16(b0, 126, n) + data
+        return _HEADER_64(b0, 127, n) + data
+
+    key = _mask_source() if mask_key is None else mask_key
+    if len(key) != 4:
+        raise ValueError(f"mask_key must be 4 bytes, got {len(key)}")
+    if n < 126:
+        header = _HEADER_7_KEY(b0, 0x80 | n, key)
+    elif n < 0x10000:
+        header = _HEADER_16_KEY(b0, 0xFE, n, key)
+    else:
+        header = _HEADER_64_KEY(b0, 0xFF, n, key)
+    if n <= SMALL_MASK_SIZE:
+        return header + apply_mask(data, key)
+    # Large payloads: mask straight into the frame buffer rather than into a temporary.
+    out = bytearray(len(header) + n)
+    out[: len(header)] = header
+    apply_mask_into(out, len(header), data, key)
+    return bytes(out)
+
+
+class FrameParser:
+    """Turns received bytes into frames (5.2), checking the rules a single frame must follow.
+
+    ``mask_expected`` is True on a server, which requires masked frames (5.1: "The server MUST
+    close the connection upon receiving a frame that is not masked"), and False on a client,
+    which refuses them ("A client MUST close a connection if it detects a masked frame").
+    ``allowed_rsv`` is the bit mask of reserved bits that agreed extensions give a meaning to;
+    ``max_frame_size`` bounds the payload of one frame. Both may be changed between frames.
+
+    Call :meth:`feed` with bytes as they arrive, then :meth:`next_frame` until it returns
+    ``None``. After an exception the parser is in an undefined state: stop using it.
+
+    What is checked here: reserved opcodes, the mask bit, reserved bits nobody agreed to, the
+    5.5 rules for control frames (length at most 125, not fragmented), the most significant bit
+    of a 64-bit length, and ``max_frame_size``. Everything except the size limit is checked as
+    soon as the first two header bytes are in; the size limit as soon as the length is. What is
+    left to the connection: reserved bits on control frames, fragmentation order, close payloads,
+    UTF-8. Lengths encoded with more bytes than needed are accepted (5.2 asks the sender for the
+    minimal encoding but does not ask the receiver to reject others).
+
+    Buffering, for speed: received chunks are kept as a list and merged only when a header is
+    needed, so ``feed`` is O(1) and never copies a ``bytes`` chunk. Frames are cut out of the
+    merged buffer by position (no compaction per frame). When a frame's header is complete but
+    its payload is not, the header is kept and later chunks only append to the list; the payload
+    is joined once, when its last byte arrives. A 16 MiB frame that arrives in 64 KiB pieces
+    therefore costs one join, not a quadratic series of copies.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_have",
+        "_parts",
+        "_pending",
+        "_pos",
+        "allowed_rsv",
+        "mask_expected",
+        "max_frame_size",
+    )
+
+    def __init__(
+        self, *, mask_expected: bool, max_frame_size: int | None = None, allowed_rsv: int = 0
+    ) -> None:
+        #: Whether frames must be masked (server) or must not be (client).
+        self.mask_expected = mask_expected
+        #: Largest payload accepted, in bytes; ``None`` for no limit.
+        self.max_frame_size = max_frame_size
+        #: Reserved bits (``0x40`` RSV1, ``0x20`` RSV2, ``0x10`` RSV3) that may be set.
+        self.allowed_rsv = allowed_rsv
+        # Merged bytes; those before _pos have been consumed.
+        self._buf = b""
+        self._pos = 0
+        # Chunks received after _buf, not merged yet, and their total length.
+        self._parts: list[bytes] = []
+        self._have = 0
+        # For a frame whose header is parsed but whose payload is incomplete: the Frame fields
+        # from the first byte, the payload length, the masking key and the header length. Its
+        # payload bytes so far are in _parts (and _buf is empty).
+        self._pending: tuple[tuple[Opcode, bool, bool, bool, bool], int, bytes | None, int] | None
+        self._pending = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not returned yet as part of a frame (including a parsed header)."""
+        held = len(self._buf) - self._pos + self._have
+        if self._pending is not None:
+            held += self._pending[3]
+        return held
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes. They are copied unless ``data`` is a ``bytes`` object."""
+        if self._pos == len(self._buf) and not self._parts and self._pending is None:
+            # The usual case: everything before was consumed. bytes(x) is x for bytes.
+            self._buf = bytes(data)
+            self._pos = 0
+        elif data:
+            self._parts.append(bytes(data))
+            self._have += len(data)
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, unmasked; ``None`` if more bytes are needed.
+
+        Raises:
+            ProtocolError: a reserved opcode, a mask bit that does not match the role, a
+                reserved bit that no extension agreed to, a control frame that is too long or
+                fragmented, or a 64-bit length with its most significant bit set.
+            PayloadTooBig: the payload length is larger than ``max_frame_size``; raised when the
+                header is complete, before the payload arrives.
+        """
+        if self._pending is not None:
+            return self._finish_pending()
+
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < 2 or (avail < 14 and self._parts):
+            # Not enough merged bytes for the longest header: merge what has arrived.
+            if not self._parts:
+                return None
+            buf = self._merge()
+            pos = 0
+            avail = len(buf)
+            if avail < 2:
+                return None
+
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        fields = _FIRST_BYTE[b0]
+        if fields is None:
+            raise ProtocolError(f"invalid opcode: {b0 & 0x0F:#x}")
+        if b0 & 0x70 & ~self.allowed_rsv:
+            raise ProtocolError(f"reserved bits must be 0: {b0 & 0x70 & ~self.allowed_rsv:#x}")
+        # 5.1: a server requires masked frames, a client refuses them.
+        if b1 & 0x80:
+            if not self.mask_expected:
+                raise ProtocolError("masked frame")
+            hlen = 6
+        elif self.mask_expected:
+            raise ProtocolError("unmasked frame")
+        else:
+            hlen = 2
+        length = b1 & 0x7F
+        if b0 & 0x08:
+            # A control frame: 7-bit lengths of 126 and 127 announce more than 125 bytes.
+            _check_control(b0 & 0x80, length)
+        if length >= 126:
+            hlen += 2 if length == 126 else 8
+            if avail < hlen:
+                return None
+            if length == 126:
+                length = _UNPACK_16(buf, pos + 2)[0]
+            else:
+                length = _UNPACK_64(buf, pos + 2)[0]
+                # 5.2: "the most significant bit MUST be 0".
+                if length >> 63:
+                    raise ProtocolError("payload length has its most significant bit set")
+        elif avail < hlen:
+            return None
+        if self.max_frame_size is not None and length > self.max_frame_size:
+            raise PayloadTooBig(
+                f"frame payload of {length} bytes is over the limit of {self.max_frame_size} bytes"
+            )
+        key = buf[pos + hlen - 4 : pos + hlen] if b1 & 0x80 else None
+
+        start = pos + hlen
+        end = start + length
+        if end > len(buf):
+            # Keep the header; from now on chunks only accumulate until the payload is whole.
+            self._pending = (fields, length, key, hlen)
+            if start < len(buf):
+                tail = buf[start:]
+                self._parts.insert(0, tail)
+                self._have += len(tail)
+            self._buf = b""
+            self._pos = 0
+            return self._finish_pending()
+
+        self._pos = end
+        data = buf[start:end]
+        if key is not None:
+            data = apply_mask(data, key)
+        opcode, fin, rsv1, rsv2, rsv3 = fields
+        return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
+
+    def _merge(self) -> bytes:
+        """Put the unconsumed bytes and every received chunk in one bytes object."""
+        parts = self._parts
+        if self._pos < len(self._buf):
+            parts.insert(0, self._buf[self._pos :])
+        # join() of a single bytes object returns that object: no copy.
+        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._buf = buf
+        self._pos = 0
+        self._parts = []
+        self._have = 0
+        return buf
+
+    def _finish_pending(self) -> Frame | None:
+        """Return the pending frame if all of its payload has arrived."""
+        assert self._pending is not None
+        fields, length, key, _ = self._pending
+        have = self._have
+        if have < length:
+            return None
+        parts = self._parts
+        if have == length:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._parts = []
+            self._have = 0
+        else:
+            # The last chunk needed holds the start of what follows: split it. A loop per chunk,
+            # not per byte; everything after the frame goes back to _parts, unmerged.
+            needed = length
+            count = 0
+            for part in parts:
+                if len(part) >= needed:
+                    break
+                needed -= len(part)
+                count += 1
+            last = parts[count]
+            pieces = parts[:count]
+            pieces.append(last[:needed])
+            data = b"".join(pieces)
+            rest = parts[count + 1 :]
+            rest.insert(0, last[needed:])
+            self._parts = rest
+            self._have = have - length
+        self._pending = None
+        if key is not None:
+            data = apply_mask(data, key)
+        opcode, fin, rsv1, rsv2, rsv3 = fields
+        return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
