@@ -230,8 +230,9 @@ class FrameParser:
 
     What is checked here: reserved opcodes, the mask bit, reserved bits nobody agreed to, the
     5.5 rules for control frames (length at most 125, not fragmented), the most significant bit
-    of a 64-bit length, and ``max_frame_size``. Everything except the size limit is checked as
-    soon as the first two header bytes are in; the size limit as soon as the length is. What is
+    of a 64-bit length, and ``max_frame_size``. Opcode, mask bit, reserved bits and
+    fragmentation are checked as soon as the first two header bytes are in, the rest as soon as
+    the header is complete, before any of the payload is needed. What is
     left to the connection: reserved bits on control frames, fragmentation order, close payloads,
     UTF-8. Lengths encoded with more bytes than needed are accepted (5.2 asks the sender for the
     minimal encoding but does not ask the receiver to reject others).
@@ -337,9 +338,8 @@ class FrameParser:
         else:
             hlen = 2
         length = b1 & 0x7F
-        if b0 & 0x08:
-            # A control frame: 7-bit lengths of 126 and 127 announce more than 125 bytes.
-            _check_control(b0 & 0x80, length)
+        if b0 & 0x08 and not b0 & 0x80:
+            raise ProtocolError("fragmented control frame")
         if length >= 126:
             hlen += 2 if length == 126 else 8
             if avail < hlen:
@@ -353,6 +353,10 @@ class FrameParser:
                     raise ProtocolError("payload length has its most significant bit set")
         elif avail < hlen:
             return None
+        if b0 & 0x08 and length > 125:
+            # 5.5, checked on the header: a control frame may use a longer length encoding
+            # than it needs, but not carry more than 125 bytes.
+            _check_control(True, length)
         if self.max_frame_size is not None and length > self.max_frame_size:
             raise PayloadTooBig(
                 f"frame payload of {length} bytes is over the limit of {self.max_frame_size} bytes"
