@@ -1,5 +1,65 @@
-"""tether: a correct, fast and observable WebSocket library (RFC 6455, RFC 7692)."""
+"""tether: a correct, fast and observable WebSocket library (RFC 6455, RFC 7692).
+
+The names most programs need are here; the sans-I/O core is in :mod:`tether.sansio` and the
+extensions in :mod:`tether.extensions`.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .asyncio import (  # noqa: E402
+    ClientConnection,
+    Connection,
+    InvalidRedirect,
+    Server,
+    ServerConnection,
+    broadcast,
+    connect,
+    serve,
+)
+from .exceptions import (  # noqa: E402
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidState,
+    InvalidStatus,
+    PayloadTooBig,
+    ProtocolError,
+    TetherError,
+)
+from .extensions.permessage_deflate import PRESETS, DeflateSettings  # noqa: E402
+from .limits import Limits  # noqa: E402
+from .sansio.codes import CloseCode  # noqa: E402
+from .sansio.http11 import Headers, Request, Response  # noqa: E402
+
+__all__ = [
+    "PRESETS",
+    "ClientConnection",
+    "CloseCode",
+    "ConcurrencyError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "DeflateSettings",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidRedirect",
+    "InvalidState",
+    "InvalidStatus",
+    "Limits",
+    "PayloadTooBig",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
+    "ServerConnection",
+    "TetherError",
+    "__version__",
+    "broadcast",
+    "connect",
+    "serve",
+]

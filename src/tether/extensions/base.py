@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..sansio.frames import Frame
 from ..typing import ExtensionName, ExtensionParameter
+
+if TYPE_CHECKING:  # only for annotations: importing it would be circular
+    from ..sansio.frames import Frame
 
 __all__ = [
     "RSV1",

@@ -58,6 +58,9 @@ OriginRule = str | re.Pattern[str] | None
 
 _HOST = re.compile(r"[^\s,/?#@]+")
 
+# A request line starts with a method, a token (RFC 9110 5.6.2: tchar).
+_METHOD_START = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
 
 class ServerProtocol(Protocol):
     """Sans-I/O WebSocket server connection.
@@ -101,6 +104,7 @@ class ServerProtocol(Protocol):
         self.response: Response | None = None
         self.handshake = Handshake()
         self._pending_extensions: list[Extension] = []
+        self._first_byte_checked = False
         self._request_parser: Generator[None, None, Request] | None = Request.parse(
             self.reader.read_line, self.limits
         )
@@ -111,6 +115,11 @@ class ServerProtocol(Protocol):
         parser = self._request_parser
         if parser is None:
             return  # the request is in; bytes after it wait for the decision
+        if not self._first_byte_checked and self.reader.buffer:
+            self._first_byte_checked = True
+            if self.reader.buffer[0] not in _METHOD_START:
+                self._not_http()
+                return
         try:
             next(parser)
         except StopIteration as exc:
@@ -130,6 +139,14 @@ class ServerProtocol(Protocol):
         except EOFError as exc:
             self._request_parser = None
             self.handshake_exc = exc
+
+    def _not_http(self) -> None:
+        # Not HTTP at all: most often TLS sent to a plain-text port (0x16 starts a TLS
+        # handshake record). Answer now rather than when the line limit is reached.
+        self._request_parser = None
+        self.handshake_exc = InvalidHTTP("not an HTTP request", 400)
+        hint = " (TLS sent to a plain-text port?)" if self.reader.buffer[0] == 0x16 else ""
+        self.send_response(self.reject(400, f"Invalid HTTP request: not HTTP{hint}."))
 
     # --- deciding -----------------------------------------------------------------------------
 

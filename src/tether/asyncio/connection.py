@@ -1,0 +1,523 @@
+"""The asyncio connection: an ``asyncio.Protocol`` that drives a sans-I/O protocol.
+
+Everything about WebSocket itself happens in :mod:`tether.sansio`; this module adds what needs
+a clock or a socket: waiting for messages, flow control both ways, keepalive pings, close
+timeouts.
+
+Flow control:
+
+- reading: received messages queue up for ``recv()``; when more than ``limits.max_queue``
+  bytes of complete messages wait, the transport stops reading, and resumes below a quarter
+  of it. A message being assembled never blocks reading (it is bounded by
+  ``limits.max_message_size`` instead), so a large message cannot deadlock.
+- writing: the transport's buffer has the high and low water marks of ``limits``; ``send()``
+  waits while the buffer is above the high mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, cast
+
+from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..sansio.codes import CloseCode
+from ..sansio.events import Fragment, Pong
+from ..sansio.protocol import Protocol, State
+from ..typing import Data, LoggerLike
+
+__all__ = ["Connection"]
+
+
+class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the connection's id and peer, so logs can be scanned."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = cast(dict[str, Any], self.extra)
+        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
+
+
+class Connection(asyncio.Protocol):
+    """A WebSocket connection on asyncio. Subclassed by the server and client connections.
+
+    ``async for message in connection`` yields messages until the peer closes normally, and
+    raises :class:`~tether.exceptions.ConnectionClosedError` if the connection fails.
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        *,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float | None = 10,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.id = uuid.uuid4()
+        base = logger if logger is not None else logging.getLogger("tether")
+        if isinstance(base, logging.LoggerAdapter):
+            base = base.logger
+        self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": "-"})
+        protocol.logger = self.logger
+        protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+
+        limits = protocol.limits
+        # Incoming: fragments waiting for recv(), and how many bytes of them.
+        self._queue: collections.deque[Fragment] = collections.deque()
+        self._queued_bytes = 0
+        self._complete = 0  # messages in the queue whose last fragment is there
+        self._max_queue = limits.max_queue
+        self._reading_paused = False
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._recv_busy = False
+
+        # Outgoing.
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._send_lock = asyncio.Lock()
+
+        # Pings sent: payload -> (future resolved with the round trip time, time sent).
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        #: Round-trip time of the latest ping answered, in seconds (0 until one is).
+        self.latency: float = 0.0
+        self._keepalive_task: asyncio.Task[None] | None = None
+
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.connection_lost_waiter: asyncio.Future[None] = self.loop.create_future()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1006 if none), once the connection is closed."""
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
+
+    @property
+    def remote_address(self) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info("peername")
+
+    @property
+    def local_address(self) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info("sockname")
+
+    @property
+    def subprotocol(self) -> str | None:
+        return cast(str | None, self.protocol.handshake.subprotocol)  # type: ignore[attr-defined]
+
+    @property
+    def extensions(self) -> list[Any]:
+        return self.protocol.extensions
+
+    async def __aiter__(self) -> AsyncIterator[Data]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    async def recv(self) -> Data:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosed: the connection closed and no message is left.
+            ConcurrencyError: another coroutine is already waiting in ``recv()``.
+        """
+        if self._recv_busy:
+            raise ConcurrencyError(
+                "cannot call recv() while another coroutine is already running recv() "
+                "or recv_streaming()"
+            )
+        self._recv_busy = True
+        try:
+            while self._complete == 0:
+                await self._wait_for_data()
+            fragment = self._pop()
+            if fragment.last:
+                return fragment.data
+            pieces = [fragment.data]
+            while True:
+                fragment = self._pop()
+                pieces.append(fragment.data)
+                if fragment.last:
+                    break
+            if isinstance(pieces[0], str):
+                return "".join(cast(list[str], pieces))
+            return b"".join(cast(list[bytes], pieces))
+        finally:
+            self._recv_busy = False
+
+    async def recv_streaming(self) -> AsyncIterator[Data]:
+        """The fragments of the next message as they arrive (``str`` or ``bytes``)."""
+        if self._recv_busy:
+            raise ConcurrencyError(
+                "cannot call recv_streaming() while another coroutine is already running "
+                "recv() or recv_streaming()"
+            )
+        self._recv_busy = True
+        try:
+            while True:
+                while not self._queue:
+                    await self._wait_for_data()
+                fragment = self._pop()
+                yield fragment.data
+                if fragment.last:
+                    return
+        finally:
+            self._recv_busy = False
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+    ) -> None:
+        """Send a message: ``str`` as text, bytes-like as binary. An iterable or async iterable
+        of ``str`` or of bytes-like sends one fragmented message, one frame per item.
+
+        Concurrent calls are serialised; a fragmented message is never interleaved.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: the message is of an unsupported type.
+        """
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            if self._send_lock.locked():
+                async with self._send_lock:
+                    self._send_whole(message)
+            else:
+                self._send_whole(message)
+            if self._writing_paused:
+                await self._drain()
+            return
+        if isinstance(message, dict):
+            raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
+        if isinstance(message, AsyncIterable):
+            async with self._send_lock:
+                await self._send_fragments_async(message)
+            return
+        if isinstance(message, Iterable):
+            async with self._send_lock:
+                await self._send_fragments(message)
+            return
+        raise TypeError(f"cannot send {type(message).__name__}")
+
+    def _send_whole(self, message: Data | bytearray | memoryview) -> None:
+        self._check_sendable()
+        self.protocol.send_message(message)
+        self._flush()
+
+    def _check_sendable(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            raise self._closed_exc()
+
+    def _closed_exc(self) -> ConnectionClosed:
+        return self.protocol.close_exc
+
+    async def _send_fragments(self, fragments: Iterable[Data]) -> None:
+        iterator = iter(fragments)
+        try:
+            current = next(iterator)
+        except StopIteration:
+            return
+        text = isinstance(current, str)
+        first = True
+        while True:
+            try:
+                following: Data | None = next(iterator)
+            except StopIteration:
+                following = None
+            self._send_fragment(current, text, first, following is None)
+            first = False
+            if self._writing_paused:
+                await self._drain()
+            if following is None:
+                return
+            current = following
+
+    async def _send_fragments_async(self, fragments: AsyncIterable[Data]) -> None:
+        iterator = aiter(fragments)
+        try:
+            current = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        text = isinstance(current, str)
+        first = True
+        while True:
+            try:
+                following: Data | None = await anext(iterator)
+            except StopAsyncIteration:
+                following = None
+            self._send_fragment(current, text, first, following is None)
+            first = False
+            if self._writing_paused:
+                await self._drain()
+            if following is None:
+                return
+            current = following
+
+    def _send_fragment(self, data: Data, text: bool, first: bool, last: bool) -> None:
+        if isinstance(data, str) != text:
+            # Finish the message cleanly before reporting the mistake.
+            if not first:
+                self._check_sendable()
+                self.protocol.send_continuation(b"", fin=True)
+                self._flush()
+            raise TypeError("all fragments of a message must be str, or all bytes-like")
+        self._check_sendable()
+        if first:
+            if text:
+                self.protocol.send_text(cast(str, data), fin=last)
+            else:
+                self.protocol.send_binary(cast(bytes, data), fin=last)
+        else:
+            self.protocol.send_continuation(data, fin=last)
+        self._flush()
+
+    def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping. The returned future resolves with the round-trip time in seconds
+        when the matching pong arrives. ``await connection.ping()`` waits for it."""
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise ConcurrencyError("already waiting for a pong with the same data")
+        self._check_sendable()
+        self.protocol.send_ping(payload)
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (waiter, self.loop.time())
+        self._flush()
+        return waiter
+
+    async def pong(self, data: str | bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        self._check_sendable()
+        self.protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
+        self._flush()
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and wait until the connection is closed (at most
+        ``close_timeout``, after which the TCP connection is dropped)."""
+        if self.protocol.state is State.OPEN:
+            # A close frame may interrupt a fragmented message being sent (5.4: control
+            # frames may be injected); the message then never ends, which is legal.
+            self.protocol.send_close(code, reason)
+            self._flush()
+        elif self.protocol.state is State.CONNECTING and self.transport is not None:
+            self.transport.close()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self.connection_lost_waiter)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""
+        self.logger.info("! failing connection with code %d: %s", code, reason)
+        self.protocol.fail(code, reason)
+        self._flush()
+
+    # --- internals: receiving -------------------------------------------------------------------
+
+    def _pop(self) -> Fragment:
+        fragment = self._queue.popleft()
+        self._queued_bytes -= len(fragment.data)
+        if fragment.last:
+            self._complete -= 1
+        if self._reading_paused and self._queued_bytes <= self._max_queue // 4:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        return fragment
+
+    async def _wait_for_data(self) -> None:
+        if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
+            raise self._closed_exc()
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._recv_waiter = None
+
+    def _wake_receiver(self) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _process_events(self) -> None:
+        """Take the sans-I/O protocol's events and output; called after every input."""
+        protocol = self.protocol
+        queued = False
+        for event in protocol.events_received():
+            if type(event) is Fragment:
+                self._queue.append(event)
+                self._queued_bytes += len(event.data)
+                if event.last:
+                    self._complete += 1
+                queued = True
+            elif type(event) is Pong:
+                self._pong_received(event)
+            else:
+                self._handle_event(event)
+        if queued:
+            self._wake_receiver()
+            if (
+                self._queued_bytes > self._max_queue
+                and self._complete > 0
+                and not self._reading_paused
+                and self.transport is not None
+            ):
+                self._reading_paused = True
+                self.transport.pause_reading()
+        self._flush()
+
+    def _handle_event(self, event: object) -> None:
+        """Other events (handshake, ping, close): overridden by the roles when needed."""
+
+    def _pong_received(self, event: Pong) -> None:
+        now = self.loop.time()
+        for payload in event.acked:
+            entry = self._pings.pop(payload, None)
+            if entry is None:
+                continue
+            waiter, sent = entry
+            self.latency = now - sent
+            if not waiter.done():
+                waiter.set_result(self.latency)
+
+    # --- internals: sending -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write what the protocol produced; arm the close timer when the peer should close."""
+        transport = self.transport
+        writes = self.protocol.data_to_send()
+        if transport is not None:
+            for data in writes:
+                if data:
+                    transport.write(data)
+                elif transport.can_write_eof():
+                    transport.write_eof()
+                else:
+                    transport.close()
+        if self.protocol.close_expected() and self._close_timer is None:
+            timeout = self.close_timeout
+            if timeout is not None and transport is not None:
+                self._close_timer = self.loop.call_later(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if self.transport is not None and not self.connection_lost_waiter.done():
+            self.logger.info("! timed out waiting for the peer to close the TCP connection")
+            self.transport.abort()
+
+    async def _drain(self) -> None:
+        while self._writing_paused:
+            if self.connection_lost_waiter.done():
+                raise self._closed_exc()
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    # --- keepalive ----------------------------------------------------------------------------
+
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self._keepalive_task is None:
+            self._keepalive_task = self.loop.create_task(self._keepalive())
+
+    async def _keepalive(self) -> None:
+        assert self.ping_interval is not None
+        try:
+            while True:
+                await asyncio.sleep(self.ping_interval)
+                if self.protocol.state is not State.OPEN:
+                    return
+                waiter = self.ping()
+                if self.ping_timeout is None:
+                    continue
+                try:
+                    async with asyncio.timeout(self.ping_timeout):
+                        await waiter
+                except TimeoutError:
+                    if self.protocol.state is State.OPEN:
+                        self.fail(
+                            CloseCode.INTERNAL_ERROR,
+                            f"keepalive ping timeout: no pong within {self.ping_timeout:g} s",
+                        )
+                    return
+        except ConnectionClosed:
+            return
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        limits = self.protocol.limits
+        self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        self._process_events()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._process_events()
+        # Returning None closes the transport once our own writes are flushed.
+        return None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.receive_eof()
+            self.protocol.events_received()
+            self.protocol.data_to_send()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        closed = self._closed_exc()
+        for waiter, _ in self._pings.values():
+            if not waiter.done():
+                waiter.set_exception(closed)
+                waiter.exception()  # nobody may be waiting: don't warn about it
+        self._pings.clear()
+        self._writing_paused = False
+        for drain in self._drain_waiters:
+            if not drain.done():
+                drain.set_result(None)
+        self._drain_waiters = []
+        self._wake_receiver()
+        if not self.connection_lost_waiter.done():
+            self.connection_lost_waiter.set_result(None)
+        self.logger.debug("= connection closed: code %s", self.close_code)
+
