@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .asyncio import (  # noqa: E402
+from .asyncio import (
     ClientConnection,
     Connection,
     InvalidRedirect,
@@ -18,7 +18,7 @@ from .asyncio import (  # noqa: E402
     connect,
     serve,
 )
-from .exceptions import (  # noqa: E402
+from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedError,
@@ -30,10 +30,10 @@ from .exceptions import (  # noqa: E402
     ProtocolError,
     TetherError,
 )
-from .extensions.permessage_deflate import PRESETS, DeflateSettings  # noqa: E402
-from .limits import Limits  # noqa: E402
-from .sansio.codes import CloseCode  # noqa: E402
-from .sansio.http11 import Headers, Request, Response  # noqa: E402
+from .extensions.permessage_deflate import PRESETS, DeflateSettings
+from .limits import Limits
+from .sansio.codes import CloseCode
+from .sansio.http11 import Headers, Request, Response
 
 __all__ = [
     "PRESETS",

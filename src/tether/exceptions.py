@@ -4,7 +4,7 @@
 
     TetherError
     ├── InvalidHandshake                  the opening handshake failed
-    │   ├── InvalidHTTP                   the HTTP head could not be parsed (status 400, 431, 505)
+    │   ├── InvalidHTTP                   the HTTP head could not be parsed (400, 431, 505)
     │   ├── InvalidHeader                 a header is missing, repeated or has a bad value
     │   │   ├── InvalidHeaderFormat       a header does not follow its grammar
     │   │   ├── InvalidUpgrade            Upgrade / Connection lack "websocket" / "upgrade"
@@ -12,17 +12,17 @@
     │   │   ├── InvalidKey                Sec-WebSocket-Key is not base64 of 16 bytes
     │   │   ├── InvalidAccept             Sec-WebSocket-Accept does not match the key
     │   │   ├── InvalidOrigin             Origin is not allowed (403)
-    │   │   ├── InvalidSubprotocol        the subprotocol was not offered, or none was agreed
+    │   │   ├── InvalidSubprotocol        subprotocol not offered, or none agreed
     │   │   └── InvalidExtension          an extension was not offered or its parameters are wrong
     │   ├── InvalidStatus                 the server did not answer 101 (client side)
-    │   ├── InvalidRequest                the request cannot upgrade (wrong method, no upgrade headers)
+    │   ├── InvalidRequest                the request cannot upgrade (method, no Upgrade)
     │   └── NegotiationError              an extension factory declines an offer or a response
     │       ├── DuplicateParameter
     │       ├── InvalidParameterName
     │       └── InvalidParameterValue
     ├── ProtocolError                     the peer broke RFC 6455 / RFC 7692 (close code 1002)
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
-    ├── InvalidState                      API misuse: the connection is not in a state that allows it
+    ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
     └── ConnectionClosed                  the connection is closed
         ├── ConnectionClosedOK            with 1000 or 1001

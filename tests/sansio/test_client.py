@@ -17,13 +17,13 @@ from tether.exceptions import (
     NegotiationError,
 )
 from tether.extensions.base import RSV2, ClientExtensionFactory, Extension
+from tether.sansio.client import ClientProtocol
 from tether.sansio.events import BinaryMessage
 from tether.sansio.frames import Frame
 from tether.sansio.handshake import accept_key
 from tether.sansio.http11 import Response
 from tether.sansio.protocol import State
 from tether.sansio.uri import parse_uri
-from tether.sansio.client import ClientProtocol
 from tether.typing import ExtensionName, ExtensionParameter
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="

@@ -488,7 +488,7 @@ def test_duplicated_origin_gets_400() -> None:
 
 
 def test_rejection_is_a_complete_response() -> None:
-    server, response = handshake(replace(b"Sec-WebSocket-Key") + b"\r\n")
+    server, _response = handshake(replace(b"Sec-WebSocket-Key") + b"\r\n")
     out = written(server)
     head, _, payload = out.partition(b"\r\n\r\n")
     assert b"Content-Type: text/plain; charset=utf-8" in head

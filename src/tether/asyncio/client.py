@@ -68,8 +68,10 @@ class ClientConnection(Connection):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if not self.handshake_waiter.done():
-            error = self.protocol.handshake_exc or exc or EOFError(
-                "connection closed during the opening handshake"
+            error = (
+                self.protocol.handshake_exc
+                or exc
+                or EOFError("connection closed during the opening handshake")
             )
             self.handshake_waiter.set_exception(error)
             self.handshake_waiter.exception()  # retrieved by connect(); no warning if not
@@ -138,8 +140,8 @@ class connect:
         self.limits = limits
         self.ssl = ssl
         self.server_hostname = server_hostname
-        self.logger: LoggerLike = logger if logger is not None else logging.getLogger(
-            "tether.client"
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.client")
         )
         self.create_connection_kwargs = create_connection_kwargs
         self.connection: ClientConnection | None = None

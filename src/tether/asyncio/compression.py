@@ -41,7 +41,9 @@ def client_extensions(compression: Compression) -> list[ClientExtensionFactory]:
     return [] if settings is None else [ClientPerMessageDeflateFactory(settings)]
 
 
-def encode_for_broadcast(protocol: Protocol, message: Data, cache: dict[object, bytes]) -> bytes | None:
+def encode_for_broadcast(
+    protocol: Protocol, message: Data, cache: dict[object, bytes]
+) -> bytes | None:
     """The bytes of ``message`` as a frame for this connection, shared with every connection
     that encodes it the same way (``cache`` lives for one broadcast), or ``None`` when this
     connection must encode it itself (a client masks; a compressor with context takeover
@@ -50,7 +52,9 @@ def encode_for_broadcast(protocol: Protocol, message: Data, cache: dict[object, 
         return None
     payload = cache.get("payload")
     if payload is None:
-        payload = cache["payload"] = message.encode() if isinstance(message, str) else bytes(message)
+        payload = cache["payload"] = (
+            message.encode() if isinstance(message, str) else bytes(message)
+        )
     opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
     extensions = protocol.extensions
     key: object

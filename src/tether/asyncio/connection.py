@@ -520,4 +520,3 @@ class Connection(asyncio.Protocol):
         if not self.connection_lost_waiter.done():
             self.connection_lost_waiter.set_result(None)
         self.logger.debug("= connection closed: code %s", self.close_code)
-

@@ -35,10 +35,10 @@ __all__ = ["Server", "ServerConnection", "broadcast", "serve"]
 
 Handler = Callable[["ServerConnection"], Awaitable[None]]
 ProcessRequest = Callable[
-    ["ServerConnection", Request], Response | None | Awaitable[Response | None]
+    ["ServerConnection", Request], Response | Awaitable[Response | None] | None
 ]
 ProcessResponse = Callable[
-    ["ServerConnection", Request, Response], Response | None | Awaitable[Response | None]
+    ["ServerConnection", Request, Response], Response | Awaitable[Response | None] | None
 ]
 
 
@@ -201,8 +201,8 @@ class Server:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.ssl = ssl
-        self.logger: LoggerLike = logger if logger is not None else logging.getLogger(
-            "tether.server"
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.server")
         )
         self.sock = sock
         self.create_server_kwargs = create_server_kwargs
@@ -321,7 +321,9 @@ class Server:
             await asyncio.shield(self._closed)
 
 
-def serve(handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
+def serve(
+    handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any
+) -> Server:
     """Create a WebSocket server; start it with ``async with`` or ``await``.
 
     Args:

@@ -238,4 +238,3 @@ class ClientProtocol(Protocol):
     @property
     def subprotocol(self) -> Subprotocol | None:
         return self.handshake.subprotocol
-

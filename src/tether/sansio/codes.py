@@ -70,7 +70,9 @@ CLOSE_CODE_EXPLANATIONS: dict[int, str] = {
 }
 
 #: Codes that count as a normal closure (ConnectionClosedOK rather than ConnectionClosedError).
-OK_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
+OK_CLOSE_CODES = frozenset(
+    {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
+)
 
 # Codes from the registry that may appear in a close frame: 1000-1003 and 1007-1014.
 _WIRE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})

@@ -250,4 +250,3 @@ def process_extensions_response(
         extensions.append(extension)
     record.accepted_extensions = [(name, list(params)) for name, params in answers]
     return extensions
-

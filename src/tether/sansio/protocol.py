@@ -111,8 +111,8 @@ class Protocol:
         self.side = side
         self.limits = limits if limits is not None else Limits()
         self.assemble = assemble
-        self.logger: LoggerLike = logger if logger is not None else logging.getLogger(
-            "tether.protocol"
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.protocol")
         )
         #: Cheap guard for debug logs on the hot path.
         self.debug = self.logger.isEnabledFor(logging.DEBUG)
@@ -197,9 +197,7 @@ class Protocol:
         ):
             exc = ConnectionClosedOK(self.close_rcvd, self.close_sent, self.close_rcvd_then_sent)
         else:
-            exc = ConnectionClosedError(
-                self.close_rcvd, self.close_sent, self.close_rcvd_then_sent
-            )
+            exc = ConnectionClosedError(self.close_rcvd, self.close_sent, self.close_rcvd_then_sent)
         exc.__cause__ = self.parser_exc
         return exc
 
@@ -248,10 +246,9 @@ class Protocol:
             return
         if self.debug:
             self.logger.debug("< EOF")
-        if self.close_rcvd is None and self._state is not State.CLOSED and not self._discard:
-            # 7.1.5: closed without a close frame: the close code is 1006.
-            if self._in_opcode is not None:
-                self.logger.debug("connection lost in the middle of a message")
+        if self.close_rcvd is None and self._in_opcode is not None and self.debug:
+            # 7.1.5: closed without a close frame, in the middle of a message: code 1006.
+            self.logger.debug("connection lost in the middle of a message")
         self._discard = True
         if self.side is Side.CLIENT and not self.eof_sent:
             self.send_eof()
@@ -276,9 +273,7 @@ class Protocol:
         except ProtocolError as exc:
             self._peer_failed(exc, CloseCode.PROTOCOL_ERROR, str(exc))
         except UnicodeDecodeError as exc:
-            self._peer_failed(
-                exc, CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}"
-            )
+            self._peer_failed(exc, CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
         except PayloadTooBig as exc:
             self._peer_failed(exc, CloseCode.MESSAGE_TOO_BIG, str(exc))
         except Exception as exc:  # a bug of ours or of an extension: no details to the peer
@@ -539,4 +534,3 @@ class Protocol:
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
         if self.side is Side.SERVER and not self.eof_sent:
             self.send_eof()
-

@@ -59,7 +59,9 @@ OriginRule = str | re.Pattern[str] | None
 _HOST = re.compile(r"[^\s,/?#@]+")
 
 # A request line starts with a method, a token (RFC 9110 5.6.2: tchar).
-_METHOD_START = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_METHOD_START = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
 
 
 class ServerProtocol(Protocol):
@@ -161,8 +163,9 @@ class ServerProtocol(Protocol):
             self.handshake_exc = exc
             if self.debug:
                 self.logger.debug("! handshake refused: %s", exc)
-            return self.reject(exc.status, f"Failed to open a WebSocket connection: {exc}.",
-                               exc.extra_headers)
+            return self.reject(
+                exc.status, f"Failed to open a WebSocket connection: {exc}.", exc.extra_headers
+            )
         return Response(101, DEFAULT_REASONS[101], headers)
 
     def _check_request(self, request: Request) -> Headers:
@@ -301,8 +304,9 @@ class ServerProtocol(Protocol):
             self._receive_frames()
         else:
             if self.handshake_exc is None and response.status >= 400:
-                self.handshake_exc = InvalidRequest(f"rejected with HTTP {response.status}",
-                                                    response.status)
+                self.handshake_exc = InvalidRequest(
+                    f"rejected with HTTP {response.status}", response.status
+                )
             self._discard = True
             self.send_eof()
             self.state = State.CLOSED
@@ -331,4 +335,3 @@ class _MethodNotAllowed(InvalidRequest):
 class _ServerError(InvalidRequest):
     def __init__(self, reason: str) -> None:
         super().__init__(reason, 500)
-
