@@ -1,0 +1,98 @@
+"""Markers and fixtures for the browser and Node harnesses in ``tests/helpers``.
+
+A test that needs Chromium or Node is skipped, with the reason shown in the summary, only when
+the tool is not installed. Set ``TETHER_NO_SKIP=1`` (CI, once it installs them) to make such a
+test fail instead, so that a missing install cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Make `import helpers` work from any test folder and in every pytest import mode.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from helpers.browser import Browser, chromium_available  # noqa: E402
+from helpers.node import node_available, node_ws_dir  # noqa: E402
+
+_FAILED = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: needs headless Chromium and chromedriver (skipped if absent)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "node: needs Node.js; installs the npm package ws on first use (skipped if absent)",
+    )
+
+
+def _require(reason: str | None) -> None:
+    if reason is None:
+        return
+    if os.environ.get("TETHER_NO_SKIP"):
+        pytest.fail(f"{reason} (TETHER_NO_SKIP is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("browser"):
+        _require(chromium_available())
+    if item.get_closest_marker("node"):
+        _require(node_available())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if call.when == "call" and call.excinfo is not None:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(scope="module")
+def browser_session() -> Iterator[Browser]:
+    """One headless Chromium shared by the tests of a module (starting one takes ~1 s)."""
+    _require(chromium_available())
+    with Browser() as started:
+        yield started
+
+
+@pytest.fixture
+def browser(
+    request: pytest.FixtureRequest, browser_session: Browser, tmp_path: Path
+) -> Iterator[Browser]:
+    """The module's browser, with no pages open and the console log drained.
+
+    Each page opens in a fresh window; cookies and localStorage are shared within the module
+    (use ``Browser()`` directly for a pristine profile). On failure, screenshots of the
+    test's pages are saved to tmp_path and their paths printed. Pages are closed afterwards.
+    """
+    browser_session.console_log()
+    yield browser_session
+    try:
+        if request.node.stash.get(_FAILED, False):
+            for index, page in enumerate(browser_session.pages):
+                try:
+                    shot = page.screenshot(tmp_path / f"failure-page{index}.png")
+                except Exception as exc:  # the browser may be what failed
+                    print(f"no screenshot of page {index}: {exc}")
+                else:
+                    print(f"screenshot of page {index} at failure: {shot}")
+    finally:
+        browser_session.close_pages()
+
+
+@pytest.fixture
+def node_ws() -> Path:
+    """Folder whose node_modules holds the npm package ws (installed on first use)."""
+    _require(node_available())
+    return node_ws_dir()
