@@ -441,3 +441,28 @@ def test_handshake_timeout_drops_silent_clients() -> None:
 
 
 CallableHandler = Callable[[ServerConnection], Awaitable[None]]
+
+
+def test_server_drops_clients_that_keep_the_socket_open_after_a_response() -> None:
+    def health(ws: ServerConnection, request: Request) -> Response | None:
+        return ws.respond(200, "OK")
+
+    async def main() -> None:
+        async with serve(
+            echo, "127.0.0.1", 0, process_request=health, close_timeout=0.3
+        ) as server:
+            sock = socket.create_connection(("127.0.0.1", server.port_number))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            data = b""
+            while chunk := await loop.sock_recv(sock, 4096):  # EOF after the response
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ")
+            # We never close our side: the server must not wait forever.
+            async with asyncio.timeout(3):
+                while server.connections:
+                    await asyncio.sleep(0.05)
+            sock.close()
+
+    run(main())

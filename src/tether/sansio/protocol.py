@@ -408,8 +408,14 @@ class Protocol:
         return writes
 
     def close_expected(self) -> bool:
-        """Whether the peer should now close the TCP connection (arm a timeout if so)."""
-        return self._state is State.CLOSING or self.handshake_exc is not None
+        """Whether the peer should now close the TCP connection (arm a timeout if so): during
+        the closing handshake, after a failed opening handshake, and whenever we have sent EOF
+        (for example after answering a plain HTTP request) but not received it."""
+        return (
+            self._state is State.CLOSING
+            or self.handshake_exc is not None
+            or (self.eof_sent and not self.eof_rcvd)
+        )
 
     def send_eof(self) -> None:
         if self.eof_sent:
