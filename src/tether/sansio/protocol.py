@@ -354,12 +354,17 @@ class Protocol:
             raise PayloadTooBig(f"message over {max_size} bytes")
 
         if opcode is not Opcode.CONT:
-            if frame.fin and self.assemble:
+            if frame.fin:
                 # The common case, a whole message in one frame: no bookkeeping at all.
-                if opcode is Opcode.TEXT:
-                    self._events.append(TextMessage(data.decode()))
+                if self.assemble:
+                    if opcode is Opcode.TEXT:
+                        self._events.append(TextMessage(data.decode()))
+                    else:
+                        self._events.append(BinaryMessage(data))
+                elif opcode is Opcode.TEXT:
+                    self._events.append(Fragment(data.decode(), True, True))
                 else:
-                    self._events.append(BinaryMessage(data))
+                    self._events.append(Fragment(data, True, True))
                 return
             self._in_opcode = opcode
             if opcode is Opcode.TEXT:
