@@ -196,6 +196,11 @@ class TestSettings:
         with pytest.raises(ValueError):
             engine(local_max_window_bits=bits)
 
+    @pytest.mark.parametrize("kwargs", [{"mem_level": 0}, {"compression_level": 10}])
+    def test_engine_refuses_bad_zlib_options_up_front(self, kwargs: dict[str, int]) -> None:
+        with pytest.raises(ValueError):
+            PerMessageDeflate(False, False, 15, 15, **kwargs)
+
     def test_zlib_indeed_refuses_8_bit_raw_deflate(self) -> None:
         # The premise of the 8-bit rules; if a future zlib accepts it, revisit them.
         with pytest.raises(ValueError):

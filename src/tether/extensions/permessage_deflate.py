@@ -167,6 +167,13 @@ def _check_window_bits(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be between 8 and 15, got {value}")
 
 
+def _check_zlib_options(mem_level: int, compression_level: int) -> None:
+    if not 1 <= mem_level <= 9:
+        raise ValueError(f"mem_level must be between 1 and 9, got {mem_level}")
+    if not 0 <= compression_level <= 9:
+        raise ValueError(f"compression_level must be between 0 and 9, got {compression_level}")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeflateSettings:
     """What an endpoint wants from permessage-deflate. The same object serves both roles.
@@ -200,12 +207,7 @@ class DeflateSettings:
         _check_window_bits("client_max_window_bits", self.client_max_window_bits)
         if self.compress_threshold < 0:
             raise ValueError(f"compress_threshold must be >= 0, got {self.compress_threshold}")
-        if not 1 <= self.mem_level <= 9:
-            raise ValueError(f"mem_level must be between 1 and 9, got {self.mem_level}")
-        if not 0 <= self.compression_level <= 9:
-            raise ValueError(
-                f"compression_level must be between 0 and 9, got {self.compression_level}"
-            )
+        _check_zlib_options(self.mem_level, self.compression_level)
 
 
 #: Named settings. Memory is per connection, steady state, both directions (see the table in
@@ -290,6 +292,7 @@ class PerMessageDeflate(Extension):
     ) -> None:
         _check_window_bits("remote_max_window_bits", remote_max_window_bits)
         _check_window_bits("local_max_window_bits", local_max_window_bits)
+        _check_zlib_options(mem_level, compression_level)
         #: The peer compresses each message with an empty window; we drop our inflater
         #: between messages.
         self.remote_no_context_takeover = remote_no_context_takeover
