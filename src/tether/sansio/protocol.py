@@ -78,6 +78,21 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+def _decode_fragment(decoder: codecs.IncrementalDecoder, data: bytes, final: bool) -> str:
+    """Decode one fragment of a text message, failing on the fragment that breaks the text.
+
+    CPython's incremental UTF-8 decoder refuses every impossible prefix at once except one: it
+    keeps a trailing ED A0..ED BF (the start of a UTF-16 surrogate, which UTF-8 forbids) pending
+    until the next bytes arrive. No continuation can make it valid, so refuse it now (8.1).
+    """
+    text = decoder.decode(data, final)
+    if not final:
+        pending = decoder.getstate()[0]
+        if len(pending) == 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+            raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
+    return text
+
+
 def _truncate_reason(reason: str) -> str:
     data = reason.encode()
     if len(data) <= _MAX_REASON:
@@ -380,7 +395,7 @@ class Protocol:
             if decoder is not None:
                 # Validate as the fragments arrive: fail on the fragment that breaks the
                 # text, not at the end of the message.
-                self._in_text.append(decoder.decode(data, fin))
+                self._in_text.append(_decode_fragment(decoder, data, fin))
                 if fin:
                     self._events.append(TextMessage("".join(self._in_text)))
             else:
@@ -388,7 +403,9 @@ class Protocol:
                 if fin:
                     self._events.append(BinaryMessage(b"".join(self._in_chunks)))
         else:
-            piece: str | bytes = decoder.decode(data, fin) if decoder is not None else data
+            piece: str | bytes = (
+                _decode_fragment(decoder, data, fin) if decoder is not None else data
+            )
             self._events.append(Fragment(piece, first, fin))
         if fin:
             self._reset_incoming()
