@@ -44,7 +44,7 @@ from ..exceptions import (
 from ..extensions.base import Extension
 from ..limits import Limits
 from ..typing import LoggerLike
-from .codes import OK_CLOSE_CODES, CloseCode, Opcode
+from .codes import OK_CLOSE_CODES, CloseCode, Opcode, is_valid_close_code
 from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
 from .frames import Close, Frame, FrameParser, serialize_frame
 from .http11 import Request, Response
@@ -529,15 +529,22 @@ class Protocol:
 
     def send_close(self, code: int | None = None, reason: str = "") -> None:
         """Start the closing handshake (7.1.2). ``code=None`` sends a close frame without a
-        payload, which the peer reads as 1005."""
+        payload, which the peer reads as 1005.
+
+        Raises:
+            InvalidState: the connection is not open.
+            ValueError: the code may not appear on the wire, or the reason is too long.
+        """
         self._check_open()
         if code is None:
             if reason:
                 raise ValueError("a close reason needs a close code")
             close = None
         else:
+            # A code that may not go on the wire is a bad argument, not a peer error: ValueError.
+            if not is_valid_close_code(code):
+                raise ValueError(f"close code {code} may not be sent (7.4)")
             close = Close(code, reason)
-            close.check()
             if len(reason.encode()) > _MAX_REASON:
                 raise ValueError(f"close reason must be at most {_MAX_REASON} bytes in UTF-8")
         self._send_close_frame(close)
