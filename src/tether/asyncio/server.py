@@ -210,6 +210,7 @@ class Server:
         self.connections: set[ServerConnection] = set()
         self._server: asyncio.Server | None = None
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class Server:
         if self._closing:
             return
         self._closing = True
-        asyncio.get_running_loop().create_task(self._close(close_connections))
+        self._close_task = asyncio.get_running_loop().create_task(self._close(close_connections))
 
     async def _close(self, close_connections: bool) -> None:
         if self._server is not None:
