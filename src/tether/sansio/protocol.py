@@ -265,7 +265,10 @@ class Protocol:
             # 7.1.5: closed without a close frame, in the middle of a message: code 1006.
             self.logger.debug("connection lost in the middle of a message")
         self._discard = True
-        if self.side is Side.CLIENT and not self.eof_sent:
+        # The client closes its side now that the server closed (7.1.1). A server that had not
+        # closed yet (EOF without a closing handshake, 7.1.5's 1006) closes too: both sides end
+        # having written exactly one EOF.
+        if not self.eof_sent:
             self.send_eof()
         self.state = State.CLOSED
 
