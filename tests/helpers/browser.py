@@ -81,6 +81,12 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
     "--mute-audio",
     "--disable-breakpad",
     "--disable-crash-reporter",
+    # Let pages from data: or file: URLs reach servers on loopback (Local Network Access would
+    # block them). chromedriver merges this list with its own --disable-features.
+    "--disable-features=LocalNetworkAccessChecks",
+    # Even so, Chromium still looks up a few Google and search-engine names; answer every name
+    # but localhost with "not found" from inside the browser, so no DNS query leaves it.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
 )
 
 # W3C WebDriver's key for element references (section 12.1 of the specification).

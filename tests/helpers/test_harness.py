@@ -84,11 +84,10 @@ class StandInServer:
         assert self._loop is not None and self._server is not None
         server = self._server
 
-        def close_them() -> None:
-            for connection in server.connections:
-                asyncio.ensure_future(connection.close(code, reason))
+        async def close_them() -> None:
+            await asyncio.gather(*(c.close(code, reason) for c in server.connections))
 
-        self._loop.call_soon_threadsafe(close_them)
+        asyncio.run_coroutine_threadsafe(close_them(), self._loop)
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -295,6 +294,27 @@ def test_browser_processes_end_even_when_the_test_fails() -> None:
         time.sleep(0.05)
     assert left == []
     assert not Path(profiles[0]).exists()
+
+
+@pytest.mark.browser
+def test_browser_requires_a_subprotocol_it_offered(
+    browser: Browser, standin: StandInServer
+) -> None:
+    # A data: page may reach loopback (Local Network Access checks are off in the harness).
+    page = browser.open("data:text/html,<title>probe</title>")
+    attempt = """new Promise(resolve => {
+        const ws = new WebSocket(arguments[0], arguments[1]);
+        ws.onopen = () => { resolve("open " + ws.protocol); ws.close(); };
+        ws.onclose = (event) => resolve("closed " + event.code);
+    })"""
+    url = standin.url("/echo", "ws")
+    assert page.eval(attempt, url, ["chat"]) == "open chat"
+    assert page.eval(attempt, url, []) == "open "
+    # The server accepted without choosing one, and Chromium fails such a handshake, as the
+    # WHATWG WebSocket standard says it must: for browsers, "no overlap" is a failed connection.
+    assert page.eval(attempt, url, ["nope"]) == "closed 1006"
+    messages = [entry["message"] for entry in browser.console_log()]
+    assert any("Sent non-empty 'Sec-WebSocket-Protocol' header" in m for m in messages)
 
 
 # -- the demo page, against the stand-in server -----------------------------------------------
@@ -529,8 +549,8 @@ def test_node_server_without_deflate_or_common_subprotocol(node_ws: Path) -> Non
         assert seen["protocol"] == ""
         assert seen["extensions"] == ""
         assert seen["request_extensions"].startswith("permessage-deflate")  # offered, declined
-        # Unlike browsers, ws fails the connection when it offered subprotocols and the
-        # server chose none (RFC 6455 section 4.1 allows the server to leave the header out).
+        # Like browsers, ws fails the connection when it offered subprotocols and the server
+        # chose none, although RFC 6455 section 4.1 lets the server leave the header out.
         strict = run_node_client(server.url(), ["one"], protocols=["chat"])
         assert strict.status == 101
         assert strict.error == "Server sent no subprotocol"
