@@ -536,7 +536,7 @@ def chunked(draw: st.DrawFn, wire: bytes) -> list[bytes]:
     return [wire[a:b] for a, b in itertools.pairwise(edges)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     frame_list=st.lists(any_frame(), min_size=1, max_size=4),
     mask=st.booleans(),
@@ -557,7 +557,7 @@ def test_property_round_trip(
     assert parser.buffered == 0
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     wire=st.binary(max_size=300),
     mask_expected=st.booleans(),

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.sansio import masking
-from tether.sansio.masking import SMALL_MASK_SIZE, MaskSource, apply_mask, apply_mask_into
+from tether.sansio.masking import (
+    KEEP,
+    SMALL_MASK_SIZE,
+    SPREAD,
+    TABLE_SIZE,
+    MaskSource,
+    apply_mask,
+    mask_in_place,
+)
 
 #: The masking key of the examples in RFC 6455 section 5.7.
 RFC_KEY = bytes((0x37, 0xFA, 0x21, 0x3D))
@@ -29,7 +37,8 @@ def naive_mask(data: bytes, mask: bytes) -> bytes:
 
 # Lengths around every boundary the implementation has: empty, shorter than the key, not a
 # multiple of 4, and both sides of the switch from integer XOR to translate.
-LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 125, 126, SMALL_MASK_SIZE - 1, SMALL_MASK_SIZE]
+LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 125, 126, TABLE_SIZE, TABLE_SIZE + 1]
+LENGTHS += [SMALL_MASK_SIZE - 1, SMALL_MASK_SIZE]
 LENGTHS += [SMALL_MASK_SIZE + n for n in (1, 2, 3, 4)] + [4093, 65536, 65539]
 
 
@@ -70,26 +79,34 @@ def test_mask_must_be_four_bytes(mask: bytes) -> None:
     with pytest.raises(ValueError, match="4 bytes"):
         apply_mask(b"data", mask)
     with pytest.raises(ValueError, match="4 bytes"):
-        apply_mask_into(bytearray(4), 0, b"data", mask)
+        mask_in_place(bytearray(4), mask)
 
 
 @pytest.mark.parametrize("length", LENGTHS)
-def test_apply_mask_into_writes_after_offset(length: int) -> None:
+@pytest.mark.parametrize("start", [0, 1, 4, 7])
+def test_mask_in_place_leaves_the_head_alone(length: int, start: int) -> None:
     data = noise(length)
     mask = noise(4)
-    out = bytearray(b"head") + bytearray(length)
-    apply_mask_into(out, 4, data, mask)
-    assert out[:4] == b"head"
-    assert out[4:] == naive_mask(data, mask)
-    out = bytearray(b"head") + bytearray(length)
-    apply_mask_into(out, 4, memoryview(data), mask)
-    assert out[4:] == naive_mask(data, mask)
+    head = b"header!"[:start]
+    buf = bytearray(head + data)
+    mask_in_place(buf, mask, start)
+    assert buf == head + naive_mask(data, mask)
+    mask_in_place(buf, mask, start)
+    assert buf == head + data
 
 
-@pytest.mark.parametrize(("size", "offset"), [(10, 4), (10, 2), (3, 4), (1000, 0), (5, -1)])
-def test_apply_mask_into_requires_exact_room(size: int, offset: int) -> None:
-    with pytest.raises(ValueError, match="exactly as long"):
-        apply_mask_into(bytearray(size), offset, bytes(5), RFC_KEY)
+def test_mask_in_place_default_start() -> None:
+    buf = bytearray(b"Hello")
+    mask_in_place(buf, RFC_KEY)
+    assert buf == bytes.fromhex("7f9f4d5158")
+
+
+def test_spread_tables() -> None:
+    # The identity the fast path of the codec relies on, for every table entry.
+    for n in range(TABLE_SIZE + 1):
+        for mask in (RFC_KEY, b"\xff\xff\xff\xff", b"\x01\x00\x00\x80"):
+            repeated = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+            assert int.from_bytes(mask, "little") * SPREAD[n] & KEEP[n] == repeated
 
 
 @settings(max_examples=300, deadline=None)

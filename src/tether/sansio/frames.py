@@ -15,7 +15,15 @@ import struct
 
 from ..exceptions import PayloadTooBig, ProtocolError
 from .codes import CONTROL_OPCODES, CloseCode, Opcode, explain, is_valid_close_code
-from .masking import SMALL_MASK_SIZE, MaskSource, apply_mask, apply_mask_into
+from .masking import (
+    KEEP,
+    SMALL_MASK_SIZE,
+    SPREAD,
+    TABLE_SIZE,
+    MaskSource,
+    apply_mask,
+    mask_in_place,
+)
 
 __all__ = ["MAX_LOG_SIZE", "Close", "Frame", "FrameParser", "serialize_frame"]
 
@@ -152,6 +160,7 @@ _HEADER_16_KEY = struct.Struct("!BBH4s").pack
 _HEADER_64_KEY = struct.Struct("!BBQ4s").pack
 _UNPACK_16 = struct.Struct("!H").unpack_from
 _UNPACK_64 = struct.Struct("!Q").unpack_from
+_UNPACK_KEY = struct.Struct("<I").unpack_from
 
 #: Where a masking client gets its keys when the caller does not pass one.
 _mask_source = MaskSource()
@@ -202,17 +211,17 @@ def serialize_frame(
     if len(key) != 4:
         raise ValueError(f"mask_key must be 4 bytes, got {len(key)}")
     if n < 126:
-        header = _HEADER_7_KEY(b0, 0x80 | n, key)
-    elif n < 0x10000:
-        header = _HEADER_16_KEY(b0, 0xFE, n, key)
-    else:
-        header = _HEADER_64_KEY(b0, 0xFF, n, key)
+        # The common case, small messages from a client: mask inline (see masking.py).
+        spread = int.from_bytes(key, "little") * SPREAD[n] & KEEP[n]
+        masked = (int.from_bytes(data, "little") ^ spread).to_bytes(n, "little")
+        return _HEADER_7_KEY(b0, 0x80 | n, key) + masked
+    header = _HEADER_16_KEY(b0, 0xFE, n, key) if n < 0x10000 else _HEADER_64_KEY(b0, 0xFF, n, key)
     if n <= SMALL_MASK_SIZE:
         return header + apply_mask(data, key)
-    # Large payloads: mask straight into the frame buffer rather than into a temporary.
-    out = bytearray(len(header) + n)
-    out[: len(header)] = header
-    apply_mask_into(out, len(header), data, key)
+    # Large payloads: copy once into the frame buffer and mask there.
+    out = bytearray(header)
+    out += data
+    mask_in_place(out, key, len(header))
     return bytes(out)
 
 
@@ -326,7 +335,8 @@ class FrameParser:
         fields = _FIRST_BYTE[b0]
         if fields is None:
             raise ProtocolError(f"invalid opcode: {b0 & 0x0F:#x}")
-        if b0 & 0x70 & ~self.allowed_rsv:
+        if b0 & 0x70 and b0 & 0x70 & ~self.allowed_rsv:
+            # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings".
             raise ProtocolError(f"reserved bits must be 0: {b0 & 0x70 & ~self.allowed_rsv:#x}")
         # 5.1: a server requires masked frames, a client refuses them.
         if b1 & 0x80:
@@ -357,16 +367,17 @@ class FrameParser:
             # 5.5, checked on the header: a control frame may use a longer length encoding
             # than it needs, but not carry more than 125 bytes.
             _check_control(True, length)
-        if self.max_frame_size is not None and length > self.max_frame_size:
+        limit = self.max_frame_size
+        if limit is not None and length > limit:
             raise PayloadTooBig(
-                f"frame payload of {length} bytes is over the limit of {self.max_frame_size} bytes"
+                f"frame payload of {length} bytes is over the limit of {limit} bytes"
             )
-        key = buf[pos + hlen - 4 : pos + hlen] if b1 & 0x80 else None
 
         start = pos + hlen
         end = start + length
         if end > len(buf):
             # Keep the header; from now on chunks only accumulate until the payload is whole.
+            key = buf[start - 4 : start] if b1 & 0x80 else None
             self._pending = (fields, length, key, hlen)
             if start < len(buf):
                 tail = buf[start:]
@@ -377,10 +388,16 @@ class FrameParser:
             return self._finish_pending()
 
         self._pos = end
-        data = buf[start:end]
-        if key is not None:
-            data = apply_mask(data, key)
         opcode, fin, rsv1, rsv2, rsv3 = fields
+        if not b1 & 0x80:
+            return Frame(opcode, buf[start:end], fin, rsv1, rsv2, rsv3)
+        if length <= TABLE_SIZE:
+            # Small masked frames are the bulk of what a server receives: unmask inline with
+            # the integer method of masking.py, reading the key as a little-endian integer.
+            spread = _UNPACK_KEY(buf, start - 4)[0] * SPREAD[length] & KEEP[length]
+            data = (int.from_bytes(buf[start:end], "little") ^ spread).to_bytes(length, "little")
+        else:
+            data = apply_mask(memoryview(buf)[start:end], buf[start - 4 : start])
         return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
 
     def _merge(self) -> bytes:
@@ -405,7 +422,7 @@ class FrameParser:
             return None
         parts = self._parts
         if have == length:
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            pieces = parts
             self._parts = []
             self._have = 0
         else:
@@ -421,13 +438,18 @@ class FrameParser:
             last = parts[count]
             pieces = parts[:count]
             pieces.append(last[:needed])
-            data = b"".join(pieces)
             rest = parts[count + 1 :]
             rest.insert(0, last[needed:])
             self._parts = rest
             self._have = have - length
         self._pending = None
-        if key is not None:
-            data = apply_mask(data, key)
+        if key is None:
+            # join() of a single bytes object returns that object: no copy.
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        else:
+            # Join straight into a bytearray and unmask it there: one copy less.
+            joined = bytearray().join(pieces)
+            mask_in_place(joined, key)
+            data = bytes(joined)
         opcode, fin, rsv1, rsv2, rsv3 = fields
         return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
