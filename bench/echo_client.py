@@ -1,0 +1,427 @@
+"""Load generator for ``bench/echo.py``: closed-loop echo round trips against one server.
+
+Usage (normally started by echo.py, which talks to it over stdin/stdout)::
+
+    python bench/echo_client.py --port N [--client raw|websockets|tether|aiohttp]
+        [--compression] [--text]
+
+Control lines on stdin, answers on stdout:
+
+- ``CELL {"size": S, "conns": C}``: open C connections (handshake included), build the
+  message; answer ``READY``.
+- ``GO``: every connection starts its closed loop: send one message, wait for the whole echo,
+  count it, send the next.
+- ``MARK``: answer ``MARK {"count": n, "time": t, "cpu": c}`` (messages echoed so far, monotonic
+  time, this process's CPU seconds). The rate of a cell is taken between two marks, so the
+  warm-up before the first mark is not measured.
+- ``STOP``: stop sending, wait for the echoes in flight, close every connection (close frame,
+  then TCP); answer ``DONE``.
+- EOF: exit.
+
+The ``raw`` client (the default) is the fixed, cheap client used to compare servers. It is a
+bare ``asyncio.Protocol``: the masked frame is built once per cell (one random masking key per
+cell, shared by all connections; the key does not change the server's work), and replies are
+not unmasked, decoded or copied: the client reads each frame header and counts payload bytes
+until the frame ends. Per round trip that is a few dozen bytecodes plus one ``write``, which
+keeps the client well below the server's CPU use (echo.py shows both). With ``--compression``
+it offers ``permessage-deflate; client_no_context_takeover``, sends a message compressed once
+in advance (RSV1 set), and counts the compressed replies without inflating them, so the
+server's inflate and deflate are measured and the client's are not.
+
+The library clients (``websockets``, ``tether``, ``aiohttp``) run ``send(); recv()`` in one
+task per connection; they are there to compare clients against one fixed server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+# The tether under test: this checkout, unless echo.py --tether-src points elsewhere.
+sys.path.insert(
+    0, os.environ.get("TETHER_BENCH_SRC") or str(Path(__file__).resolve().parent.parent / "src")
+)
+
+#: Same limit as the servers (echo_servers.MAX_SIZE).
+MAX_SIZE = 2 * 2**20
+
+CLIENTS = ("raw", "websockets", "tether", "aiohttp")
+
+
+def make_payload(size: int, *, text: bool, compressible: bool) -> bytes:
+    """The message sent in a cell: random bytes, or for compression rows (and text) a
+    deterministic, somewhat repetitive ASCII text (JSON-like records)."""
+    if not text and not compressible:
+        return os.urandom(size)
+    records = []
+    total = 0
+    i = 0
+    while total < size:
+        record = f'{{"id":{i},"name":"user{i % 97}","score":{(i * 7919) % 1000},"ok":true}}\n'
+        records.append(record)
+        total += len(record)
+        i += 1
+    return "".join(records).encode()[:size]
+
+
+def masked_frame(payload: bytes, *, opcode: int, rsv1: bool) -> bytes:
+    """One client frame (5.2): FIN, opcode, mask bit, the shortest length, a random key."""
+    key = os.urandom(4)
+    n = len(payload)
+    b0 = 0x80 | (0x40 if rsv1 else 0) | opcode
+    if n < 126:
+        header = struct.pack("!BB", b0, 0x80 | n)
+    elif n < 0x10000:
+        header = struct.pack("!BBH", b0, 0xFE, n)
+    else:
+        header = struct.pack("!BBQ", b0, 0xFF, n)
+    # Integer XOR of the whole payload with the repeated key: built once per cell.
+    repeated = (key * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+        n, "little"
+    )
+    return header + key + masked
+
+
+class Stats:
+    """What every connection of this process shares."""
+
+    def __init__(self) -> None:
+        self.count = 0  # messages echoed back, since the process started
+        self.running = False  # whether connections send again after an echo
+        self.in_flight = 0  # connections waiting for an echo
+        self.idle: asyncio.Event | None = None  # set when in_flight drops to 0 after STOP
+
+    def finished_one(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.idle is not None:
+            self.idle.set()
+
+
+# --- the raw client ------------------------------------------------------------------------------
+
+
+class RawConnection(asyncio.Protocol):
+    """A minimal WebSocket client connection that only counts what comes back."""
+
+    def __init__(self, host: str, port: int, compression: bool, stats: Stats) -> None:
+        self.stats = stats
+        key = base64.b64encode(os.urandom(16)).decode()
+        extensions = (
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+            if compression
+            else ""
+        )
+        self.request = (
+            f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
+        ).encode()
+        self.compression = compression
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head = b""  # HTTP response head, then a partial frame header
+        self.handshaking = True
+        self.remaining = 0  # payload bytes of the current frame still to come
+        self.frame_fin = False
+        self.frame_opcode = 0
+        self.frame = b""  # the message to send, as one masked frame
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("connection lost during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshaking:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, rest = self.head[:end].decode("latin-1"), self.head[end + 4 :]
+            self.head = b""
+            self.handshaking = False
+            self._check_response(head)
+            if rest:
+                self._frames(rest)
+            return
+        self._frames(data)
+
+    def _check_response(self, head: str) -> None:
+        lines = head.split("\r\n")
+        if not lines[0].startswith("HTTP/1.1 101"):
+            self.opened.set_exception(ConnectionError(f"handshake failed: {lines[0]}"))
+            return
+        negotiated = any(
+            line.lower().startswith("sec-websocket-extensions:")
+            and "permessage-deflate" in line.lower()
+            for line in lines[1:]
+        )
+        if negotiated != self.compression:
+            self.opened.set_exception(
+                ConnectionError(f"compression negotiated: {negotiated}, wanted {self.compression}")
+            )
+            return
+        self.opened.set_result(None)
+
+    def _frames(self, data: bytes) -> None:
+        # Count frames in data without copying payloads: only headers are looked at.
+        pos = 0
+        end = len(data)
+        while pos < end:
+            remaining = self.remaining
+            if remaining:
+                take = end - pos
+                if take < remaining:
+                    self.remaining = remaining - take
+                    return
+                pos += remaining
+                self.remaining = 0
+                self._frame_done()
+                continue
+            head = self.head + data[pos : pos + 14] if self.head else data[pos : pos + 14]
+            if len(head) < 2:
+                self.head = head
+                return
+            length = head[1] & 0x7F
+            hlen = 2 if length < 126 else 4 if length == 126 else 10
+            if len(head) < hlen:
+                self.head = head
+                return
+            if length == 126:
+                length = struct.unpack_from("!H", head, 2)[0]
+            elif length == 127:
+                length = struct.unpack_from("!Q", head, 2)[0]
+            pos += hlen - len(self.head)
+            self.head = b""
+            self.frame_fin = bool(head[0] & 0x80)
+            self.frame_opcode = head[0] & 0x0F
+            self.remaining = length
+            if length == 0:
+                self._frame_done()
+
+    def _frame_done(self) -> None:
+        opcode = self.frame_opcode
+        if opcode < 3:
+            if self.frame_fin:
+                stats = self.stats
+                stats.count += 1
+                if stats.running:
+                    self.transport.write(self.frame)  # type: ignore[union-attr]
+                else:
+                    stats.finished_one()
+        elif opcode == 8 and self.transport is not None:
+            # The server closes (or answers our close): the TCP close follows.
+            self.transport.close()
+
+    def start(self) -> None:
+        self.stats.in_flight += 1
+        self.transport.write(self.frame)  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            payload = struct.pack("!H", 1000)
+            key = os.urandom(4)
+            masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            self.transport.write(bytes([0x88, 0x80 | len(payload)]) + key + masked)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), 5)
+        except TimeoutError:
+            self.transport.abort()
+
+
+class RawClient:
+    def __init__(self, host: str, port: int, compression: bool, text: bool) -> None:
+        self.host = host
+        self.port = port
+        self.compression = compression
+        self.text = text
+        self.stats = Stats()
+        self.connections: list[RawConnection] = []
+
+    async def open(self, size: int, conns: int) -> None:
+        loop = asyncio.get_running_loop()
+        payload = make_payload(size, text=self.text, compressible=self.compression)
+        opcode = 1 if self.text else 2
+        if self.compression:
+            compressor = zlib.compressobj(wbits=-15)
+            body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            assert body.endswith(b"\x00\x00\xff\xff")
+            frame = masked_frame(body[:-4], opcode=opcode, rsv1=True)
+        else:
+            frame = masked_frame(payload, opcode=opcode, rsv1=False)
+        self.connections = []
+        for _ in range(conns):
+            _, connection = await loop.create_connection(
+                lambda: RawConnection(self.host, self.port, self.compression, self.stats),
+                self.host,
+                self.port,
+            )
+            await connection.opened
+            connection.frame = frame
+            self.connections.append(connection)
+
+    def go(self) -> None:
+        self.stats.running = True
+        self.stats.idle = None
+        for connection in self.connections:
+            connection.start()
+
+    async def stop(self) -> None:
+        stats = self.stats
+        stats.running = False
+        stats.idle = asyncio.Event()
+        if stats.in_flight:
+            await asyncio.wait_for(stats.idle.wait(), 30)
+        await asyncio.gather(*(connection.close() for connection in self.connections))
+        self.connections = []
+
+
+# --- library clients -----------------------------------------------------------------------------
+
+
+class LibraryClient:
+    """``await send(); await recv()`` in one task per connection, for a given library."""
+
+    def __init__(self, name: str, host: str, port: int, compression: bool, text: bool) -> None:
+        self.name = name
+        self.uri = f"ws://{host}:{port}/"
+        self.compression = compression
+        self.text = text
+        self.stats = Stats()
+        self.connections: list[Any] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.message: str | bytes = b""
+        self.session: Any = None
+
+    async def _connect(self) -> Any:
+        if self.name == "websockets":
+            from websockets.asyncio.client import connect as ws_connect
+
+            return await ws_connect(
+                self.uri,
+                compression="deflate" if self.compression else None,
+                ping_interval=None,
+                max_size=MAX_SIZE,
+            )
+        if self.name == "tether":
+            from tether import Limits
+            from tether import connect as tether_connect
+
+            return await tether_connect(
+                self.uri,
+                compression="deflate" if self.compression else None,
+                ping_interval=None,
+                limits=Limits(max_frame_size=MAX_SIZE, max_message_size=MAX_SIZE),
+            )
+        import aiohttp
+
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        return await self.session.ws_connect(
+            self.uri, compress=15 if self.compression else 0, max_msg_size=MAX_SIZE, autoping=True
+        )
+
+    async def open(self, size: int, conns: int) -> None:
+        payload = make_payload(size, text=self.text, compressible=self.compression)
+        self.message = payload.decode() if self.text else payload
+        self.connections = [await self._connect() for _ in range(conns)]
+
+    async def _loop(self, connection: Any) -> None:
+        stats = self.stats
+        message = self.message
+        if self.name == "aiohttp":
+            send = connection.send_str if self.text else connection.send_bytes
+            receive = connection.receive
+        else:
+            send = connection.send
+            receive = connection.recv
+        while stats.running:
+            await send(message)
+            await receive()
+            stats.count += 1
+
+    def go(self) -> None:
+        self.stats.running = True
+        self.tasks = [asyncio.create_task(self._loop(c)) for c in self.connections]
+
+    async def stop(self) -> None:
+        self.stats.running = False
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 30)
+        await asyncio.gather(*(connection.close() for connection in self.connections))
+        self.connections = []
+        self.tasks = []
+
+
+# --- control loop --------------------------------------------------------------------------------
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def control(client: RawClient | LibraryClient) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if not line:
+            break
+        command, _, argument = line.partition(" ")
+        if command == "CELL":
+            cell = json.loads(argument)
+            await client.open(cell["size"], cell["conns"])
+            _say("READY")
+        elif command == "GO":
+            client.go()
+        elif command == "MARK":
+            mark = {
+                "count": client.stats.count,
+                "time": time.perf_counter(),
+                "cpu": time.process_time(),
+            }
+            _say("MARK " + json.dumps(mark))
+        elif command == "STOP":
+            await client.stop()
+            _say("DONE")
+    session = getattr(client, "session", None)
+    if session is not None:
+        await session.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client", choices=CLIENTS, default="raw")
+    parser.add_argument("--compression", action="store_true")
+    parser.add_argument("--text", action="store_true")
+    args = parser.parse_args()
+    client: RawClient | LibraryClient
+    if args.client == "raw":
+        client = RawClient(args.host, args.port, args.compression, args.text)
+    else:
+        client = LibraryClient(args.client, args.host, args.port, args.compression, args.text)
+    asyncio.run(control(client))
+
+
+if __name__ == "__main__":
+    main()
