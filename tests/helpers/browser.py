@@ -21,6 +21,7 @@ the body raises) ends chromedriver and every Chromium process it started.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import collections
 import contextlib
@@ -208,6 +209,8 @@ class Browser:
         reason = chromium_available()
         if reason is not None:
             raise BrowserError(reason)
+        # Also on interpreter exit, for a Browser someone forgot to close.
+        atexit.register(self.close)
         try:
             self._start_driver()
             self._start_session()
@@ -285,6 +288,7 @@ class Browser:
 
     def close(self) -> None:
         """End the session, chromedriver and Chromium; safe to call more than once."""
+        atexit.unregister(self.close)
         driver, self._driver = self._driver, None
         if self._session and driver is not None and driver.poll() is None:
             with contextlib.suppress(Exception):
@@ -292,11 +296,9 @@ class Browser:
         self._session = ""
         if driver is not None:
             _stop_process_group(driver)
-        if self._chromium_pid is not None:
-            # Chromium may have left the process group; make sure it is gone.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self._chromium_pid, signal.SIGKILL)
         if self._profile is not None:
+            # Chromium processes that left the process group still name our profile.
+            _kill_processes_mentioning(f"--user-data-dir={self._profile}")
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
         self._pages.clear()
@@ -528,6 +530,22 @@ class Page:
         # WebDriver needs a current window for commands such as "new window".
         if browser._anchor is not None:
             browser._switch_to(browser._anchor)
+
+
+def _kill_processes_mentioning(marker: str) -> None:
+    """SIGKILL every process whose command line contains ``marker`` (Linux /proc only)."""
+    needle = marker.encode()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(os.path.join(entry.path, "cmdline"), "rb") as file:
+                    if needle not in file.read():
+                        continue
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
 
 
 def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
