@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -1074,6 +1075,7 @@ def test_peer_closes_first(side: Side) -> None:
     assert protocol.close_rcvd_then_sent is True
     assert protocol.close_expected()
     assert protocol.close_code is None  # not closed yet
+    assert protocol.close_reason is None
     protocol.receive_eof()
     # 7.1.1: the client closes its side of TCP after the server did.
     check(protocol, writes=[EOF] if side is CLIENT else [], state=CLOSED)
@@ -1297,6 +1299,15 @@ def test_sends_eof_only_once(side: Side) -> None:
     assert protocol.state is CLOSED
 
 
+def test_sends_eof_twice(side: Side) -> None:
+    protocol = Protocol(side)
+    protocol.receive_eof()
+    written(protocol)
+    with pytest.raises(InvalidState):
+        protocol.send_eof()
+    check(protocol, state=CLOSED)
+
+
 @pytest.mark.parametrize("code", ILLEGAL_CODES)
 def test_sends_close_with_illegal_code(side: Side, code: int) -> None:
     protocol = Protocol(side)
@@ -1445,6 +1456,32 @@ def test_extension_errors_map_to_close_codes(side: Side, exc: Exception, code: i
     protocol.receive_data(inbound(side, TEXT, b"x"))
     check_failed(protocol, code, type(exc))
     assert protocol.parser_exc is exc
+
+
+def test_logs_at_debug_level(side: Side, caplog: pytest.LogCaptureFixture) -> None:
+    # Debug logging formats every frame, including ones that fail: it must never raise.
+    caplog.set_level(logging.DEBUG, logger="tether.protocol")
+    protocol = Protocol(side)
+    protocol.send_text("out")
+    protocol.receive_data(inbound(side, TEXT, b"in", fin=False) + inbound(side, CONT, b"\xff"))
+    lost = Protocol(side)
+    lost.receive_data(inbound(side, BINARY, b"\x00", fin=False))
+    lost.receive_eof()
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "> TEXT 'out' [3 bytes]",
+        "< TEXT 'in' [2 bytes] [continued]",
+        "< CONT ff [1 byte]",
+        "! failing connection with 1007: invalid start byte at position 0",
+        "> CLOSE 1007 (invalid frame payload data) invalid start byte at position 0 [34 bytes]",
+        "= connection is CLOSING",
+        *(["> EOF"] if side is SERVER else []),
+        "< BINARY 00 [1 byte] [continued]",
+        "< EOF",
+        "connection lost in the middle of a message",
+        "> EOF",
+        "= connection is CLOSED",
+    ]
 
 
 # --- misuse of the API ------------------------------------------------------------------------
