@@ -6,7 +6,7 @@
 // Usage: node interop_node_client.js < CONFIG_JSON, where CONFIG_JSON has
 //   ws_module: path of the `ws` package; url; protocols; perMessageDeflate; timeout_ms;
 //   messages: a list of {text}, {binary: hex}, {random_binary: size}, {random_text: size}
-//     or {fragments: [{text} | {binary: hex}, ...]} (sent as one message, one frame each);
+//     or {fragments: [{text} | {text_hex} | {binary: hex}, ...]} (one message, one frame each);
 //   expect: how many messages to wait for before closing;
 //   close: [code, reason] to close with.
 // It prints one JSON object: what it sent and received (SHA-256 and length of each message,
@@ -38,9 +38,12 @@ setTimeout(() => { result.error = result.error || "timeout"; finish(); }, config
 // Random text that stays ASCII: base64 of random bytes, cut to size.
 const randomText = (size) => crypto.randomBytes(Math.ceil(size * 3 / 4) + 3)
   .toString("base64").slice(0, size);
-const toFrame = (item) => "text" in item
-  ? { data: Buffer.from(item.text), binary: false }
-  : { data: Buffer.from(item.binary, "hex"), binary: true };
+// {text_hex} is a text frame given as raw bytes, to split a UTF-8 character across frames.
+const toFrame = (item) => {
+  if ("text" in item) return { data: Buffer.from(item.text), binary: false };
+  if ("text_hex" in item) return { data: Buffer.from(item.text_hex, "hex"), binary: false };
+  return { data: Buffer.from(item.binary, "hex"), binary: true };
+};
 
 const ws = new WebSocket(config.url, config.protocols, {
   perMessageDeflate: config.perMessageDeflate,

@@ -27,7 +27,14 @@ from typing import Any, NamedTuple
 import pytest
 
 from helpers.node import NodeWsServer, run_node_client
-from tether import ConnectionClosed, InvalidStatus, ServerConnection, connect, serve
+from tether import (
+    ConnectionClosed,
+    DeflateSettings,
+    InvalidStatus,
+    ServerConnection,
+    connect,
+    serve,
+)
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(120)]
 
@@ -368,6 +375,27 @@ def test_node_server_refuses_tether_default_offer_above_its_window(node_ws: Path
         run(main(server.url()))
 
 
+def test_tether_client_asks_node_server_for_8_bit_window(node_ws: Path) -> None:
+    """server_max_window_bits=8 is legal to ask for, and ws grants it. Node's zlib, like any
+    zlib since 1.2.9, cannot compress with an 8-bit raw window and silently uses 9 bits;
+    tether must still inflate what it receives (it inflates with at least 9 bits)."""
+    found: dict[str, Any] = {}
+
+    async def main(url: str) -> None:
+        settings = DeflateSettings(server_max_window_bits=8)
+        async with connect(url, compression=settings) as ws:
+            found["agreed"] = tether_agreed(ws.extensions[0], server=False)
+            for size in (20000, 30000, 40000):
+                await ws.send(json_text(size))
+                assert await ws.recv() == json_text(size)
+
+    with NodeWsServer() as server:
+        run(main(server.url()))
+        seen = server.wait_event("connection")
+    assert deflate_params(seen["extensions"])["server_max_window_bits"] == "8"
+    assert found["agreed"] == Agreed(False, False, 8, 12)
+
+
 def test_tether_client_without_compression_with_node_server(node_ws: Path) -> None:
     async def main(url: str) -> None:
         async with connect(url, compression=None) as ws:
@@ -518,6 +546,37 @@ def test_node_client_fragments_with_tether_server(node_ws: Path) -> None:
             sha256(b"".join(binary)),
         ]
         assert seen.fragments == [text, binary]
+
+    run(main())
+
+
+def test_node_client_splits_a_utf8_character_across_frames(node_ws: Path) -> None:
+    """RFC 6455 5.6: only the whole text message must be valid UTF-8; a character may span
+    two frames. tether accepts it, and streams valid text on either side of the split."""
+    seen = Seen()
+    snowman = "☃".encode()  # e2 98 83
+
+    async def main() -> None:
+        async with serve(tether_echo(seen, streaming=True), "127.0.0.1", 0) as server:
+            result = await asyncio.to_thread(
+                run_script_client,
+                node_ws,
+                url_of(server),
+                [
+                    {
+                        "fragments": [
+                            {"text_hex": (b"h" + snowman[:1]).hex()},
+                            {"text_hex": snowman[1:2].hex()},
+                            {"text_hex": (snowman[2:] + b"!").hex()},
+                        ]
+                    }
+                ],
+            )
+        assert result.error is None
+        assert result.received[0]["data"] == "h☃!"
+        assert seen.messages == ["h☃!"]
+        assert seen.fragments is not None
+        assert "".join(seen.fragments[0]) == "h☃!"  # type: ignore[arg-type]
 
     run(main())
 

@@ -46,9 +46,11 @@ from tether import (
     DeflateSettings,
     InvalidStatus,
     ServerConnection,
+    broadcast,
     connect,
     serve,
 )
+from tether.extensions.permessage_deflate import PerMessageDeflate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1419,5 +1421,106 @@ def test_tether_server_refuses_aiohttp_client_origin() -> None:
             assert info.value.status == 403
             async with aiohttp_client(url_of(server), origin="https://ok.example") as ws:
                 await aiohttp_echo_round_trip(ws, "allowed")
+
+    run(main())
+
+
+# ==============================================================================================
+# tether's server with several kinds of clients at once
+# ==============================================================================================
+
+
+async def wait_open(server: Any, count: int) -> list[ServerConnection]:
+    """The server's connections once ``count`` of them are open."""
+    while True:
+        ready = [c for c in server.connections if c.state.name == "OPEN"]
+        if len(ready) == count:
+            return ready
+        await asyncio.sleep(0.01)
+
+
+def test_broadcast_reaches_websockets_and_aiohttp_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """broadcast() compresses once per group of connections that encode alike ("small" resets
+    the server's context for every message, so the payload can be shared), and every peer
+    must inflate that shared payload: websockets and aiohttp with 10-bit windows, websockets
+    with a 9-bit window (another group), and clients without compression (plain frames)."""
+    messages: list[str | bytes] = [json_text(5000), "short", random_bytes(3000), json_text(8000)]
+    compressed: list[int] = []
+    original = PerMessageDeflate.compress_message
+
+    def spy(self: PerMessageDeflate, data: Any) -> bytes:
+        compressed.append(self.local_max_window_bits)
+        return original(self, data)
+
+    monkeypatch.setattr(PerMessageDeflate, "compress_message", spy)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with (
+            serve(handler, "127.0.0.1", 0, compression="small") as server,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            url = url_of(server)
+            ws_clients = [
+                await stack.enter_async_context(ws_connect(url)),
+                await stack.enter_async_context(
+                    ws_connect(
+                        url,
+                        compression=None,
+                        extensions=[WsClientDeflate(server_max_window_bits=9)],
+                    )
+                ),
+                await stack.enter_async_context(ws_connect(url, compression=None)),
+            ]
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            aio_clients = [
+                await stack.enter_async_context(session.ws_connect(url, compress=15)),
+                await stack.enter_async_context(session.ws_connect(url)),
+            ]
+            connections = await wait_open(server, 5)
+            deflated = [c.extensions[0] for c in connections if c.extensions]
+            assert len(deflated) == 3
+            assert all(e.can_share_encoding for e in deflated)
+            assert sorted(e.local_max_window_bits for e in deflated) == [9, 10, 10]
+
+            for message in messages:
+                assert await broadcast(server.connections, message) == 5
+            # Compressed once per group (9 and 10 bits) for the three messages above the
+            # 32-byte threshold; not once per connection.
+            assert sorted(compressed) == [9, 9, 9, 10, 10, 10]
+            for client in ws_clients:
+                assert [await client.recv() for _ in messages] == messages
+            for aio in aio_clients:
+                received = []
+                for _ in messages:
+                    msg = await aio.receive()
+                    received.append(msg.data)
+                assert received == messages
+
+    run(main())
+
+
+def test_tether_server_shutdown_closes_peers_with_1001() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async def main() -> None:
+        server = await serve(handler, "127.0.0.1", 0)
+        async with ws_connect(url_of(server)) as ws, aiohttp_client(url_of(server)) as aio:
+            await wait_open(server, 2)
+            server.close()
+            with pytest.raises(WsConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (1001, "server shutting down")
+            msg = await aio.receive()
+            assert (msg.type, msg.data, msg.extra) == (
+                aiohttp.WSMsgType.CLOSE,
+                1001,
+                "server shutting down",
+            )
+        await server.wait_closed()
 
     run(main())
