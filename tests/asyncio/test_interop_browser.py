@@ -38,6 +38,7 @@ class ServerSide:
     echo_close: tuple[int | None, str | None] | None = None
     close: ServerConnection | None = None
     close_close: tuple[int | None, str | None] | None = None
+    keepalive_latency: float | None = None
     page_requests: int = 0
 
 
@@ -71,6 +72,13 @@ def make_server(side: ServerSide, **kwargs: Any) -> Any:
             await ws.send("hello")
             await ws.close(4001, "ciao ☃")
             side.close_close = (ws.close_code, ws.close_reason)
+        elif ws.request.path == "/keepalive":
+            while ws.latency == 0:  # the browser answers the server's keepalive pings
+                await asyncio.sleep(0.01)
+            side.keepalive_latency = ws.latency
+            await ws.send("pinged")
+            with contextlib.suppress(ConnectionClosed):
+                await ws.recv()
         else:
             await ws.close(4404, "no such endpoint")
 
@@ -83,6 +91,8 @@ def make_server(side: ServerSide, **kwargs: Any) -> Any:
         # Chromium may open a spare connection that never sends a request: do not let it
         # hold the server's shutdown for long.
         open_timeout=5,
+        ping_interval=0.05,
+        ping_timeout=5,
         **kwargs,
     )
 
@@ -155,6 +165,10 @@ def test_chromium_talks_to_tether_server(browser: Browser) -> None:
     assert result["closeGreeting"] == "hello"
     assert result["serverClose"] == {"code": 4001, "reason": "ciao ☃", "clean": True}
     assert side.close_close is not None and side.close_close[0] == 4001
+
+    # Keepalive: Chromium answered the server's pings.
+    assert result["keepalive"] == "pinged"
+    assert side.keepalive_latency is not None and 0 < side.keepalive_latency < 5
 
 
 @pytest.mark.parametrize("preset", ["small", "max"])

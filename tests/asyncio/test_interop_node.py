@@ -286,7 +286,7 @@ NODE_DEFAULT_SERVER_AGREES: dict[str, Agreed] = {
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_tether_client_deflate_presets_with_node_server(node_ws: Path, preset: str) -> None:
-    messages: list[str | bytes] = [json_text(3000), json_text(3000), random_bytes(50000)]
+    messages: list[str | bytes] = [json_text(3000), json_text(3000), "", b"", random_bytes(50000)]
     found: dict[str, Any] = {}
 
     async def main(url: str) -> None:
@@ -635,7 +635,7 @@ TETHER_ANSWER_TO_BARE_OFFER: dict[str, tuple[Agreed, dict[str, str | None]]] = {
 def test_node_client_with_tether_server_deflate_presets(node_ws: Path, preset: str) -> None:
     seen = Seen()
     expected, answer = TETHER_ANSWER_TO_BARE_OFFER[preset]
-    messages: list[str | bytes] = [json_text(3000), json_text(3000), random_bytes(50000)]
+    messages: list[str | bytes] = [json_text(3000), json_text(3000), "", b"", random_bytes(50000)]
 
     async def main() -> None:
         async with serve(tether_echo(seen), "127.0.0.1", 0, compression=preset) as server:
@@ -808,3 +808,35 @@ def test_node_client_compression_on_the_wire_with_tether_server(node_ws: Path) -
         assert 0 < counts["down"] < MiB // 10
 
     run(main())
+
+
+def test_tether_keepalive_pings_are_answered_by_node(node_ws: Path) -> None:
+    """Both roles: tether's keepalive pings get ws's pongs (latency measured)."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        while ws.latency == 0:
+            await asyncio.sleep(0.01)
+        await ws.send("pinged")
+        with contextlib.suppress(ConnectionClosed):
+            await ws.recv()
+
+    async def server_side() -> None:
+        async with serve(handler, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=5) as server:
+            result = await asyncio.to_thread(
+                run_script_client, node_ws, url_of(server), [{"text": "go"}], expect=1
+            )
+        assert result.error is None
+        assert result.received[0]["data"] == "pinged"
+
+    async def client_side(url: str) -> None:
+        async with connect(url, ping_interval=0.05, ping_timeout=5) as ws:
+            while ws.latency == 0:
+                await asyncio.sleep(0.01)
+            assert 0 < ws.latency < 5
+            await ws.send("still open")
+            assert await ws.recv() == "still open"
+
+    run(server_side())
+    with NodeWsServer() as server:
+        run(client_side(server.url()))

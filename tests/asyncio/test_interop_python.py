@@ -108,6 +108,18 @@ ECHO_MESSAGES: list[str | bytes] = [
     random_bytes(MiB),
 ]
 
+#: Sent both ways with each compression preset. Context takeover shows on the repeated
+#: message; "max" compresses even the empty ones (RFC 7692 7.2.3.6: a single 0x00 byte).
+PRESET_MESSAGES: list[str | bytes] = [
+    json_text(3000),
+    json_text(3000),
+    "short",
+    "",
+    b"",
+    random_bytes(50000),
+    json_text(MiB),
+]
+
 #: A fragmented message: tether sends each item as one frame.
 TEXT_FRAGMENTS = ["frag-1 ", "é-2 ", "", "last"]
 BINARY_FRAGMENTS = [b"\x00" * 10, random_bytes(70000, seed=5), b"end"]
@@ -451,7 +463,7 @@ WEBSOCKETS_SERVER_AGREES: dict[str, Agreed] = {
 @pytest.mark.parametrize("preset", PRESETS)
 def test_tether_client_deflate_presets_with_websockets_server(preset: str) -> None:
     seen = WsSeen()
-    messages = [json_text(3000), json_text(3000), "short", random_bytes(50000), json_text(MiB)]
+    messages = PRESET_MESSAGES
 
     async def main() -> None:
         async with websockets_server(websockets_echo(seen)) as url:
@@ -727,7 +739,7 @@ def test_websockets_client_subprotocol_with_tether_server() -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_websockets_client_with_tether_server_deflate_presets(preset: str) -> None:
     seen = Seen()
-    messages = [json_text(3000), json_text(3000), "short", random_bytes(50000), json_text(MiB)]
+    messages = PRESET_MESSAGES
     expected = TETHER_ANSWER_TO_BARE_OFFER[preset]
 
     async def main() -> None:
@@ -1069,7 +1081,7 @@ AIOHTTP_SERVER_AGREES: dict[str, tuple[Agreed, dict[str, str | None], int]] = {
 @pytest.mark.parametrize("preset", PRESETS)
 def test_tether_client_deflate_presets_with_aiohttp_server(preset: str) -> None:
     seen = AioSeen()
-    messages = [json_text(3000), json_text(3000), "short", random_bytes(50000), json_text(MiB)]
+    messages = PRESET_MESSAGES
     expected, answer, compress = AIOHTTP_SERVER_AGREES[preset]
 
     async def main() -> None:
@@ -1255,7 +1267,7 @@ def test_aiohttp_client_with_tether_server_deflate_presets(preset: str) -> None:
     websockets'; it reads client_max_window_bits and client_no_context_takeover from the
     answer into ``compress`` and ``client_notakeover``."""
     seen = Seen()
-    messages = [json_text(3000), json_text(3000), "short", random_bytes(50000), json_text(MiB)]
+    messages = PRESET_MESSAGES
     expected = TETHER_ANSWER_TO_BARE_OFFER[preset]
 
     async def main() -> None:
@@ -1522,5 +1534,50 @@ def test_tether_server_shutdown_closes_peers_with_1001() -> None:
                 "server shutting down",
             )
         await server.wait_closed()
+
+    run(main())
+
+
+async def until_pinged(ws: Any) -> float:
+    """Wait until a keepalive ping of ``ws`` (tether) got its pong; return the latency."""
+    while ws.latency == 0:
+        await asyncio.sleep(0.01)
+    return float(ws.latency)
+
+
+def test_tether_server_keepalive_pings_are_answered_by_python_clients() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await until_pinged(ws)
+        await ws.send("pinged")
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with (
+            serve(handler, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=5) as server,
+            ws_connect(url_of(server)) as ws,
+            aiohttp_client(url_of(server)) as aio,
+        ):
+            assert await ws.recv() == "pinged"
+            assert await aio.receive_str() == "pinged"
+            for connection in await wait_open(server, 2):
+                assert 0 < connection.latency < 5
+
+    run(main())
+
+
+def test_tether_client_keepalive_pings_are_answered_by_python_servers() -> None:
+    seen = AioSeen()
+
+    async def main() -> None:
+        async with websockets_server(websockets_echo(WsSeen())) as url:
+            async with connect(url, ping_interval=0.05, ping_timeout=5) as ws:
+                assert 0 < await until_pinged(ws) < 5
+                await ws.send("still open")
+                assert await ws.recv() == "still open"
+        async with aiohttp_server(aiohttp_echo(seen)) as url:
+            async with connect(url, ping_interval=0.05, ping_timeout=5) as ws:
+                assert 0 < await until_pinged(ws) < 5
+                await ws.send("still open")
+                assert await ws.recv() == "still open"
 
     run(main())
