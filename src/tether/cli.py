@@ -520,8 +520,14 @@ async def _connect_session(
 
 
 def _report_close(ws: ClientConnection) -> int:
+    """Print how the connection closed; 0 for a clean close we asked for or a normal one
+    (1000, 1001) from the server, 1 otherwise."""
     closed = ws.protocol.close_exc
     _info(f"connection closed: {printable(str(closed))}")
+    if closed.rcvd is None:
+        return 1
+    if closed.rcvd_then_sent is False:  # we closed first, and the server answered
+        return 0
     return 0 if isinstance(closed, ConnectionClosedOK) else 1
 
 

@@ -1,0 +1,374 @@
+"""The ``tether`` command as a user runs it: ``serve`` and ``connect`` in real subprocesses.
+
+Determinism: every server listens on 127.0.0.1 port 0 and prints its URL, which the tests read
+from its standard output; every wait has a bound (``subprocess`` timeouts, ``asyncio.timeout``)
+and every server process is stopped by a context manager, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import ConnectionClosedOK, connect
+from tether.cli import main
+
+pytestmark = pytest.mark.timeout(60)
+
+TETHER = [sys.executable, "-m", "tether"]
+URL_LINE = re.compile(r"serving on (https?)://127\.0\.0\.1:(\d+)/")
+# The child's environment: no colours, UTF-8 whatever the locale.
+ENV = {**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+class ServeProcess:
+    """``tether serve --port 0 ...`` in a subprocess; ``port`` is read from its output."""
+
+    def __init__(self, *args: str, start_timeout: float = 15.0) -> None:
+        self.process = subprocess.Popen(
+            [*TETHER, "serve", "--port", "0", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        for stream, sink, feed in (
+            (self.process.stdout, self.stdout, lines),
+            (self.process.stderr, self.stderr, None),
+        ):
+            threading.Thread(target=self._drain, args=(stream, sink, feed), daemon=True).start()
+        self.scheme = ""
+        self.port = 0
+        while not self.port:
+            try:
+                line = lines.get(timeout=start_timeout)
+            except queue.Empty:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"tether serve printed no URL:\n{self.logs()}") from None
+            if line is None:
+                raise RuntimeError(f"tether serve exited early:\n{self.logs()}")
+            match = URL_LINE.search(line)
+            if match:
+                self.scheme, self.port = match.group(1), int(match.group(2))
+        # The banner ends with this line; wait for it so that tests can read the whole banner.
+        while not self.stdout or not self.stdout[-1].startswith("Press Ctrl-C"):
+            if lines.get(timeout=start_timeout) is None:
+                raise RuntimeError(f"tether serve exited early:\n{self.logs()}")
+
+    @staticmethod
+    def _drain(stream: Any, sink: list[str], feed: queue.Queue[str | None] | None) -> None:
+        for line in stream:
+            sink.append(line)
+            if feed is not None:
+                feed.put(line)
+        if feed is not None:
+            feed.put(None)
+
+    def url(self, path: str = "/", scheme: str = "ws") -> str:
+        if self.scheme == "https":
+            scheme = {"ws": "wss", "http": "https"}[scheme]
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def logs(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit on its own; return the exit code."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise AssertionError(f"tether serve did not exit:\n{self.logs()}") from None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        """Send ``sig`` and return the exit code (killing the process if it hangs)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+                raise AssertionError(
+                    f"tether serve did not stop on {sig}:\n{self.logs()}"
+                ) from None
+        return self.process.returncode
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(AssertionError):
+            self.stop()
+
+
+def tether(*args: str, input: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run one ``tether`` command to completion."""
+    return subprocess.run(
+        [*TETHER, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServeProcess]:
+    with ServeProcess() as process:
+        yield process
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def test_serve_prints_the_urls_to_open(server: ServeProcess) -> None:
+    output = "".join(server.stdout)
+    assert f"http://127.0.0.1:{server.port}/" in output
+    assert f"ws://127.0.0.1:{server.port}/echo" in output
+    assert f"ws://127.0.0.1:{server.port}/chat" in output
+    assert "subprotocols: chat.v2, chat" in output
+
+
+def test_serve_answers_healthz_the_page_and_unknown_paths(server: ServeProcess) -> None:
+    status, _, body = http_get(server.url("/healthz", "http"))
+    assert (status, body) == (200, b"ok\n")
+    status, headers, body = http_get(server.url("/", "http"))
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert int(headers["Content-Length"]) == len(body)
+    assert b"<title>tether" in body and b'new Socket("chat", "/chat"' in body
+    status, _, body = http_get(server.url("/missing", "http"))
+    assert status == 404 and b"/missing" in body
+    # A WebSocket endpoint asked for in plain HTTP: 426 says what to ask for.
+    status, headers, _ = http_get(server.url("/echo", "http"))
+    assert (status, headers["Upgrade"]) == (426, "websocket")
+
+
+def test_serve_logs_each_connection_with_what_was_negotiated(server: ServeProcess) -> None:
+    result = tether("connect", server.url("/echo"), "--subprotocol", "chat", input="x\n")
+    assert result.returncode == 0, result.stderr
+    log = "".join(server.stderr)
+    assert re.search(
+        r"GET /echo: subprotocol=chat extensions=permessage-deflate; server_max_window_bits=12",
+        log,
+    ), log
+    assert re.search(r"127\.0\.0\.1:\d+ /echo closed: 1000", log), log
+
+
+def test_serve_refuses_a_port_in_use(server: ServeProcess) -> None:
+    result = tether("serve", "--port", str(server.port), timeout=20)
+    assert result.returncode == 1
+    assert "tether serve: error:" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_shuts_down_gracefully_and_clients_see_1001(sig: int) -> None:
+    with ServeProcess() as process:
+
+        async def client() -> None:
+            async with asyncio.timeout(20):
+                async with connect(process.url("/chat")) as ws:
+                    assert '"type": "join"' in str(await ws.recv())
+                    process.process.send_signal(sig)
+                    with pytest.raises(ConnectionClosedOK) as caught:
+                        await ws.recv()
+                    assert caught.value.code == 1001
+                    assert caught.value.reason == "server shutting down"
+
+        asyncio.run(client())
+        assert process.wait() == 0
+        assert "Server stopped." in "".join(process.stdout)
+
+
+# --- connect -------------------------------------------------------------------------------------
+
+
+def test_connect_through_a_pipe_sends_lines_and_prints_replies(server: ServeProcess) -> None:
+    lines = "hello\nwörld\n\n/binary 00 ff 10\n//slash\n"
+    result = tether("connect", server.url("/echo"), input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "< hello\n< wörld\n< [binary, 3 bytes] 00 ff 10\n< /slash\n"
+    assert "* subprotocol: none" in result.stderr
+    assert "* extensions: permessage-deflate; server_max_window_bits=12" in result.stderr
+    assert "connection closed: sent 1000 (OK); then received 1000 (OK)" in result.stderr
+
+
+def test_connect_waits_for_the_last_replies_before_closing(server: ServeProcess) -> None:
+    # Many lines at once: the input ends long before the replies are all back.
+    lines = "".join(f"message {n}\n" for n in range(200))
+    result = tether("connect", server.url("/echo"), input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"< message {n}" for n in range(200)]
+
+
+def test_connect_shows_the_subprotocol_escapes_controls_and_pings(server: ServeProcess) -> None:
+    lines = "bell\x07 \x1b[31mred\u202e\n/ping\n/nope\n"
+    result = tether("connect", server.url("/echo"), "--subprotocol", "chat", input=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "< bell\\x07 \\x1b[31mred\\u202e\n"
+    assert "* subprotocol: chat" in result.stderr
+    assert re.search(r"\* pong: round trip \d+\.\d\d ms", result.stderr)
+    assert "unknown command /nope" in result.stderr
+
+
+def test_connect_close_command_ends_the_session(server: ServeProcess) -> None:
+    result = tether("connect", server.url("/echo"), input="/close 4000 done\nnever sent\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "sent 4000 (private use) done; then received 4000" in result.stderr
+
+
+def test_connect_chats_with_json_and_plain_lines(server: ServeProcess) -> None:
+    lines = '{"type": "message", "name": "ada", "text": "hi"}\nplain text\n'
+    result = tether("connect", server.url("/chat"), "--compression", "none", input=lines)
+    assert result.returncode == 0, result.stderr
+    received = result.stdout.splitlines()
+    assert received[0].startswith('< {"type": "join", "name": "guest-')
+    assert re.fullmatch(
+        r'< \{"type": "message", "name": "ada", "text": "hi", "time": [\d.]+\}', received[1]
+    )
+    # A plain line is a message from the last name used.
+    assert '"name": "ada", "text": "plain text"' in received[2]
+    assert "* extensions: none" in result.stderr
+
+
+def test_connect_refused_handshake_exits_non_zero_with_the_reason(server: ServeProcess) -> None:
+    result = tether("connect", server.url("/nowhere"), input="hello\n")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "tether connect: the server refused the WebSocket handshake: HTTP 404 Not Found\n"
+        "  reason: No WebSocket endpoint at /nowhere; try /echo or /chat.\n"
+    )
+
+
+def test_connect_with_options_against_a_server_with_options() -> None:
+    with ServeProcess(
+        "--origin",
+        "https://good.example",
+        "--subprotocol",
+        "kv.v1",
+        "--compression",
+        "none",
+    ) as process:
+        assert "origins:      https://good.example" in "".join(process.stdout)
+        url = process.url("/echo")
+        refused = tether("connect", url, input="x\n")
+        assert refused.returncode == 1
+        assert "HTTP 403 Forbidden" in refused.stderr
+        assert "reason: Failed to open a WebSocket connection: missing Origin header" in (
+            refused.stderr
+        )
+        refused = tether("connect", url, "--header", "Origin: https://evil.example")
+        assert refused.returncode == 1
+        assert "invalid Origin header: https://evil.example (origin not allowed)" in (
+            refused.stderr
+        )
+        accepted = tether(
+            "connect",
+            url,
+            "--header",
+            "Origin: https://good.example",
+            "--subprotocol",
+            "other",
+            "--subprotocol",
+            "kv.v1",
+            input="ok\n",
+        )
+        assert accepted.returncode == 0, accepted.stderr
+        assert accepted.stdout == "< ok\n"
+        assert "* subprotocol: kv.v1" in accepted.stderr
+        assert "* extensions: none" in accepted.stderr
+
+
+def test_connect_to_nothing_exits_non_zero() -> None:
+    result = tether("connect", f"ws://127.0.0.1:{free_port()}/", input="x\n")
+    assert result.returncode == 1
+    assert "tether connect: cannot connect to ws://127.0.0.1:" in result.stderr
+
+
+def test_tls_serve_and_connect_insecure(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(key_file)
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    with ServeProcess("--tls-cert", str(cert_file), "--tls-key", str(key_file)) as process:
+        assert process.scheme == "https"
+        assert f"wss://127.0.0.1:{process.port}/echo" in "".join(process.stdout)
+        result = tether("connect", process.url("/echo"), "--insecure", input="secret\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "< secret\n"
+        # Without --insecure, the self-signed certificate is refused.
+        result = tether("connect", process.url("/echo"), input="secret\n")
+        assert result.returncode == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["connect", "ftp://example.com/"],
+        ["connect", "ws://127.0.0.1/", "--header", "no colon"],
+        ["connect", "ws://127.0.0.1/", "--insecure"],
+        ["serve", "--tls-key", "key.pem"],
+        ["serve", "--compression", "zstd"],
+        ["inspect", "ws://127.0.0.1/", "--timeout", "0"],
+        [],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+    assert "expected 'Name: value'" in capsys.readouterr().err
+
+
+def test_console_script_and_module_agree() -> None:
+    script = Path(sys.executable).with_name("tether")
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.strip() == tether("--version").stdout.strip()
+    assert re.fullmatch(r"tether \d+\.\d+\.\d+", result.stdout.strip())
