@@ -6,7 +6,8 @@
 // Usage: node interop_node_client.js < CONFIG_JSON, where CONFIG_JSON has
 //   ws_module: path of the `ws` package; url; protocols; perMessageDeflate; timeout_ms;
 //   messages: a list of {text}, {binary: hex}, {random_binary: size}, {random_text: size}
-//     or {fragments: [{text} | {text_hex} | {binary: hex}, ...]} (one message, one frame each);
+//     or {fragments: [{text} | {text_hex} | {binary: hex}, ...]} (one message, one frame each;
+//     with unfinished: true, the last frame is not final and the message never ends);
 //   expect: how many messages to wait for before closing;
 //   close: [code, reason] to close with.
 // It prints one JSON object: what it sent and received (SHA-256 and length of each message,
@@ -69,7 +70,8 @@ ws.on("open", () => {
     if ("fragments" in message) {
       const frames = message.fragments.map(toFrame);
       frames.forEach((frame, index) => {
-        ws.send(frame.data, { binary: frame.binary, fin: index === frames.length - 1 });
+        const last = index === frames.length - 1 && !message.unfinished;
+        ws.send(frame.data, { binary: frame.binary, fin: last });
       });
       const whole = Buffer.concat(frames.map((frame) => frame.data));
       result.sent.push(describe(whole, frames[0].binary));

@@ -840,3 +840,42 @@ def test_tether_keepalive_pings_are_answered_by_node(node_ws: Path) -> None:
     run(server_side())
     with NodeWsServer() as server:
         run(client_side(server.url()))
+
+
+def test_tether_fails_node_client_invalid_utf8_with_1007(node_ws: Path) -> None:
+    """ws sends a text frame's bytes unchecked. tether fails the connection with 1007 on the
+    first fragment that cannot be valid UTF-8, without waiting for the message to end."""
+
+    async def main() -> None:
+        async with serve(tether_echo(Seen(), streaming=True), "127.0.0.1", 0) as server:
+            # A complete message ending in a truncated character; the first fragment of a
+            # message that never ends (so only fail-fast can produce the 1007).
+            for fragments, unfinished in ((["68c3"], False), (["68ff"], True)):
+                result = await asyncio.to_thread(
+                    run_script_client,
+                    node_ws,
+                    url_of(server),
+                    [
+                        {
+                            "fragments": [{"text_hex": piece} for piece in fragments],
+                            "unfinished": unfinished,
+                        }
+                    ],
+                    timeout=10,
+                )
+                assert result.received == []
+                assert result.close_code == 1007
+
+    run(main())
+
+
+def test_tether_closes_node_client_oversized_message_with_1009(node_ws: Path) -> None:
+    async def main() -> None:
+        async with serve(tether_echo(Seen()), "127.0.0.1", 0) as server:
+            result = await asyncio.to_thread(
+                run_script_client, node_ws, url_of(server), [{"random_binary": MiB + 1}]
+            )
+        assert result.received == []
+        assert result.close_code == 1009
+
+    run(main())

@@ -45,6 +45,7 @@ from tether import (
     ConnectionClosedError,
     DeflateSettings,
     InvalidStatus,
+    Limits,
     ServerConnection,
     broadcast,
     connect,
@@ -1579,5 +1580,47 @@ def test_tether_client_keepalive_pings_are_answered_by_python_servers() -> None:
                 assert 0 < await until_pinged(ws) < 5
                 await ws.send("still open")
                 assert await ws.recv() == "still open"
+
+    run(main())
+
+
+@pytest.mark.parametrize("compression", ["balanced", "small", "max", None])
+def test_tether_auto_fragmentation_with_python_peers(compression: str | None) -> None:
+    """With ``max_outgoing_frame_size`` tether splits messages into frames, each compressed
+    and flushed on its own; websockets sees the frames (inflated sizes), aiohttp the whole."""
+    seen = WsSeen()
+    limits = Limits(max_outgoing_frame_size=1000)
+    messages: list[str | bytes] = [json_text(5000), random_bytes(5000)]
+
+    async def main() -> None:
+        async with websockets_server(websockets_echo(seen, streaming=True)) as url:
+            async with connect(url, compression=compression, limits=limits) as ws:
+                for message in messages:
+                    await ws.send(message)
+                    assert await ws.recv() == message
+        assert seen.fragments is not None
+        assert [[len(piece) for piece in pieces] for pieces in seen.fragments] == [[1000] * 5] * 2
+        async with aiohttp_server(aiohttp_echo(AioSeen())) as url:
+            async with connect(url, compression=compression, limits=limits) as ws:
+                for message in messages:
+                    await ws.send(message)
+                    assert await ws.recv() == message
+
+    run(main())
+
+
+def test_tether_server_closes_oversized_messages_from_websockets_with_1009() -> None:
+    """Over tether's 1 MiB default: 1009 both for a plain message and for a compressed one
+    that only grows past the limit while being inflated (4 MiB of zeros, a few KiB sent)."""
+
+    async def main() -> None:
+        async with serve(tether_echo(Seen()), "127.0.0.1", 0) as server:
+            for compression, payload in [(None, b"x" * (MiB + 1)), ("deflate", bytes(4 * MiB))]:
+                async with ws_connect(url_of(server), max_size=None, compression=compression) as ws:
+                    await ws.send(payload)
+                    with pytest.raises(WsConnectionClosed) as info:
+                        await ws.recv()
+                    assert info.value.rcvd is not None
+                    assert info.value.rcvd.code == 1009
 
     run(main())
