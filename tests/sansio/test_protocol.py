@@ -241,6 +241,23 @@ class Reverse(Extension):
         return dataclasses.replace(frame, data=frame.data[::-1], rsv1=True)
 
 
+class Suffix(Extension):
+    """An extension that owns RSV2: it appends ``!`` to payloads and requires it on receipt."""
+
+    name = ExtensionName("x-suffix")
+    rsv_mask = RSV2
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if not frame.rsv2:
+            return frame
+        if not frame.data.endswith(b"!"):
+            raise ProtocolError("missing suffix")
+        return dataclasses.replace(frame, data=frame.data[:-1], rsv2=False)
+
+    def encode(self, frame: Frame) -> Frame:
+        return dataclasses.replace(frame, data=frame.data + b"!", rsv2=True)
+
+
 class Broken(Extension):
     """An extension whose decode raises whatever it is given."""
 
@@ -594,6 +611,15 @@ def test_sends_frames_through_extension(side: Side) -> None:
     protocol.send_text("Hello")
     protocol.send_ping(b"ping")  # control frames are never encoded by extensions
     check(protocol, writes=[W(TEXT, b"olleH", rsv=RSV1), W(PING, b"ping")])
+
+
+def test_applies_extensions_in_order_on_send_and_reverse_order_on_receive(side: Side) -> None:
+    # 9.1: encode in the order agreed, decode in the reverse order.
+    protocol = with_extensions(side, Reverse(), Suffix())
+    protocol.send_text("Hello")
+    check(protocol, writes=[W(TEXT, b"olleH!", rsv=RSV1 | RSV2)])
+    protocol.receive_data(inbound(side, TEXT, b"olleH!", rsv=RSV1 | RSV2))
+    check(protocol, events=[TextMessage("Hello")])
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -1761,6 +1787,7 @@ def normalise(events: list[Event]) -> list[object]:
     batch=st.lists(messages(), max_size=6),
     sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5),
     back_sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    extension=st.booleans(),
 )
 def test_messages_round_trip(
     side: Side,
@@ -1769,9 +1796,12 @@ def test_messages_round_trip(
     batch: list[Message],
     sizes: list[int],
     back_sizes: list[int],
+    extension: bool,
 ) -> None:
-    sender = Protocol(side, limits=Limits(max_outgoing_frame_size=frame_size))
-    receiver = Protocol(other(side), assemble=assemble)
+    # Optionally through an extension that owns RSV1 and rewrites every data frame.
+    extensions = [Reverse()] if extension else []
+    sender = with_extensions(side, *extensions, limits=Limits(max_outgoing_frame_size=frame_size))
+    receiver = with_extensions(other(side), *extensions, assemble=assemble)
     expected: list[object] = []
     pings: list[bytes] = []
 
