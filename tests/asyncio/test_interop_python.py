@@ -44,8 +44,11 @@ from tether import (
     ConnectionClosed,
     ConnectionClosedError,
     DeflateSettings,
+    Headers,
     InvalidStatus,
     Limits,
+    Request,
+    Response,
     ServerConnection,
     broadcast,
     connect,
@@ -1622,5 +1625,94 @@ def test_tether_server_closes_oversized_messages_from_websockets_with_1009() -> 
                         await ws.recv()
                     assert info.value.rcvd is not None
                     assert info.value.rcvd.code == 1009
+
+    run(main())
+
+
+def test_redirects_between_tether_and_python_peers() -> None:
+    """tether's client follows aiohttp's 302 and 301 (relative and absolute Location), and
+    websockets' client follows a 302 that a tether server's process_request answers."""
+    seen = AioSeen()
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/new?from=old")
+
+    async def moved_absolute(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMovedPermanently(f"ws://127.0.0.1:{request.url.port}/new")
+
+    def redirect(ws: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/old":
+            headers = Headers([("Location", "/new"), ("Content-Length", "0")])
+            return Response(302, "Found", headers, b"")
+        return None
+
+    async def tether_handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(ws.request.path)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/old", moved)
+        app.router.add_get("/abs", moved_absolute)
+        app.router.add_get("/new", aiohttp_echo(seen))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            for path, target in [("/old", "/new?from=old"), ("/abs", "/new")]:
+                async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                    assert ws.request.path == target
+                    await ws.send("redirected")
+                    assert await ws.recv() == "redirected"
+        finally:
+            await runner.cleanup()
+
+        async with serve(tether_handler, "127.0.0.1", 0, process_request=redirect) as server:
+            async with ws_connect(url_of(server, "/old")) as ws:
+                assert await ws.recv() == "/new"
+
+    run(main())
+
+
+def ipv6_loopback() -> str | None:
+    """``None`` if we can listen on ::1, else why not."""
+    import socket
+
+    if not socket.has_ipv6:
+        return "Python has no IPv6 support"
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError as exc:
+        return f"cannot listen on ::1: {exc}"
+    return None
+
+
+@pytest.mark.skipif(ipv6_loopback() is not None, reason=str(ipv6_loopback()))
+def test_ipv6_loopback_with_python_peers() -> None:
+    """``ws://[::1]:port/path?query``: the Host header and the path survive both ways."""
+    seen: list[tuple[str | None, str]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append((ws.request.headers.get("Host"), ws.request.path))
+        await ws.send("v6")
+
+    async def main() -> None:
+        async with ws_serve(websockets_echo(WsSeen()), "::1", 0) as peer:
+            port = next(iter(peer.sockets)).getsockname()[1]
+            async with connect(f"ws://[::1]:{port}/room?x=1") as ws:
+                await ws.send("over v6")
+                assert await ws.recv() == "over v6"
+        async with serve(handler, "::1", 0) as server:
+            base = f"ws://[::1]:{server.port_number}"
+            async with ws_connect(f"{base}/a?q=1") as ws:
+                assert await ws.recv() == "v6"
+            async with aiohttp_client(f"{base}/b?q=2") as aio:
+                assert await aio.receive_str() == "v6"
+            host = f"[::1]:{server.port_number}"
+            assert seen == [(host, "/a?q=1"), (host, "/b?q=2")]
 
     run(main())
