@@ -221,7 +221,7 @@ def test_subprotocol_order_and_overlap(reports: dict[str, dict[str, dict[str, An
     assert reports["websockets"][order]["observed"] == "picked chat, then chat"
     assert reports["websockets"][order]["verdict"] == NOTE
     for probe in ("no offer", "offer only an unknown one"):
-        assert reports["tether"][probe]["observed"] == "101"
+        assert reports["tether"][probe]["observed"] == "101, no subprotocol"
         assert reports["websockets"][probe]["observed"] == "400 Bad Request"
         assert reports["websockets"][probe]["verdict"] == NOTE
     assert reports["tether"]["offer foo"]["observed"] == "101, no subprotocol"

@@ -345,7 +345,8 @@ class _Session:
         self.arrived = asyncio.Event()
 
     async def receive(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
+        """Print messages until the connection closes or nobody reads our output."""
+        try:
             async for message in self.ws:
                 self.received += 1
                 self.arrived.set()
@@ -353,6 +354,14 @@ class _Session:
                     _show(f"< {printable(message)}")
                 else:
                     _show(f"< [binary, {len(message)} bytes] {message.hex(' ')}")
+        except ConnectionClosed:
+            pass
+        except BrokenPipeError:
+            # `tether connect ... | head -1`: the reader is gone. Point stdout at /dev/null so
+            # that the final flush at exit does not fail too, and end the session.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
     async def send_text(self, text: str) -> None:
         await self.ws.send(text)

@@ -915,7 +915,7 @@ class Inspector:
                 detail = _join("refused: requires a subprotocol", _refusal_detail(exchange))
             else:
                 verdict, detail = NOTE, "no answer"
-            observed = _observed(exchange, header)
+            observed = _observed(exchange, header, missing=exchange.status == 101)
             self.add(topic, probe, observed, verdict, "RFC 6455 4.2.2", detail, exchange)
 
     # --- permessage-deflate ----------------------------------------------------------------------
