@@ -32,5 +32,17 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/frames.py
 
+# Autobahn Testsuite, both roles, all sections but 9 (a few minutes per role on a quiet machine).
+# The suite lives in its own Python 2.7 virtualenv, compliance/.venv27; see compliance/README.md.
+conformance: $(STAMP)
+	bash compliance/install.sh
+	$(BIN)/python compliance/run.py --mode both
+
+# The same plus section 9 (performance: messages of up to 16 MiB), printing each case's time.
+.PHONY: conformance-perf
+conformance-perf: $(STAMP)
+	bash compliance/install.sh
+	$(BIN)/python compliance/run.py --mode both --with-perf
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

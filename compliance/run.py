@@ -100,13 +100,30 @@ class CaseResult:
 
 
 @dataclass
+class Execution:
+    """What happened while a mode ran: the two processes (for their CPU time) and notes."""
+
+    notes: list[str] = field(default_factory=list)
+    suite: Process | None = None
+    testee: Process | None = None
+
+    def cpu_summary(self) -> str:
+        def cpu(process: Process | None) -> str:
+            if process is None or process.cpu_time is None:
+                return "?"
+            return f"{process.cpu_time:.1f} s"
+
+        return f"CPU: suite {cpu(self.suite)}, testee {cpu(self.testee)}"
+
+
+@dataclass
 class Outcome:
     mode: Mode
     agent: str
     results: list[CaseResult]
     wall_time: float
     strict_close: bool
-    notes: list[str] = field(default_factory=list)
+    run: Execution
 
     def fails(self, result: CaseResult) -> bool:
         if result.behavior not in PASSING:
@@ -120,6 +137,11 @@ class Outcome:
 
 def case_key(case: str) -> tuple[int, ...]:
     return tuple(int(part) for part in case.split("."))
+
+
+def show(path: Path) -> str:
+    """A path as the user typed it from the repository root, where possible."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def log(message: str) -> None:
@@ -152,27 +174,40 @@ class Process:
                 )
             except OSError as exc:
                 raise HarnessError(f"cannot start {label} ({shlex.join(argv)}): {exc}") from exc
+        self.cpu_time: float | None = None
         Process.running.append(self)
 
     def poll(self) -> int | None:
-        return self.popen.poll()
+        """The exit code once the process has ended, else ``None``.
 
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout)
+        We reap the child ourselves with ``wait4`` to learn the CPU time it used: on a busy
+        machine the wall time says little, the CPU time of the suite and of the testee more.
+        """
+        if self.popen.returncode is None:
+            pid, status, usage = os.wait4(self.popen.pid, os.WNOHANG)
+            if pid:
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_time = usage.ru_utime + usage.ru_stime
+        return self.popen.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.poll()
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to the whole group, SIGKILL after ``grace`` seconds."""
         if self in Process.running:
             Process.running.remove(self)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.popen.poll() is not None:
+            if self.poll() is not None:
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
-        # A group may outlive its leader (the leader exited, a grandchild did not).
-        with contextlib.suppress(ProcessLookupError):
+            self.wait(grace)
+        # The group may outlive its leader (a grandchild of the testee, say).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
 
     def tail(self, lines: int = 15) -> str:
@@ -194,6 +229,8 @@ def on_signal(signum: int, _frame: object) -> None:
 
 def ensure_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do, so that connections of an earlier run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as exc:
@@ -208,7 +245,7 @@ def wait_for_port(port: int, process: Process, timeout: float) -> None:
         if process.poll() is not None:
             raise HarnessError(
                 f"{process.label} exited with code {process.poll()} before listening on "
-                f"{HOST}:{port}; its output ({process.log_path}):\n{process.tail()}"
+                f"{HOST}:{port}; its output ({show(process.log_path)}):\n{process.tail()}"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
@@ -267,7 +304,7 @@ def wait_with_progress(process: Process, progress: Progress, timeout: float) -> 
         if time.monotonic() > deadline:
             raise HarnessError(
                 f"{process.label} still running after {timeout:.0f} s (at case "
-                f"{progress.last_case or '?'}); ended it. Output: {process.log_path}"
+                f"{progress.last_case or '?'}); ended it. Output: {show(process.log_path)}"
             )
         time.sleep(0.5)
 
@@ -281,6 +318,10 @@ def prepare_spec(mode: Mode, args: argparse.Namespace) -> tuple[Path, dict[str, 
     spec["outdir"] = str(mode.outdir)
     if args.with_perf:
         spec["exclude-cases"] = [p for p in spec.get("exclude-cases", []) if not p.startswith("9")]
+    if args.cases:
+        spec["cases"] = args.cases.split(",")
+    if args.exclude:
+        spec["exclude-cases"] = [*spec.get("exclude-cases", []), *args.exclude.split(",")]
     if mode is SERVER:
         for server in spec["servers"]:
             server["agent"] = args.agent
@@ -315,7 +356,7 @@ def read_index(mode: Mode, agent: str, expected: list[str], notes: list[str]) ->
     index_path = mode.outdir / "index.json"
     entries: dict[str, Any] = {}
     if not index_path.exists():
-        notes.append(f"no {index_path.relative_to(ROOT)}: the suite wrote no report")
+        notes.append(f"no {show(index_path)}: the suite wrote no report")
     else:
         index = json.loads(index_path.read_text())
         if agent in index:
@@ -379,11 +420,12 @@ def wstest_argv(mode: Mode, spec_path: Path) -> list[str]:
     return argv
 
 
-def run_server_mode(args: argparse.Namespace, spec_path: Path, total: int) -> list[str]:
-    notes: list[str] = []
+def run_server_mode(args: argparse.Namespace, spec_path: Path, total: int) -> Execution:
+    run = Execution()
+    notes = run.notes
     ensure_port_free(args.server_port)
     values = {"python": sys.executable, "port": str(args.server_port), "agent": args.agent}
-    testee = Process(
+    testee = run.testee = Process(
         "testee server",
         testee_argv(args.server_cmd, values),
         ROOT,
@@ -391,7 +433,7 @@ def run_server_mode(args: argparse.Namespace, spec_path: Path, total: int) -> li
     )
     try:
         wait_for_port(args.server_port, testee, args.start_timeout)
-        suite = Process(
+        suite = run.suite = Process(
             "wstest fuzzingclient",
             wstest_argv(SERVER, spec_path),
             HERE,
@@ -401,14 +443,14 @@ def run_server_mode(args: argparse.Namespace, spec_path: Path, total: int) -> li
             progress = Progress("server", suite.log_path, total, args.progress_every)
             code = wait_with_progress(suite, progress, args.timeout)
             if code != 0:
-                notes.append(f"wstest exited with code {code}; see {suite.log_path}")
+                notes.append(f"wstest exited with code {code}; see {show(suite.log_path)}")
         finally:
             suite.stop()
         if testee.poll() is not None:
             notes.append(f"the testee server exited early with code {testee.poll()}")
     finally:
         testee.stop()
-    return notes
+    return run
 
 
 def request_reports(port: int, agent: str, timeout: float = 60.0) -> None:
@@ -430,11 +472,12 @@ def request_reports(port: int, agent: str, timeout: float = 60.0) -> None:
                 pass
 
 
-def run_client_mode(args: argparse.Namespace, spec_path: Path, total: int) -> list[str]:
-    notes: list[str] = []
+def run_client_mode(args: argparse.Namespace, spec_path: Path, total: int) -> Execution:
+    run = Execution()
+    notes = run.notes
     port = args.fuzzingserver_port
     ensure_port_free(port)
-    suite = Process(
+    suite = run.suite = Process(
         "wstest fuzzingserver", wstest_argv(CLIENT, spec_path), HERE, REPORTS / "wstest-client.log"
     )
     try:
@@ -445,7 +488,7 @@ def run_client_mode(args: argparse.Namespace, spec_path: Path, total: int) -> li
             "agent": args.agent,
             "port": str(port),
         }
-        testee = Process(
+        testee = run.testee = Process(
             "testee client",
             testee_argv(args.client_cmd, values),
             ROOT,
@@ -457,7 +500,7 @@ def run_client_mode(args: argparse.Namespace, spec_path: Path, total: int) -> li
             if code != 0:
                 notes.append(
                     f"the testee client exited with code {code}; its output "
-                    f"({testee.log_path}):\n{testee.tail()}"
+                    f"({show(testee.log_path)}):\n{testee.tail()}"
                 )
         finally:
             testee.stop()
@@ -471,7 +514,7 @@ def run_client_mode(args: argparse.Namespace, spec_path: Path, total: int) -> li
             time.sleep(0.2)
     finally:
         suite.stop()
-    return notes
+    return run
 
 
 def run_mode(mode: Mode, args: argparse.Namespace) -> Outcome:
@@ -483,16 +526,19 @@ def run_mode(mode: Mode, args: argparse.Namespace) -> Outcome:
     log(f"  {len(expected)} cases; suite log: compliance/reports/wstest-{mode.name}.log")
     started = time.monotonic()
     runner = run_server_mode if mode is SERVER else run_client_mode
-    notes = runner(args, spec_path, len(expected))
+    run = runner(args, spec_path, len(expected))
     wall_time = time.monotonic() - started
-    results = read_index(mode, args.agent, expected, notes)
-    outcome = Outcome(mode, args.agent, results, wall_time, args.strict_close, notes)
+    results = read_index(mode, args.agent, expected, run.notes)
+    outcome = Outcome(mode, args.agent, results, wall_time, args.strict_close, run)
     if all(r.behavior == MISSING for r in results):
         report(outcome, args, sys.stdout)
         raise HarnessError(f"{mode.name} mode produced no results")
-    baseline = write_baseline(outcome, spec)
     report(outcome, args, sys.stdout)
-    log(f"  baseline written to {baseline.relative_to(ROOT)}")
+    if args.cases or args.exclude:
+        log("  baseline not written (--cases / --exclude select part of the suite)")
+    else:
+        baseline = write_baseline(outcome, spec)
+        log(f"  baseline written to {show(baseline)}")
     return outcome
 
 
@@ -503,7 +549,7 @@ def report(outcome: Outcome, args: argparse.Namespace, out: TextIO) -> None:
     def say(line: str = "") -> None:
         print(line, file=out, flush=True)
 
-    for note in outcome.notes:
+    for note in outcome.run.notes:
         say(f"  note: {note}")
 
     unusual = [
@@ -523,7 +569,7 @@ def report(outcome: Outcome, args: argparse.Namespace, out: TextIO) -> None:
         code = "" if r.close_code is None else f"  close code {r.close_code}"
         detail = ""
         if r.report_file:
-            detail = f"  (reports/{outcome.mode.outdir.name}/{r.report_file})"
+            detail = f"  (compliance/reports/{outcome.mode.outdir.name}/{r.report_file})"
         say(
             f"    {mark:5} {r.case:9} behavior {r.behavior:13} close {r.behavior_close:16}"
             f"{code}{detail}"
@@ -544,7 +590,8 @@ def report(outcome: Outcome, args: argparse.Namespace, out: TextIO) -> None:
     verdict = "PASS"
     if failures:
         verdict = f"FAIL: {len(failures)} cases worse than OK/INFORMATIONAL ({kinds})"
-    say(f"  wall time {outcome.wall_time:.0f} s; {outcome.mode.name} mode {verdict}")
+    say(f"  {outcome.mode.name} mode: {verdict}")
+    say(f"  wall time {outcome.wall_time:.0f} s ({outcome.run.cpu_summary()})")
 
 
 def totals_table(results: list[CaseResult]) -> list[str]:
@@ -596,6 +643,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=["server", "client", "both"], default="both")
     parser.add_argument("--with-perf", action="store_true", help="also run section 9 (slow)")
     parser.add_argument("--agent", default="tether", help="name the results are filed under")
+    parser.add_argument(
+        "--cases",
+        metavar="PATTERNS",
+        help="comma-separated case patterns to run instead of the spec's (e.g. '6.*,7.1.*'); "
+        "exclusions still apply, and no baseline is written",
+    )
+    parser.add_argument(
+        "--exclude",
+        metavar="PATTERNS",
+        help="comma-separated case patterns to skip as well (e.g. '12.*,13.*' for a quick run "
+        "without the slow compression sections); no baseline is written",
+    )
     parser.add_argument(
         "--server-cmd",
         default="{python} compliance/server.py {port}",
