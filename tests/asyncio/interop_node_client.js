@@ -9,7 +9,7 @@
 //     or {fragments: [{text} | {text_hex} | {binary: hex}, ...]} (one message, one frame each;
 //     with unfinished: true, the last frame is not final and the message never ends);
 //   expect: how many messages to wait for before closing;
-//   close: [code, reason] to close with.
+//   close: [code, reason] to close with, or null for a close frame without a code.
 // It prints one JSON object: what it sent and received (SHA-256 and length of each message,
 // and the data itself when short), the negotiated protocol and extensions, the close code and
 // reason it received, and any error. It always exits within timeout_ms.
@@ -62,7 +62,9 @@ ws.on("unexpected-response", (request, response) => {
   finish();
 });
 const closeIfDone = () => {
-  if (result.received.length >= config.expect) ws.close(config.close[0], config.close[1]);
+  if (result.received.length < config.expect) return;
+  if (config.close === null) ws.close(); // a close frame without a status code
+  else ws.close(config.close[0], config.close[1]);
 };
 ws.on("open", () => {
   result.protocol = ws.protocol;

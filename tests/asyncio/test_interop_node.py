@@ -171,7 +171,7 @@ def run_script_client(
     messages: list[dict[str, Any]],
     *,
     expect: int | None = None,
-    close: tuple[int, str] = (1000, ""),
+    close: tuple[int, str] | None = (1000, ""),
     protocols: list[str] | None = None,
     per_message_deflate: bool | dict[str, Any] = True,
     timeout: float = 20.0,
@@ -183,7 +183,7 @@ def run_script_client(
         "perMessageDeflate": per_message_deflate,
         "messages": messages,
         "expect": len(messages) if expect is None else expect,
-        "close": list(close),
+        "close": None if close is None else list(close),
         "timeout_ms": int(timeout * 1000),
     }
     # The configuration goes through stdin: a command-line argument is limited to 128 KiB.
@@ -877,5 +877,22 @@ def test_tether_closes_node_client_oversized_message_with_1009(node_ws: Path) ->
             )
         assert result.received == []
         assert result.close_code == 1009
+
+    run(main())
+
+
+def test_node_client_closes_without_status_code(node_ws: Path) -> None:
+    """A close frame with no payload means 1005 (RFC 6455 7.1.5); tether answers with an
+    empty close frame too, which ws also reports as 1005."""
+    seen = Seen()
+
+    async def main() -> None:
+        async with serve(tether_echo(seen), "127.0.0.1", 0) as server:
+            result = await asyncio.to_thread(
+                run_script_client, node_ws, url_of(server), [{"text": "x"}], close=None
+            )
+        assert result.error is None
+        assert (seen.close_code, seen.close_reason) == (1005, "")
+        assert (result.close_code, result.close_reason) == (1005, "")
 
     run(main())

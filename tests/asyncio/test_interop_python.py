@@ -870,6 +870,7 @@ def test_ping_pong_between_websockets_client_and_tether_server() -> None:
                 waiter = await ws.ping(b"from websockets")
                 latency = await waiter
                 assert 0 <= latency < 5
+                await ws.pong(b"unsolicited")  # a one-way heartbeat: tether ignores it
                 await ws.send("after pings")
                 assert await ws.recv() == "after pings"
         assert seen.latency is not None and 0 <= seen.latency < 5
@@ -1714,5 +1715,67 @@ def test_ipv6_loopback_with_python_peers() -> None:
                 assert await aio.receive_str() == "v6"
             host = f"[::1]:{server.port_number}"
             assert seen == [(host, "/a?q=1"), (host, "/b?q=2")]
+
+    run(main())
+
+
+def pipelined_messages(count: int = 300) -> list[str | bytes]:
+    """Mixed sizes and types, with a serial number so that reordering shows."""
+    rng = random.Random(3)
+    messages: list[str | bytes] = []
+    for i in range(count):
+        size = rng.choice([0, 1, 10, 100, 1000, 5000, 40000])
+        if i % 2:
+            messages.append(f"{i}:" + json_text(size))
+        else:
+            messages.append(i.to_bytes(2, "big") + random_bytes(size, seed=i))
+    return messages
+
+
+@pytest.mark.parametrize(
+    "pair", ["websockets->tether", "aiohttp->tether", "tether->websockets", "tether->aiohttp"]
+)
+def test_pipelined_messages_stay_in_order(pair: str) -> None:
+    """The sender does not wait for echoes: flow control on both sides, compression with
+    context takeover across hundreds of messages, and ordering."""
+    messages = pipelined_messages()
+
+    async def exchange(send: Callable[[str | bytes], Awaitable[None]], recv: Any) -> None:
+        async def sender() -> None:
+            for message in messages:
+                await send(message)
+
+        task = asyncio.create_task(sender())
+        received = [await recv() for _ in messages]
+        await task
+        assert received == messages
+
+    async def main() -> None:
+        if pair.endswith("->tether"):
+            async with serve(tether_echo(Seen()), "127.0.0.1", 0) as server:
+                if pair.startswith("websockets"):
+                    async with ws_connect(url_of(server)) as ws:
+                        await exchange(ws.send, ws.recv)
+                else:
+                    async with aiohttp_client(url_of(server), compress=15) as aio:
+
+                        async def aio_send(message: str | bytes) -> None:
+                            if isinstance(message, str):
+                                await aio.send_str(message)
+                            else:
+                                await aio.send_bytes(message)
+
+                        async def aio_recv() -> str | bytes:
+                            return (await aio.receive()).data  # type: ignore[no-any-return]
+
+                        await exchange(aio_send, aio_recv)
+        else:
+            peer = (
+                websockets_server(websockets_echo(WsSeen()))
+                if pair.endswith("websockets")
+                else aiohttp_server(aiohttp_echo(AioSeen()))
+            )
+            async with peer as url, connect(url) as ws:
+                await exchange(ws.send, ws.recv)
 
     run(main())
