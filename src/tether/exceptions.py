@@ -25,7 +25,7 @@
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
     └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000 or 1001
+        ├── ConnectionClosedOK            with 1000, 1001 or 1005
         └── ConnectionClosedError         with any other code, or without a close frame
 
 Peer misbehaviour (``ProtocolError``, ``PayloadTooBig``, ``UnicodeDecodeError``) is turned
@@ -349,7 +349,7 @@ class ConnectionClosed(TetherError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection closed normally (1000 or 1001 both ways)."""
+    """The connection closed normally: 1000, 1001 or 1005 (no code) both ways."""
 
 
 class ConnectionClosedError(ConnectionClosed):
