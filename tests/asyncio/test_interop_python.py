@@ -32,13 +32,15 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed as WsConnectionClosed
 from websockets.exceptions import InvalidStatus as WsInvalidStatus
+from websockets.exceptions import NegotiationError as WsNegotiationError
+from websockets.extensions.base import ClientExtensionFactory as WsClientExtensionFactory
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory as WsClientDeflate,
 )
 from websockets.extensions.permessage_deflate import (
     ServerPerMessageDeflateFactory as WsServerDeflate,
 )
-from websockets.typing import Subprotocol
+from websockets.typing import ExtensionName, Subprotocol
 
 from tether import (
     ConnectionClosed,
@@ -1777,5 +1779,57 @@ def test_pipelined_messages_stay_in_order(pair: str) -> None:
             )
             async with peer as url, connect(url) as ws:
                 await exchange(ws.send, ws.recv)
+
+    run(main())
+
+
+class UnknownExtensionFactory(WsClientExtensionFactory):
+    """A websockets client extension that no server knows: its offer must be declined."""
+
+    name = ExtensionName("x-unknown-ext")
+
+    def get_request_params(self) -> list[tuple[str, str | None]]:
+        return [("level", "3")]
+
+    def process_response_params(self, params: Any, accepted_extensions: Any) -> Any:
+        raise WsNegotiationError("not expected in an answer")
+
+
+def test_tether_server_walks_several_offers_from_websockets_client() -> None:
+    """Offers in the client's order: an unknown extension (declined), then two
+    permessage-deflate offers; the first acceptable one is answered, only once (RFC 7692 5:
+    the server accepts at most one offer of an extension)."""
+    seen = Seen()
+    factories = [
+        UnknownExtensionFactory(),
+        WsClientDeflate(server_max_window_bits=10, client_max_window_bits=10),
+        WsClientDeflate(),
+    ]
+
+    async def main() -> None:
+        async with serve(tether_echo(seen), "127.0.0.1", 0) as server:
+            async with ws_connect(url_of(server), extensions=factories, compression=None) as ws:
+                assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
+                assert agreed(ws.protocol.extensions[0], server=False) == Agreed(
+                    False, False, 10, 10
+                )
+                assert ws.response is not None
+                header = ws.response.headers.get_all("Sec-WebSocket-Extensions")
+                assert len(header) == 1
+                await ws.send(json_text(20000))
+                assert await ws.recv() == json_text(20000)
+        assert seen.connection is not None
+        handshake = seen.connection.handshake
+        assert [name for name, _ in handshake.offered_extensions] == [
+            "x-unknown-ext",
+            "permessage-deflate",
+            "permessage-deflate",
+        ]
+        assert [name for name, _ in handshake.accepted_extensions] == ["permessage-deflate"]
+        declined = [(name, reason) for name, _, reason in handshake.declined_extensions]
+        assert declined == [
+            ("x-unknown-ext", "not supported"),
+            ("permessage-deflate", "already accepted"),
+        ]
 
     run(main())
