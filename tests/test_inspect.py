@@ -18,6 +18,7 @@ import json
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -398,6 +399,24 @@ def test_inspect_exit_codes(tether_server: ServeProcess) -> None:
     assert "stopped: the server did not accept a valid handshake request" in result.stdout
     summary = result.stdout.splitlines()[-1]
     assert re.fullmatch(r"1 probe, 0 ok, 0 violations, 1 note in \d+\.\d\d s", summary)
+
+
+def test_inspect_over_tls(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(key_file)
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    with ServeProcess("--tls-cert", str(cert_file), "--tls-key", str(key_file)) as process:
+        url = process.url("/echo")
+        assert url.startswith("wss://")
+        report = run_json(url, "--insecure", "--subprotocol", "chat")
+        summary = report["summary"]
+        assert summary["ok"] == summary["probes"] > 25, report["findings"]
+        # Without --insecure the self-signed certificate is refused: nothing was reached.
+        result = tether("inspect", url)
+        assert result.returncode == 2
+        assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
 
 
 def test_each_probe_is_bounded_in_time() -> None:

@@ -27,12 +27,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
-from . import __version__
-from .asyncio.client import ClientConnection, connect
-from .exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
-from .extensions.permessage_deflate import PRESETS
+from . import (
+    PRESETS,
+    ClientConnection,
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    Server,
+    __version__,
+    connect,
+)
 from .inspector import printable
 from .sansio.uri import InvalidURI, parse_uri
 
@@ -134,10 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--wait",
         type=float,
-        default=1.0,
+        default=2.0,
         metavar="SECONDS",
-        help="at end of input, how long to wait for more replies before closing (1; it "
-        "stops earlier once every message sent has had a reply)",
+        help="at end of input, wait up to this long for replies before closing (2; it stops "
+        "earlier once every message sent has had a reply and 0.1 s passed without another)",
     )
 
     inspect = commands.add_parser(
@@ -218,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .demo_server import DEFAULT_SUBPROTOCOLS, ServeOptions, run, urls
+    from .demo_server import DEFAULT_SUBPROTOCOLS, DemoServer, ServeOptions, run, urls
 
     if args.tls_key and not args.tls_cert:
         parser.error("--tls-key needs --tls-cert")
@@ -241,7 +248,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     )
     secure = options.certfile is not None
 
-    def ready(server: Any, demo: Any) -> None:
+    def ready(server: Server, demo: DemoServer) -> None:
         bases = urls(server, secure)
         ws = "wss" if secure else "ws"
         base = bases[0]
@@ -418,18 +425,20 @@ class _Session:
         return True
 
     async def linger(self) -> None:
-        """At end of input: wait for replies still on their way, within ``--wait`` seconds.
+        """At end of input: wait for replies still on their way, ``--wait`` seconds at most.
 
-        Once as many messages came back as were sent, a short quiet spell is enough; until
-        then, the whole ``--wait`` is allowed between two messages.
+        Once as many messages came back as were sent, 0.1 s without a message is enough.
         """
-        while True:
-            quiet = 0.1 if self.received >= self.sent else self.args.wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.args.wait
+        while (remaining := deadline - loop.time()) > 0:
+            quiet = 0.1 if self.received >= self.sent else remaining
             self.arrived.clear()
             try:
-                await asyncio.wait_for(self.arrived.wait(), quiet)
+                await asyncio.wait_for(self.arrived.wait(), min(quiet, remaining))
             except TimeoutError:
-                return
+                if self.received >= self.sent:
+                    return
 
 
 def _connect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

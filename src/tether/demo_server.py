@@ -30,11 +30,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
-from .asyncio.server import Server, ServerConnection, broadcast, serve
-from .sansio.http11 import Headers, Request, Response
+from . import Headers, Request, Response, Server, ServerConnection, __version__, broadcast, serve
 
-__all__ = ["DEFAULT_SUBPROTOCOLS", "DemoServer", "ServeOptions", "run"]
+__all__ = [
+    "DEFAULT_SUBPROTOCOLS",
+    "DemoServer",
+    "ServeOptions",
+    "load_page",
+    "run",
+    "tls_context",
+    "urls",
+]
 
 #: Subprotocols offered by the demo page, supported unless ``--subprotocol`` says otherwise.
 DEFAULT_SUBPROTOCOLS = ("chat.v2", "chat")

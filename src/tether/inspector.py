@@ -70,6 +70,7 @@ __all__ = [
     "Report",
     "inspect",
     "printable",
+    "report_json",
 ]
 
 OK = "ok"
