@@ -1833,3 +1833,29 @@ def test_tether_server_walks_several_offers_from_websockets_client() -> None:
         ]
 
     run(main())
+
+
+def test_tether_server_granted_8_bit_window_sends_uncompressed() -> None:
+    """websockets' client may ask for server_max_window_bits=8. tether agrees but, since zlib
+    cannot compress with an 8-bit raw window, sends every message uncompressed (RSV1 is per
+    message, so that is always allowed); what websockets compresses is still inflated."""
+    seen = Seen()
+    message = json_text(200_000)
+
+    async def main() -> None:
+        async with serve(tether_echo(seen), "127.0.0.1", 0) as server:
+            async with CountingProxy(server.port_number) as proxy:
+                factory = WsClientDeflate(server_max_window_bits=8)
+                url = f"ws://127.0.0.1:{proxy.port}/"
+                async with ws_connect(url, extensions=[factory], compression=None) as ws:
+                    assert agreed(ws.protocol.extensions[0], server=False) == Agreed(
+                        False, False, 8, 12
+                    )
+                    await ws.send(message)
+                    assert await ws.recv() == message
+                assert proxy.upstream < 20_000  # websockets compressed
+                assert proxy.downstream > 200_000  # tether did not
+        assert seen.connection is not None
+        assert agreed(seen.connection.extensions[0], server=True) == Agreed(False, False, 8, 12)
+
+    run(main())
