@@ -1777,8 +1777,8 @@ def test_pipelined_messages_stay_in_order(pair: str) -> None:
                 if pair.endswith("websockets")
                 else aiohttp_server(aiohttp_echo(AioSeen()))
             )
-            async with peer as url, connect(url) as ws:
-                await exchange(ws.send, ws.recv)
+            async with peer as url, connect(url) as client:
+                await exchange(client.send, client.recv)
 
     run(main())
 
