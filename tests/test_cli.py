@@ -366,6 +366,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (
         ["connect", "ftp://example.com/"],
         ["connect", "ws://127.0.0.1/", "--header", "no colon"],
+        ["connect", "ws://127.0.0.1/", "--header", "Bad Name: x"],
+        ["inspect", "ws://127.0.0.1/", "--header", "X: \x1b"],
         ["connect", "ws://127.0.0.1/", "--insecure"],
         ["serve", "--tls-key", "key.pem"],
         ["serve", "--compression", "zstd"],
@@ -375,7 +377,10 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exited:
             main(argv)
         assert exited.value.code == 2, argv
-    assert "expected 'Name: value'" in capsys.readouterr().err
+    errors = capsys.readouterr().err
+    assert "expected 'Name: value'" in errors
+    assert "invalid header name: 'Bad Name'" in errors
+    assert "invalid value for header X: '\\x1b'" in errors
 
 
 def test_console_script_is_installed() -> None:

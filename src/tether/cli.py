@@ -34,8 +34,10 @@ from . import (
     ClientConnection,
     ConnectionClosed,
     ConnectionClosedOK,
+    Headers,
     InvalidHandshake,
     InvalidStatus,
+    Request,
     Server,
     __version__,
     connect,
@@ -189,9 +191,16 @@ def _headers(
     headers = []
     for value in values or ():
         name, colon, rest = value.partition(":")
-        if not colon or not name.strip() or name != name.strip():
+        if not colon:
             parser.error(f"--header {value!r}: expected 'Name: value'")
-        headers.append((name, rest.strip()))
+        header = (name, rest.strip())
+        try:
+            # The HTTP serializer refuses what would break the request: a name that is not a
+            # token, control characters in the value.
+            Request("GET", "/", Headers([header])).serialize()
+        except ValueError as exc:
+            parser.error(f"--header {value!r}: {exc}")
+        headers.append(header)
     return headers
 
 
@@ -487,6 +496,9 @@ async def _connect_session(
     except TimeoutError:
         print(f"tether connect: no handshake within {args.timeout:g} s", file=sys.stderr)
         return 1
+    except EOFError:
+        print("tether connect: the connection closed during the handshake", file=sys.stderr)
+        return 1
     except (OSError, ssl_module.SSLError) as exc:
         print(f"tether connect: cannot connect to {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -577,6 +589,9 @@ def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except CannotConnect as exc:
         elapsed = time.perf_counter() - started
         print(f"tether inspect: cannot reach {uri}: {exc} (after {elapsed:.2f} s)", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a --header that cannot be sent
+        print(f"tether inspect: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(report_json(report))

@@ -458,6 +458,9 @@ class Inspector:
                 context.check_hostname = False
                 context.verify_mode = ssl_module.CERT_NONE
             self._ssl = context
+        # Fail now, not in the middle of the run, if a header given by the user cannot be
+        # sent (a control character, a name that is not a token).
+        Request("GET", self.uri.resource_name, Headers(self.request()[0])).serialize()
 
     # --- building and sending requests ----------------------------------------------------------
 
@@ -1175,7 +1178,8 @@ async def inspect(options: InspectOptions) -> Report:
 
     Raises:
         CannotConnect: the server could not be reached at all.
-        tether.sansio.uri.InvalidURI: the URL is not a ws:// or wss:// URL.
+        ValueError: the URL is not a ws:// or wss:// URL (``InvalidURI``), or an extra header
+            cannot be sent.
     """
     return await Inspector(options).run()
 
