@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         "--subprotocol",
         action="append",
         metavar="NAME",
-        help="a supported subprotocol, repeatable, in order of preference "
-        "(default: chat.v2 and chat, what the demo page offers)",
+        help="a supported subprotocol, repeatable (default: chat.v2 and chat, what the demo "
+        "page offers); the first of the client's offers that is supported is selected",
     )
     serve.add_argument(
         "--compression",
