@@ -281,10 +281,8 @@ class Report:
         indent = " " * (2 + verdict_width + 2)
 
         lines = [paint(f"tether inspect {self.url}", "1")]
-        facts = [
-            f"server: {printable(self.server)}" if self.server else "server: (no Server header)"
-        ]
-        lines.append(paint("  ".join(facts), "2"))
+        server = printable(self.server) if self.server else "(no Server header)"
+        lines.append(paint(f"server: {server}", "2"))
         for topic, title in TOPICS.items():
             findings = [f for f in self.findings if f.topic == topic]
             remarks = self.remarks.get(topic, [])
