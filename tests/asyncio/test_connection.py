@@ -448,9 +448,7 @@ def test_server_drops_clients_that_keep_the_socket_open_after_a_response() -> No
         return ws.respond(200, "OK")
 
     async def main() -> None:
-        async with serve(
-            echo, "127.0.0.1", 0, process_request=health, close_timeout=0.3
-        ) as server:
+        async with serve(echo, "127.0.0.1", 0, process_request=health, close_timeout=0.3) as server:
             sock = socket.create_connection(("127.0.0.1", server.port_number))
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             sock.setblocking(False)
