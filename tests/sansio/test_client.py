@@ -294,3 +294,11 @@ def test_request_sent_twice_is_misuse() -> None:
     assert protocol.request is not None
     with pytest.raises(InvalidState):
         protocol.send_request(protocol.request)
+
+
+@pytest.mark.parametrize(
+    "header", [("Bad Name", "x"), ("X-Ok", "a\r\nInjected: 1"), ("", "x"), ("X-Nul", "a\0")]
+)
+def test_invalid_extra_headers_are_refused_before_connecting(header: tuple[str, str]) -> None:
+    with pytest.raises(ValueError):
+        ClientProtocol(parse_uri("ws://h/"), extra_headers=[header])

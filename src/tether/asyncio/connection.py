@@ -112,6 +112,12 @@ class Connection(asyncio.Protocol):
         return self.protocol.close_reason
 
     @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception that ``recv()`` and ``send()`` raise once the connection is closed:
+        ``ConnectionClosedOK`` or ``ConnectionClosedError``, with both close frames."""
+        return self.protocol.close_exc
+
+    @property
     def remote_address(self) -> Any:
         return None if self.transport is None else self.transport.get_extra_info("peername")
 
@@ -150,10 +156,19 @@ class Connection(asyncio.Protocol):
         try:
             while self._complete == 0:
                 await self._wait_for_data()
-            fragment = self._pop()
+            # The common case, a message in one fragment, with _pop() inlined: recv() runs
+            # once per message on the hot path.
+            fragment = self._queue.popleft()
+            data = fragment.data
+            self._queued_bytes -= len(data)
             if fragment.last:
-                return fragment.data
-            pieces = [fragment.data]
+                self._complete -= 1
+                if self._reading_paused:
+                    self._maybe_resume_reading()
+                return data
+            if self._reading_paused:
+                self._maybe_resume_reading()
+            pieces = [data]
             while True:
                 fragment = self._pop()
                 pieces.append(fragment.data)
@@ -199,10 +214,16 @@ class Connection(asyncio.Protocol):
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
             if self._send_lock.locked():
+                # A fragmented message is being sent: wait for its end.
                 async with self._send_lock:
                     self._send_whole(message)
             else:
-                self._send_whole(message)
+                # The hot path, _send_whole() inlined.
+                protocol = self.protocol
+                if protocol.state is not State.OPEN:
+                    raise self._closed_exc()
+                protocol.send_message(message)
+                self._flush()
             if self._writing_paused:
                 await self._drain()
             return
@@ -343,11 +364,15 @@ class Connection(asyncio.Protocol):
         self._queued_bytes -= len(fragment.data)
         if fragment.last:
             self._complete -= 1
-        if self._reading_paused and self._queued_bytes <= self._max_queue // 4:
+        if self._reading_paused:
+            self._maybe_resume_reading()
+        return fragment
+
+    def _maybe_resume_reading(self) -> None:
+        if self._queued_bytes <= self._max_queue // 4:
             self._reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
-        return fragment
 
     async def _wait_for_data(self) -> None:
         if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
@@ -409,9 +434,10 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write what the protocol produced; arm the close timer when the peer should close."""
+        protocol = self.protocol
         transport = self.transport
-        writes = self.protocol.data_to_send()
-        if transport is not None:
+        writes = protocol.data_to_send()
+        if writes and transport is not None:
             for data in writes:
                 if data:
                     transport.write(data)
@@ -419,7 +445,7 @@ class Connection(asyncio.Protocol):
                     transport.write_eof()
                 else:
                     transport.close()
-        if self.protocol.close_expected() and self._close_timer is None:
+        if self._close_timer is None and protocol.close_expected():
             timeout = self.close_timeout
             if timeout is not None and transport is not None:
                 self._close_timer = self.loop.call_later(timeout, self._close_timed_out)

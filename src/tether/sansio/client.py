@@ -34,7 +34,13 @@ from .handshake import (
     parse_subprotocols,
     process_extensions_response,
 )
-from .headers import build_extension_list, build_token_list, parse_token_list, parse_upgrade
+from .headers import (
+    build_extension_list,
+    build_token_list,
+    is_token,
+    parse_token_list,
+    parse_upgrade,
+)
 from .http11 import Headers, Request, Response
 from .protocol import Protocol, Side, State
 from .uri import WebSocketURI
@@ -81,7 +87,11 @@ class ClientProtocol(Protocol):
         self.extension_factories = list(extensions or ())
         items = extra_headers.items() if isinstance(extra_headers, Headers) else extra_headers
         self.extra_headers = list(items or ())
-        for name, _ in self.extra_headers:
+        for name, value in self.extra_headers:
+            if not is_token(name):
+                raise ValueError(f"invalid header name: {name!r}")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"invalid value for header {name}: {value!r}")
             if name.lower().startswith("sec-websocket-"):
                 raise ValueError(f"{name} is set by the handshake; pass it as an option")
         self.user_agent = user_agent
