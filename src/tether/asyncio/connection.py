@@ -155,7 +155,15 @@ class Connection(asyncio.Protocol):
         self._recv_busy = True
         try:
             while self._complete == 0:
-                await self._wait_for_data()
+                # _wait_for_data() inlined: one coroutine less per message received.
+                if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
+                    raise self._closed_exc()
+                waiter: asyncio.Future[None] = self.loop.create_future()
+                self._recv_waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    self._recv_waiter = None
             # The common case, a message in one fragment, with _pop() inlined: recv() runs
             # once per message on the hot path.
             fragment = self._queue.popleft()
