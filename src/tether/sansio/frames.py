@@ -194,11 +194,13 @@ def serialize_frame(
     if opcode >= 0x8:
         _check_control(frame.fin, n)
     if rsv is None:
-        b0 = opcode | (frame.fin << 7) | (frame.rsv1 << 6) | (frame.rsv2 << 5) | (frame.rsv3 << 4)
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            rsv = (frame.rsv1 << 6) | (frame.rsv2 << 5) | (frame.rsv3 << 4)
+        else:
+            rsv = 0
     elif rsv & ~0x70:
         raise ValueError(f"rsv must be a combination of 0x40, 0x20 and 0x10, got {rsv:#x}")
-    else:
-        b0 = opcode | (frame.fin << 7) | rsv
+    b0 = opcode | rsv | 0x80 if frame.fin else opcode | rsv
 
     if not mask:
         if n < 126:
@@ -207,7 +209,11 @@ def serialize_frame(
             return _HEADER_16(b0, 126, n) + data
         return _HEADER_64(b0, 127, n) + data
 
-    key = _mask_source() if mask_key is None else mask_key
+    key = mask_key
+    if key is None:
+        # Take the next key of the pool with a C-level next() rather than a Python-level call;
+        # only an empty pool goes through MaskSource.__call__, which refills it.
+        key = next(_mask_source._iter, None) or _mask_source()
     if len(key) != 4:
         raise ValueError(f"mask_key must be 4 bytes, got {len(key)}")
     if n < 126:
