@@ -192,6 +192,13 @@ def test_serialize_picks_fresh_keys() -> None:
         assert parse_all(wire, mask_expected=SERVER) == [frame]
 
 
+def test_serialize_draws_keys_from_the_module_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The protocol's tests pin the key this way to compare with RFC bytes.
+    monkeypatch.setattr(frames, "_mask_source", lambda: RFC_KEY)
+    wire = serialize_frame(Frame(Opcode.TEXT, b"Hello"), mask=True)
+    assert wire == bytes.fromhex("81 85 37 fa 21 3d 7f 9f 4d 51 58")
+
+
 @pytest.mark.parametrize("key", [b"", b"abc", b"abcde"])
 def test_serialize_rejects_bad_key(key: bytes) -> None:
     with pytest.raises(ValueError, match="mask_key"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 
 from ..exceptions import PayloadTooBig, ProtocolError
 from .codes import CONTROL_OPCODES, CloseCode, Opcode, explain, is_valid_close_code
@@ -162,8 +163,9 @@ _UNPACK_16 = struct.Struct("!H").unpack_from
 _UNPACK_64 = struct.Struct("!Q").unpack_from
 _UNPACK_KEY = struct.Struct("<I").unpack_from
 
-#: Where a masking client gets its keys when the caller does not pass one.
-_mask_source = MaskSource()
+#: Where a masking client gets its keys when the caller does not pass one. Tests may replace it
+#: with any callable returning 4 bytes, to get the RFC's example key.
+_mask_source: Callable[[], bytes] = MaskSource()
 
 
 def serialize_frame(
@@ -181,8 +183,9 @@ def serialize_frame(
     the reserved bits to set (``0x40`` RSV1, ``0x20`` RSV2, ``0x10`` RSV3) and the frame's flags
     are ignored.
 
-    The payload is copied once into the result (twice when masking more than
-    :data:`~tether.sansio.masking.SMALL_MASK_SIZE` bytes: masked into a buffer, then frozen).
+    Unmasked, the payload is copied once, into the result. Masked, it is also read once to
+    mask it: into a temporary up to :data:`~tether.sansio.masking.SMALL_MASK_SIZE` bytes, in
+    place in the frame buffer above, which is then frozen into ``bytes``.
 
     Raises:
         ProtocolError: a control frame is longer than 125 bytes or is fragmented (5.5).
@@ -209,11 +212,7 @@ def serialize_frame(
             return _HEADER_16(b0, 126, n) + data
         return _HEADER_64(b0, 127, n) + data
 
-    key = mask_key
-    if key is None:
-        # Take the next key of the pool with a C-level next() rather than a Python-level call;
-        # only an empty pool goes through MaskSource.__call__, which refills it.
-        key = next(_mask_source._iter, None) or _mask_source()
+    key = _mask_source() if mask_key is None else mask_key
     if len(key) != 4:
         raise ValueError(f"mask_key must be 4 bytes, got {len(key)}")
     if n < 126:
@@ -247,10 +246,10 @@ class FrameParser:
     5.5 rules for control frames (length at most 125, not fragmented), the most significant bit
     of a 64-bit length, and ``max_frame_size``. Opcode, mask bit, reserved bits and
     fragmentation are checked as soon as the first two header bytes are in, the rest as soon as
-    the header is complete, before any of the payload is needed. What is
-    left to the connection: reserved bits on control frames, fragmentation order, close payloads,
-    UTF-8. Lengths encoded with more bytes than needed are accepted (5.2 asks the sender for the
-    minimal encoding but does not ask the receiver to reject others).
+    the header is complete, before any of the payload is needed. What is left to the
+    connection: reserved bits on control frames, fragmentation order, close payloads, UTF-8.
+    Lengths encoded with more bytes than needed are accepted, for control frames too (5.2 asks
+    the sender for the minimal encoding but does not ask the receiver to reject others).
 
     Buffering, for speed: received chunks are kept as a list and merged only when a header is
     needed, so ``feed`` is O(1) and never copies a ``bytes`` chunk. Frames are cut out of the
