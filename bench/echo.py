@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
-SERVERS = ("tether", "websockets", "aiohttp")
+SERVERS = ("tether", "websockets", "aiohttp", "tether-alt")
+ALT_SRC: list[str] = []  # the directory given with --tether-alt
 CLIENTS = ("raw", "websockets", "tether", "aiohttp")
 DEFAULT_SIZES = "16,1k,64k,1m"
 DEFAULT_CONNECTIONS = "1,64"
@@ -88,9 +89,10 @@ def process_cpu(pid: int) -> float:
 class Child:
     """A helper process spoken to with lines over its stdin and stdout."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, *args],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -197,12 +199,18 @@ class Running:
 
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
-        server_args = [str(HERE / "echo_servers.py"), setup.server]
+        # "tether-alt" is tether imported from --tether-alt DIR, as an extra column.
+        env = None
+        library = setup.server
+        if library == "tether-alt":
+            env = dict(os.environ, TETHER_BENCH_SRC=ALT_SRC[0])
+            library = "tether"
+        server_args = [str(HERE / "echo_servers.py"), library]
         if setup.compression:
             server_args.append("--compression")
         if setup.profile:
             server_args += ["--profile", setup.profile]
-        self.server = Child(server_args)
+        self.server = Child(server_args, env)
         self.clients: list[Child] = []
         self.spy: subprocess.Popen[bytes] | None = None
         port = int(self.server.expect("PORT").split()[0])
@@ -349,10 +357,11 @@ def report_profile(path: str, top: int) -> None:
 def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: list[str]) -> None:
     compressions = sorted({s.compression for s in setups})
     by_key = {(column_of(s, columns), s.compression): s for s in setups}
-    ratio = "tether" in columns and "websockets" in columns
+    # Ratios of each tether column to websockets.
+    ratios = [c for c in columns if c.startswith("tether")] if "websockets" in columns else []
+    ratio_head = "".join(f" {c.replace('tether', 't') + '/ws':>10}" for c in ratios)
     head = f"{'size':>7} {'conns':>5} {'deflate':>7} " + " ".join(f"{c:>11}" for c in columns)
-    if ratio:
-        head += f" {'tether/ws':>10}"
+    head += ratio_head
     print("messages per second (round trips completed)")
     print(head)
     print("-" * len(head))
@@ -368,14 +377,14 @@ def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: lis
                 else:
                     rates[column] = result.rate
                     row += f" {result.rate:11,.0f}"
-            if ratio and "tether" in rates and "websockets" in rates:
-                row += f" {rates['tether'] / rates['websockets']:10.2f}"
+            for name in ratios:
+                if name in rates and "websockets" in rates:
+                    row += f" {rates[name] / rates['websockets']:10.2f}"
             print(row)
     print()
     print("server CPU time per message, microseconds (lower is better; robust to other load)")
     head = f"{'size':>7} {'conns':>5} {'deflate':>7} " + " ".join(f"{c:>11}" for c in columns)
-    if ratio:
-        head += f" {'tether/ws':>10}"
+    head += ratio_head
     print(head)
     print("-" * len(head))
     for compression in compressions:
@@ -390,8 +399,9 @@ def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: lis
                 else:
                     costs[column] = cost
                     row += f" {cost:11,.1f}"
-            if ratio and "tether" in costs and "websockets" in costs:
-                row += f" {costs['tether'] / costs['websockets']:10.2f}"
+            for name in ratios:
+                if name in costs and "websockets" in costs:
+                    row += f" {costs[name] / costs['websockets']:10.2f}"
             print(row)
     print()
     print("CPU use during the measurement, share of one core: server / client")
@@ -433,7 +443,9 @@ def main() -> None:
     parser.add_argument("--silent", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="message sizes: 16,1k,64k,1m")
     parser.add_argument("--connections", default=DEFAULT_CONNECTIONS, help="e.g. 1,64")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="tether,websockets,aiohttp")
+    parser.add_argument(
+        "--servers", default="tether,websockets,aiohttp", help="tether,websockets,aiohttp"
+    )
     parser.add_argument(
         "--clients", default="raw", help="client implementations: raw,websockets,tether,aiohttp"
     )
@@ -456,9 +468,18 @@ def main() -> None:
         metavar="DIR",
         help="import tether from DIR (e.g. a `git archive` of another commit) instead of ./src",
     )
+    parser.add_argument(
+        "--tether-alt",
+        metavar="DIR",
+        help="add a column 'tether-alt': tether imported from DIR (compare two versions)",
+    )
     args = parser.parse_args()
     if args.tether_src:
         os.environ["TETHER_BENCH_SRC"] = str(Path(args.tether_src).resolve())
+    if args.tether_alt:
+        ALT_SRC.append(str(Path(args.tether_alt).resolve()))
+        if "tether-alt" not in args.servers:
+            args.servers += ",tether-alt"
 
     if args.quick:
         args.duration, args.warmup, args.rounds = 0.5, 0.2, 1
