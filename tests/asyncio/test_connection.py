@@ -464,3 +464,92 @@ def test_server_drops_clients_that_keep_the_socket_open_after_a_response() -> No
             sock.close()
 
     run(main())
+
+
+def _stalled_client(port: int) -> socket.socket:
+    """A client that completes the handshake, then never reads: its buffers fill up."""
+    sock = _raw_handshake(port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@pytest.mark.parametrize("policy", ["skip", "drop"])
+def test_broadcast_slow_consumer_policy(policy: str) -> None:
+    limits = Limits(write_high_water=32 * 1024, write_low_water=8 * 1024)
+    connected = asyncio.Event
+
+    async def main() -> None:
+        ready = connected()
+
+        async def handler(ws: ServerConnection) -> None:
+            ready.set()
+            await ws.wait_closed()
+
+        async with serve(
+            handler, "127.0.0.1", 0, limits=limits, compression=None, close_timeout=0.5
+        ) as server:
+            sock = await asyncio.to_thread(_stalled_client, server.port_number)
+            await ready.wait()
+            (connection,) = server.connections
+            message = os.urandom(256 * 1024)
+            counts = []
+            for _ in range(64):  # 16 MiB: far more than the socket buffers hold
+                counts.append(await broadcast(server.connections, message, slow=policy))
+                await asyncio.sleep(0)
+                if connection._writing_paused or connection.state.name != "OPEN":
+                    break
+            assert counts[0] == 1
+            # The slow client is now over the high-water mark.
+            count = await broadcast(server.connections, message, slow=policy)
+            assert count == 0
+            if policy == "drop":
+                assert connection.protocol.close_sent is not None
+                assert connection.protocol.close_sent.code == 1008
+            else:
+                assert connection.state.name == "OPEN"
+            sock.close()
+
+    run(main())
+
+
+def test_broadcast_wait_policy_waits_for_the_buffer_to_drain() -> None:
+    limits = Limits(write_high_water=32 * 1024, write_low_water=8 * 1024)
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, limits=limits, compression=None) as server:
+            async with connect(uri(server), compression=None) as ws:
+                while not server.connections:
+                    await asyncio.sleep(0.01)
+                message = os.urandom(256 * 1024)
+                # Several times the high-water mark: each call waits for the drain, and the
+                # client, reading concurrently, receives everything.
+                received: list[bytes] = []
+
+                async def read() -> None:
+                    for _ in range(8):
+                        received.append(await ws.recv())  # type: ignore[arg-type]
+
+                reader = asyncio.create_task(read())
+                for _ in range(8):
+                    assert await broadcast(server.connections, message, slow="wait") == 1
+                await reader
+                assert received == [message] * 8
+
+    run(main())
+
+
+def test_works_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0) as server, connect(uri(server)) as ws:
+            assert "uvloop" in type(asyncio.get_running_loop()).__module__
+            await ws.send("fast")
+            assert await ws.recv() == "fast"
+            assert await ws.ping() >= 0
+
+    async def bounded() -> None:
+        async with asyncio.timeout(20):
+            await main()
+
+    uvloop.run(bounded())
