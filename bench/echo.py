@@ -44,7 +44,7 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 SERVERS = ("tether", "websockets", "aiohttp", "tether-alt")
 ALT_SRC: list[str] = []  # the directory given with --tether-alt
-CLIENTS = ("raw", "websockets", "tether", "aiohttp")
+CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp")
 DEFAULT_SIZES = "16,1k,64k,1m"
 DEFAULT_CONNECTIONS = "1,64"
 

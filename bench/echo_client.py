@@ -39,6 +39,8 @@ import asyncio
 import base64
 import json
 import os
+import selectors
+import socket
 import struct
 import sys
 import time
@@ -54,7 +56,7 @@ sys.path.insert(
 #: Same limit as the servers (echo_servers.MAX_SIZE).
 MAX_SIZE = 2 * 2**20
 
-CLIENTS = ("raw", "websockets", "tether", "aiohttp")
+CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp")
 
 
 def make_payload(size: int, *, text: bool, compressible: bool) -> bytes:
@@ -293,6 +295,253 @@ class RawClient:
         self.connections = []
 
 
+# --- the raw client without asyncio ---------------------------------------------------------------
+
+
+def _handshake_request(host: str, port: int, compression: bool) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    extensions = (
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+        if compression
+        else ""
+    )
+    return (
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extensions}\r\n"
+    ).encode()
+
+
+def _check_head(head: bytes, compression: bool) -> None:
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 101"):
+        raise ConnectionError(f"handshake failed: {lines[0]}")
+    negotiated = any(
+        line.lower().startswith("sec-websocket-extensions:")
+        and "permessage-deflate" in line.lower()
+        for line in lines[1:]
+    )
+    if negotiated != compression:
+        raise ConnectionError(f"compression negotiated: {negotiated}, wanted {compression}")
+
+
+def build_frame(size: int, *, text: bool, compression: bool) -> bytes:
+    """The message of a cell as one masked client frame (compressed once if asked)."""
+    payload = make_payload(size, text=text, compressible=compression)
+    opcode = 1 if text else 2
+    if compression:
+        compressor = zlib.compressobj(wbits=-15)
+        body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert body.endswith(b"\x00\x00\xff\xff")
+        return masked_frame(body[:-4], opcode=opcode, rsv1=True)
+    return masked_frame(payload, opcode=opcode, rsv1=False)
+
+
+class SyncConnection:
+    """One connection of :class:`SyncRawClient`: a non-blocking socket and a frame counter."""
+
+    __slots__ = ("fin", "head", "opcode", "pending", "remaining", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.head = b""  # a partial frame header
+        self.remaining = 0  # payload bytes of the current frame still to come
+        self.fin = False
+        self.opcode = 0
+        self.pending: memoryview | None = None  # what a short send() left to write
+
+
+class SyncRawClient:
+    """The default client: the raw client's frame counting on a bare ``selectors`` loop.
+
+    No asyncio: per round trip the client does one ``select`` (epoll on Linux), one ``recv``,
+    a header parse and one ``send``, so that the figures depend on the server as much as a
+    Python client allows. Commands arrive on stdin through the same selector.
+    """
+
+    def __init__(self, host: str, port: int, compression: bool, text: bool) -> None:
+        self.host = host
+        self.port = port
+        self.compression = compression
+        self.text = text
+        self.selector = selectors.DefaultSelector()
+        self.connections: list[SyncConnection] = []
+        self.frame = b""
+        self.count = 0
+        self.running = False
+        self.in_flight = 0
+        self.stdin = sys.stdin.fileno()
+        self.commands = b""
+
+    def open(self, size: int, conns: int) -> None:
+        self.frame = build_frame(size, text=self.text, compression=self.compression)
+        for _ in range(conns):
+            sock = socket.create_connection((self.host, self.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(_handshake_request(self.host, self.port, self.compression))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError("connection closed during the handshake")
+                head += chunk
+            head, _, rest = head.partition(b"\r\n\r\n")
+            _check_head(head, self.compression)
+            if rest:
+                raise ConnectionError("unexpected data after the handshake")
+            sock.setblocking(False)
+            connection = SyncConnection(sock)
+            self.selector.register(sock, selectors.EVENT_READ, connection)
+            self.connections.append(connection)
+
+    def _send(self, connection: SyncConnection, data: bytes | memoryview) -> None:
+        try:
+            sent = connection.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            connection.pending = memoryview(data)[sent:]
+            self.selector.modify(
+                connection.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, connection
+            )
+
+    def _writable(self, connection: SyncConnection) -> None:
+        pending = connection.pending
+        assert pending is not None
+        try:
+            sent = connection.sock.send(pending)
+        except BlockingIOError:
+            return
+        if sent < len(pending):
+            connection.pending = pending[sent:]
+        else:
+            connection.pending = None
+            self.selector.modify(connection.sock, selectors.EVENT_READ, connection)
+
+    def _readable(self, connection: SyncConnection) -> None:
+        try:
+            data = connection.sock.recv(262144)
+        except BlockingIOError:
+            return
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        # Count frames in data without copying payloads: only headers are looked at.
+        pos = 0
+        end = len(data)
+        while pos < end:
+            remaining = connection.remaining
+            if remaining:
+                if end - pos < remaining:
+                    connection.remaining = remaining - (end - pos)
+                    return
+                pos += remaining
+                connection.remaining = 0
+            else:
+                head = (
+                    connection.head + data[pos : pos + 14]
+                    if connection.head
+                    else data[pos : pos + 14]
+                )
+                if len(head) < 2:
+                    connection.head = head
+                    return
+                length = head[1] & 0x7F
+                hlen = 2 if length < 126 else 4 if length == 126 else 10
+                if len(head) < hlen:
+                    connection.head = head
+                    return
+                if length == 126:
+                    length = struct.unpack_from("!H", head, 2)[0]
+                elif length == 127:
+                    length = struct.unpack_from("!Q", head, 2)[0]
+                pos += hlen - len(connection.head)
+                connection.head = b""
+                connection.fin = bool(head[0] & 0x80)
+                connection.opcode = head[0] & 0x0F
+                if length:
+                    connection.remaining = length
+                    continue
+            # A frame ended.
+            if connection.opcode < 3 and connection.fin:
+                self.count += 1
+                if self.running:
+                    self._send(connection, self.frame)
+                else:
+                    self.in_flight -= 1
+
+    def go(self) -> None:
+        self.running = True
+        self.in_flight = len(self.connections)
+        for connection in self.connections:
+            self._send(connection, self.frame)
+
+    def close_all(self) -> None:
+        for connection in self.connections:
+            self.selector.unregister(connection.sock)
+            sock = connection.sock
+            sock.setblocking(True)
+            sock.settimeout(5)
+            key = os.urandom(4)
+            payload = struct.pack("!H", 1000)
+            masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            try:
+                sock.sendall(bytes([0x88, 0x80 | len(payload)]) + key + masked)
+                while sock.recv(65536):  # the server's close frame, then EOF
+                    pass
+            except OSError:
+                pass
+            sock.close()
+        self.connections = []
+
+    def _command(self, line: str) -> bool:
+        command, _, argument = line.partition(" ")
+        if command == "CELL":
+            cell = json.loads(argument)
+            self.open(cell["size"], cell["conns"])
+            _say("READY")
+        elif command == "GO":
+            self.go()
+        elif command == "MARK":
+            mark = {"count": self.count, "time": time.perf_counter(), "cpu": time.process_time()}
+            _say("MARK " + json.dumps(mark))
+        elif command == "STOP":
+            self.running = False
+            while self.in_flight:
+                self._poll()
+            self.close_all()
+            _say("DONE")
+        return True
+
+    def _poll(self) -> bool:
+        """Wait for events and handle them; False at EOF on stdin."""
+        commands = False
+        for key, events in self.selector.select():
+            connection = key.data
+            if connection is None:
+                commands = True
+                continue
+            if events & selectors.EVENT_WRITE and connection.pending is not None:
+                self._writable(connection)
+            if events & selectors.EVENT_READ:
+                self._readable(connection)
+        if commands:
+            # Last, since a command may close the connections that the events are about.
+            chunk = os.read(self.stdin, 4096)
+            if not chunk:
+                return False
+            self.commands += chunk
+            while b"\n" in self.commands:
+                line, _, self.commands = self.commands.partition(b"\n")
+                self._command(line.decode().strip())
+        return True
+
+    def run(self) -> None:
+        self.selector.register(self.stdin, selectors.EVENT_READ, None)
+        while self._poll():
+            pass
+        self.close_all()
+
+
 # --- library clients -----------------------------------------------------------------------------
 
 
@@ -417,6 +666,9 @@ def main() -> None:
     args = parser.parse_args()
     client: RawClient | LibraryClient
     if args.client == "raw":
+        SyncRawClient(args.host, args.port, args.compression, args.text).run()
+        return
+    if args.client == "raw-asyncio":
         client = RawClient(args.host, args.port, args.compression, args.text)
     else:
         client = LibraryClient(args.client, args.host, args.port, args.compression, args.text)
