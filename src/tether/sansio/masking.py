@@ -21,8 +21,22 @@ whole):
   zeroed bytearray from slices of the source measured 30% slower than copying first: the
   strided writes then land on fresh pages.)
 
-There is no per-byte Python loop anywhere. A compiled helper XORing 8 bytes at a time would be
-10-20 times faster on large payloads; this module is where it would plug in.
+There is no per-byte Python loop anywhere.
+
+The optional C module ``tether.sansio._speedups`` (built from ``_speedups.c`` when the package
+is installed and a C compiler works) XORs 8 bytes at a time: about 0.1 us a call for payloads up
+to a few hundred bytes (5-20 times less than the above) and 13 GB/s on large ones, 15-20 times
+the pure-Python rate. It is used when it is importable and the environment variable
+``TETHER_NO_SPEEDUPS`` is unset, empty or ``0``: then the module-level :func:`apply_mask`,
+:func:`mask_in_place` and :func:`join_masked` are the C functions. Otherwise they are the
+pure-Python ones, which stay available as :func:`py_apply_mask`, :func:`py_mask_in_place` and
+:func:`py_join_masked` either way. :data:`IMPLEMENTATION` says which is active.
+
+The two implementations take the same (positional-only) arguments, return the same results and
+raise the same exception types for arguments of the documented types; the tests check them
+against a naive reference and against each other. Outside those types they may differ: the C
+functions take any buffer (including a writable memoryview to mask in place) but raise
+``BufferError`` for a non-contiguous memoryview or a read-only buffer to mask in place.
 """
 
 from __future__ import annotations
@@ -30,9 +44,10 @@ from __future__ import annotations
 import os
 import struct
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Literal
 
-__all__ = ["MaskSource", "apply_mask", "mask_in_place"]
+__all__ = ["IMPLEMENTATION", "MaskSource", "apply_mask", "join_masked", "mask_in_place"]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -61,7 +76,7 @@ _XOR_TABLES: tuple[bytes, ...] = tuple(
 del _IDENTITY
 
 
-def apply_mask(data: BytesLike, mask: bytes) -> bytes:
+def py_apply_mask(data: BytesLike, mask: bytes, /) -> bytes:
     """Return ``data`` XORed with the 4-byte ``mask`` repeated (5.3); masks and unmasks alike.
 
     ``data`` is any C-contiguous bytes-like object; a memoryview of a wider item type is read as
@@ -86,22 +101,44 @@ def apply_mask(data: BytesLike, mask: bytes) -> bytes:
     return bytes(buf)
 
 
-def mask_in_place(buf: bytearray, mask: bytes, start: int = 0) -> None:
+def py_mask_in_place(buf: bytearray, mask: bytes, start: int = 0, /) -> None:
     """XOR ``buf[start:]`` with the 4-byte ``mask`` repeated, in place.
 
     This lets a caller that builds a frame in a bytearray (header, then payload) mask the
     payload where it lies, with no temporary copy of it.
 
     Raises:
+        ValueError: ``mask`` is not 4 bytes long, or ``start`` is not between 0 and
+            ``len(buf)``.
+    """
+    if len(mask) != 4:
+        raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
+    if not 0 <= start <= len(buf):
+        raise ValueError(f"start must be between 0 and {len(buf)}, got {start}")
+    if len(buf) - start <= SMALL_MASK_SIZE:
+        # Same length in and out: the bytearray is not resized.
+        buf[start:] = py_apply_mask(memoryview(buf)[start:], mask)
+    else:
+        _translate_in_place(buf, start, mask)
+
+
+def py_join_masked(parts: Iterable[BytesLike], mask: bytes, prefix: BytesLike = b"", /) -> bytes:
+    """Return ``prefix`` followed by the concatenation of ``parts``, masked with ``mask``.
+
+    The key runs on across the parts: byte ``i`` of the joined parts meets ``mask[i % 4]``,
+    as if they were one payload. ``prefix`` (a frame header, say) is copied unmasked. This is
+    how the codec builds a masked frame, or unmasks a payload that arrived in pieces, in one
+    result object: the C version writes straight into it; this one joins into a bytearray,
+    masks it in place and freezes it.
+
+    Raises:
         ValueError: ``mask`` is not 4 bytes long.
     """
     if len(mask) != 4:
         raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
-    if len(buf) - start <= SMALL_MASK_SIZE:
-        # Same length in and out: the bytearray is not resized.
-        buf[start:] = apply_mask(memoryview(buf)[start:], mask)
-    else:
-        _translate_in_place(buf, start, mask)
+    buf = bytearray().join([prefix, *parts])
+    py_mask_in_place(buf, mask, memoryview(prefix).nbytes)
+    return bytes(buf)
 
 
 def _translate_in_place(buf: bytearray, start: int, mask: bytes) -> None:
@@ -112,6 +149,23 @@ def _translate_in_place(buf: bytearray, start: int, mask: bytes) -> None:
     buf[start + 1 :: 4] = buf[start + 1 :: 4].translate(tables[mask[1]])
     buf[start + 2 :: 4] = buf[start + 2 :: 4].translate(tables[mask[2]])
     buf[start + 3 :: 4] = buf[start + 3 :: 4].translate(tables[mask[3]])
+
+
+# --- choosing the implementation ----------------------------------------------------------------
+
+#: Which masking functions are active: ``"c"`` (the compiled module) or ``"python"``.
+IMPLEMENTATION: Literal["c", "python"] = "python"
+apply_mask = py_apply_mask
+mask_in_place = py_mask_in_place
+join_masked = py_join_masked
+
+if os.environ.get("TETHER_NO_SPEEDUPS", "") in ("", "0"):
+    try:
+        from ._speedups import apply_mask, join_masked, mask_in_place
+    except ImportError:  # not built: no compiler at install time, or an unusual platform
+        pass
+    else:
+        IMPLEMENTATION = "c"
 
 
 # --- masking keys -------------------------------------------------------------------------------

@@ -1,0 +1,9 @@
+"""Types of the optional compiled masking module (_speedups.c); see masking.py."""
+
+from collections.abc import Iterable
+
+BytesLike = bytes | bytearray | memoryview
+
+def apply_mask(data: BytesLike, mask: bytes, /) -> bytes: ...
+def mask_in_place(buf: bytearray, mask: bytes, start: int = 0, /) -> None: ...
+def join_masked(parts: Iterable[BytesLike], mask: bytes, prefix: BytesLike = b"", /) -> bytes: ...
