@@ -5,12 +5,12 @@
  *
  * This module is optional. masking.py imports it when it was built (and TETHER_NO_SPEEDUPS is
  * not set) and otherwise uses its pure-Python functions, which take the same arguments, return
- * the same results and raise the same exception types; the tests run both. See masking.py for
- * what each function is for.
+ * the same results and raise the same exception types for the documented argument types; the
+ * tests run both. See masking.py for what each function is for.
  *
- * How: the key repeated twice is one 8-byte word, and since 8 is a multiple of 4, every aligned
- * group of 8 data bytes meets exactly that word. We XOR word by word and finish the last 0-7
- * bytes one at a time. Loads and stores go through memcpy, so the data may sit at any address
+ * How: the key repeated twice is one 8-byte word, and since 8 is a multiple of 4, each group of
+ * 8 bytes at offsets 8k..8k+7 of the payload meets exactly that word. We XOR word by word and
+ * finish the last 0-7 bytes one at a time. Loads and stores go through memcpy, so the data may sit at any address
  * (no unaligned access, no type punning); compilers turn those memcpy calls into plain moves,
  * and at -O3 (CPython's default flags) into vector instructions. Portable C99, no intrinsics.
  *
@@ -28,9 +28,10 @@
 /* Payloads of at least this many bytes (about 80 us of work) are masked with the GIL released,
  * so that other threads run Python meanwhile and several threads can mask on several cores.
  * It is not free: when another thread is busy, the thread that let go of the GIL waits to get
- * it back, which for an event loop thread is added latency. Measured with a busy second thread
- * (CPython 3.11, 2 cores), releasing for 64 KiB - 4 MiB payloads cost the masking thread 35-50%
- * of its calls and gave about as much to the other thread. So we keep the GIL for small and
+ * it back, which for an event loop thread is added latency. Measured with a second thread
+ * running a Python loop (CPython 3.11, 2 busy cores), releasing for 64 KiB - 4 MiB payloads cost
+ * the masking thread 35-50% of its calls and gave about as much to the other thread; two
+ * threads masking 1 MiB payloads got no more done together either way. So we keep the GIL for small and
  * medium payloads, where the pause we would save other threads is short next to the 5 ms
  * switch interval, and release it only for large ones. */
 #define RELEASE_GIL_SIZE (1024 * 1024)

@@ -166,8 +166,8 @@ _UNPACK_KEY = struct.Struct("<I").unpack_from
 
 # How small payloads are masked. In pure Python, the integer method of masking.py written out
 # inline is the cheapest (no call, no memoryview). With the C helper one call costs about 0.1 us
-# whatever the size up to a few KiB, three to five times less than the inline integer method
-# even for a 2-byte payload, so the codec calls it for every masked payload. Payloads up to
+# whatever the size up to a few KiB, two to four times less than the inline integer method even
+# for a 2-byte payload, so the codec calls it for every masked payload. Payloads up to
 # _SLICE_MASK_SIZE are handed to it as a bytes slice of the receive buffer: copying a few KiB
 # costs less than creating a memoryview.
 _MASK_INLINE = IMPLEMENTATION == "python"
@@ -194,9 +194,10 @@ def serialize_frame(
     are ignored.
 
     Unmasked, the payload is copied once, into the result. Masked, it is also read once to
-    mask it: into a temporary up to :data:`~tether.sansio.masking.SMALL_MASK_SIZE` bytes, by
-    :func:`~tether.sansio.masking.join_masked` above (with the C helper, straight into the
-    result; in pure Python, in place in a bytearray that is then frozen into ``bytes``).
+    mask it: into a temporary up to :data:`~tether.sansio.masking.SMALL_MASK_SIZE` bytes;
+    above that, :func:`~tether.sansio.masking.join_masked` puts the header and the masked
+    payload in one result (the C helper writes straight into it; in pure Python the payload is
+    masked in place in a bytearray, which is then frozen into ``bytes``).
 
     Raises:
         ProtocolError: a control frame is longer than 125 bytes or is fragmented (5.5).

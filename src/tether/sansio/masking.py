@@ -25,7 +25,7 @@ There is no per-byte Python loop anywhere.
 
 The optional C module ``tether.sansio._speedups`` (built from ``_speedups.c`` when the package
 is installed and a C compiler works) XORs 8 bytes at a time: about 0.1 us a call for payloads up
-to a few hundred bytes (5-20 times less than the above) and 13 GB/s on large ones, 15-20 times
+to a few hundred bytes (10-30 times less than the above) and 13 GB/s on large ones, 15-20 times
 the pure-Python rate. It is used when it is importable and the environment variable
 ``TETHER_NO_SPEEDUPS`` is unset, empty or ``0``: then the module-level :func:`apply_mask`,
 :func:`mask_in_place` and :func:`join_masked` are the C functions. Otherwise they are the
