@@ -604,12 +604,18 @@ def totals_table(results: list[CaseResult]) -> list[str]:
     overall: Counter[str] = sum(sections.values(), Counter())
     columns = [c for c in COLUMNS if overall[c]] or ["OK"]
     columns += sorted(set(overall) - set(COLUMNS))
-    header = f"{'section':>7} {'cases':>6} " + " ".join(f"{c:>{len(c)}}" for c in columns)
-    lines = ["totals per section (time: sum of the suite's case durations):", header + "  time"]
+    widths = [max(len(c), 4) for c in columns]
+    header = f"{'section':>7} {'cases':>5} " + " ".join(
+        f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)
+    )
+    lines = [
+        "totals per section (time: sum of the suite's case durations):",
+        f"{header} {'time':>9}",
+    ]
 
     def row(name: str, counts: Counter[str], millis: int) -> str:
-        cells = " ".join(f"{counts[c] or '':>{len(c)}}" for c in columns)
-        return f"{name:>7} {sum(counts.values()):>6} {cells}  {millis / 1000:.1f} s"
+        cells = " ".join(f"{counts[c] or '':>{w}}" for c, w in zip(columns, widths, strict=True))
+        return f"{name:>7} {sum(counts.values()):>5} {cells} {millis / 1000:>7.1f} s"
 
     for section in sorted(sections):
         lines.append(row(str(section), sections[section], durations[section]))
