@@ -252,18 +252,36 @@ class Running:
 def run_all(setups: list[Setup], cells: list[tuple[int, int]], rounds: int, progress: bool) -> None:
     """Measure every cell against every setup, interleaved: for each round, each cell, each
     setup in turn, so that a change in the machine's background load hits every column alike.
-    The best round of each cell is kept."""
-    running: list[Running] = []
-    try:
-        for setup in setups:
-            running.append(Running(setup))
-        for _ in range(rounds):
-            for size, conns in cells:
-                for run in running:
+    The best round of each cell is kept.
+
+    Every measurement gets a fresh server and fresh client processes, because a process's
+    history changes its cost per message: glibc serves the 256 KiB that asyncio's selector
+    transport allocates for every ``recv`` with ``mmap`` (plus a page fault, ``mremap`` and
+    ``munmap``) until the process frees some large ``mmap``-ed block, such as a 1 MiB
+    message, after which it raises its threshold and serves them from the heap. A server kept
+    across cells would run the small-message cells of the second round in that cheaper state,
+    which a server that only ever sees small messages never reaches. Profiles (one process
+    for the whole run) are the exception.
+    """
+    if any(setup.profile or setup.py_spy for setup in setups):
+        running = [Running(setup) for setup in setups]
+        try:
+            for _ in range(rounds):
+                for size, conns in cells:
+                    for run in running:
+                        run.measure(size, conns, progress)
+        finally:
+            for run in running:
+                run.stop()
+        return
+    for _ in range(rounds):
+        for size, conns in cells:
+            for setup in setups:
+                run = Running(setup)
+                try:
                     run.measure(size, conns, progress)
-    finally:
-        for run in running:
-            run.stop()
+                finally:
+                    run.stop()
 
 
 # --- profiling -----------------------------------------------------------------------------------
