@@ -130,7 +130,15 @@ async def measure(
 
     task = asyncio.create_task(echo())
     await asyncio.sleep(0)
-    data_received = connection.data_received
+    if isinstance(connection, asyncio.BufferedProtocol):
+        # What the selector transport does for a buffered protocol: recv_into the lent buffer.
+        def data_received(chunk: bytes) -> None:
+            buffer = connection.get_buffer(-1)
+            buffer[: len(chunk)] = chunk
+            connection.buffer_updated(len(chunk))
+
+    else:
+        data_received = connection.data_received
     if fixed is not None:
         # A fixed number of round trips, for instruction counts (see --fixed).
         for _ in range(fixed):
