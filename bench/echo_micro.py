@@ -133,7 +133,7 @@ async def measure(
     if isinstance(connection, asyncio.BufferedProtocol):
         # What the selector transport does for a buffered protocol: recv_into the lent buffer.
         def data_received(chunk: bytes) -> None:
-            buffer = connection.get_buffer(-1)
+            buffer = memoryview(connection.get_buffer(-1))
             buffer[: len(chunk)] = chunk
             connection.buffer_updated(len(chunk))
 
