@@ -487,6 +487,13 @@ def main() -> None:
         help="import tether from DIR (e.g. a `git archive` of another commit) instead of ./src",
     )
     parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        metavar="BYTES",
+        help="set glibc's MALLOC_MMAP_THRESHOLD_ in every server and client, e.g. 1048576: "
+        "then asyncio's 256 KiB reads come from the heap, not from mmap (see run_all)",
+    )
+    parser.add_argument(
         "--tether-alt",
         metavar="DIR",
         help="add a column 'tether-alt': tether imported from DIR (compare two versions)",
@@ -494,6 +501,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.tether_src:
         os.environ["TETHER_BENCH_SRC"] = str(Path(args.tether_src).resolve())
+    if args.malloc_mmap_threshold is not None:
+        # Read by glibc at start-up in every child (servers and clients alike).
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     if args.tether_alt:
         ALT_SRC.append(str(Path(args.tether_alt).resolve()))
         if "tether-alt" not in args.servers:
@@ -551,6 +561,8 @@ def main() -> None:
         f"client: {', '.join(clients)} x{args.client_procs} process(es); run took {elapsed:.0f} s"
     )
     print(_versions())
+    if args.malloc_mmap_threshold is not None:
+        print(f"MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold} in every process")
     print(
         f"load average (1 min) before: {load_before}, after: {_load()} "
         "(anything above ~0 is other work competing for the 2 cores)"
