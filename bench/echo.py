@@ -317,7 +317,7 @@ def _short(frame: str) -> str:
 def report_py_spy(output: str, top: int) -> None:
     own: collections.Counter[str] = collections.Counter()
     total_in: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     with open(output) as f:
         for line in f:
             stack, _, count_text = line.rstrip("\n").rpartition(" ")
@@ -326,10 +326,12 @@ def report_py_spy(output: str, top: int) -> None:
             count = int(count_text)
             frames = [_short(frame) for frame in stack.split(";")]
             total += count
+            if frames[-1].endswith(("select", "poll")):
+                idle += count  # the event loop waiting: not part of the percentages
+                continue
             own[frames[-1]] += count
             for name in set(frames):
                 total_in[name] += count
-    idle = sum(count for name, count in own.items() if name.endswith(("select", "poll")))
     busy = total - idle
     if not busy:
         print("py-spy collected no samples")
@@ -339,28 +341,27 @@ def report_py_spy(output: str, top: int) -> None:
         f" percentages are of the other {busy}"
     )
     print(f"{'self %':>7} {'total %':>8}  function")
-    shown = 0
-    for name, count in own.most_common():
-        if name.endswith(("select", "poll")):
-            continue
+    for name, count in own.most_common(top):
         print(f"{100 * count / busy:7.1f} {100 * total_in[name] / busy:8.1f}  {name}")
-        shown += 1
-        if shown >= top:
-            break
+
+
+def _is_wait(name: str) -> bool:
+    # cProfile names C methods "<method 'poll' of 'select.epoll' objects>".
+    return name in ("poll", "select") or name.startswith(("<method 'poll'", "<method 'select'"))
 
 
 def report_profile(path: str, top: int) -> None:
     stats = pstats.Stats(path)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in raw.values())  # tottime over every function
-    idle = sum(entry[2] for key, entry in raw.items() if key[2] in ("poll", "select"))
+    idle = sum(entry[2] for key, entry in raw.items() if _is_wait(key[2]))
     busy = total - idle
     print(f"cProfile: {total:.2f} s recorded, {idle:.2f} s waiting in select/poll")
     print(f"{'tottime %busy':>14} {'cumtime %busy':>14} {'calls':>10}  function")
     rows = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)
     shown = 0
     for (filename, line, name), (_, ncalls, tottime, cumtime, _) in rows:
-        if name in ("poll", "select"):
+        if _is_wait(name):
             continue
         where = _short(f"{name} ({filename}:{line})")
         print(f"{100 * tottime / busy:13.1f}% {100 * cumtime / busy:13.1f}% {ncalls:10d}  {where}")
