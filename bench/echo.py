@@ -69,12 +69,15 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``'s main thread, from /proc
-    (Linux): schedstat counts nanoseconds, stat only clock ticks. The servers are single
-    threaded."""
+    """CPU seconds (user + system) used so far by every thread of process ``pid``, from /proc
+    (Linux). schedstat counts nanoseconds per thread, stat only clock ticks; threads count
+    because aiohttp compresses large messages in an executor thread."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
     except (OSError, ValueError, IndexError):
         pass
     try:
