@@ -139,6 +139,12 @@ class Protocol:
         self.reader = StreamReader()
         self._parser: FrameParser | None = None
         self._discard = False  # after a close frame or a failure, input is dropped
+        #: Stop parsing after each complete message until :meth:`resume_parsing` (the I/O
+        #: layer sets this to parse no further ahead than the application reads: a peer error
+        #: behind a message is then found after the application has handled that message).
+        self.pause_after_message = False
+        self._paused = False
+        self._message_done = False
 
         self._events: list[Event] = []
         self._writes: list[bytes] = []
@@ -242,7 +248,29 @@ class Protocol:
             return
         assert self._parser is not None
         self._parser.feed(data)
-        self._receive_frames()
+        if not self._paused:
+            self._receive_frames()
+
+    @property
+    def parsing_paused(self) -> bool:
+        """Whether frames wait unparsed because a message is waiting for the application
+        (only with ``pause_after_message``)."""
+        return self._paused
+
+    def resume_parsing(self) -> None:
+        """Parse what was held back by ``pause_after_message`` (up to the next message)."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._parser is not None and not self._discard:
+            self._receive_frames()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not parsed yet."""
+        if self._parser is None:
+            return len(self.reader.buffer)
+        return self._parser.buffered
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection (or the connection was lost)."""
@@ -259,6 +287,10 @@ class Protocol:
                 )
                 self.state = State.CLOSED
             return
+        if self._paused:
+            # The peer is gone: whatever it sent before, a close frame included, counts now.
+            self.pause_after_message = False
+            self.resume_parsing()
         if self.debug:
             self.logger.debug("< EOF")
         if self.close_rcvd is None and self._in_opcode is not None and self.debug:
@@ -281,13 +313,17 @@ class Protocol:
         parser = self._parser
         assert parser is not None
         try:
-            while not self._discard:
+            while not self._discard and not self._paused:
                 frame = parser.next_frame()
                 if frame is None:
                     break
                 if self.debug:
                     self.logger.debug("< %s", frame)
                 self._receive_frame(frame)
+                if self._message_done:
+                    self._message_done = False
+                    if self.pause_after_message and self._state is State.OPEN:
+                        self._paused = True
         except ProtocolError as exc:
             self._peer_failed(exc, CloseCode.PROTOCOL_ERROR, str(exc))
         except UnicodeDecodeError as exc:
@@ -383,6 +419,7 @@ class Protocol:
                     self._events.append(Fragment(data.decode(), True, True))
                 else:
                     self._events.append(Fragment(data, True, True))
+                self._message_done = True
                 return
             self._in_opcode = opcode
             if opcode is Opcode.TEXT:
@@ -412,6 +449,7 @@ class Protocol:
             self._events.append(Fragment(piece, first, fin))
         if fin:
             self._reset_incoming()
+            self._message_done = True
 
     def _reset_incoming(self) -> None:
         self._in_opcode = None
@@ -551,6 +589,8 @@ class Protocol:
             if len(reason.encode()) > _MAX_REASON:
                 raise ValueError(f"close reason must be at most {_MAX_REASON} bytes in UTF-8")
         self._send_close_frame(close)
+        # Now waiting for the peer's close frame: read everything, however far ahead.
+        self.resume_parsing()
 
     def _send_close_frame(self, close: Close | None) -> None:
         payload = b"" if close is None else close.serialize()

@@ -1,0 +1,98 @@
+"""Parsing no further ahead than the application reads (``pause_after_message``).
+
+The asyncio layer turns this on so that a peer error behind a valid message is found only after
+the application has handled that message, as the Autobahn Testsuite expects of a strict
+implementation (cases 3.2-3.4, 4.1.3-4.2.5, 5.15): the echo of the valid message goes out
+before the close frame.
+"""
+
+from __future__ import annotations
+
+from tether.sansio.codes import Opcode
+from tether.sansio.events import CloseReceived, Fragment, Ping
+from tether.sansio.frames import Close, Frame, FrameParser, serialize_frame
+from tether.sansio.protocol import Protocol, Side, State
+
+
+def masked(opcode: Opcode, data: bytes, fin: bool = True, rsv2: bool = False) -> bytes:
+    return serialize_frame(Frame(opcode, data, fin, rsv2=rsv2), mask=True)
+
+
+def sent_frames(protocol: Protocol) -> list[Frame]:
+    parser = FrameParser(mask_expected=False)
+    for data in protocol.data_to_send():
+        parser.feed(data)
+    frames = []
+    while (frame := parser.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def server() -> Protocol:
+    protocol = Protocol(Side.SERVER, assemble=False)
+    protocol.pause_after_message = True
+    return protocol
+
+
+def test_error_behind_a_message_is_found_when_the_application_asks_for_more() -> None:
+    protocol = server()
+    protocol.receive_data(masked(Opcode.TEXT, b"Hello") + masked(Opcode.TEXT, b"bad", rsv2=True))
+    assert protocol.events_received() == [Fragment("Hello", True, True)]
+    assert protocol.parsing_paused and protocol.state is State.OPEN
+    assert protocol.data_to_send() == []
+    protocol.send_text("Hello")  # the application echoes first
+    protocol.resume_parsing()  # then asks for the next message
+    frames = sent_frames(protocol)
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.CLOSE]
+    assert Close.parse(frames[1].data).code == 1002
+
+
+def test_without_pausing_the_error_is_found_at_once() -> None:
+    protocol = Protocol(Side.SERVER, assemble=False)
+    protocol.receive_data(masked(Opcode.TEXT, b"Hello") + masked(Opcode.TEXT, b"bad", rsv2=True))
+    assert [f.opcode for f in sent_frames(protocol)] == [Opcode.CLOSE]
+
+
+def test_fragments_of_one_message_are_parsed_without_pausing() -> None:
+    protocol = server()
+    protocol.receive_data(
+        masked(Opcode.TEXT, b"a", fin=False)
+        + masked(Opcode.PING, b"p")
+        + masked(Opcode.CONT, b"b", fin=True)
+        + masked(Opcode.BINARY, b"c")
+    )
+    events = protocol.events_received()
+    assert events == [Fragment("a", True, False), Ping(b"p"), Fragment("b", False, True)]
+    protocol.resume_parsing()
+    assert protocol.events_received() == [Fragment(b"c", True, True)]
+
+
+def test_closing_reads_everything_that_is_waiting() -> None:
+    protocol = server()
+    protocol.receive_data(
+        masked(Opcode.TEXT, b"1") + masked(Opcode.TEXT, b"2") + masked(Opcode.CLOSE, b"\x03\xe8")
+    )
+    assert protocol.events_received() == [Fragment("1", True, True)]
+    protocol.send_close(1000)
+    events = protocol.events_received()
+    assert events[0] == Fragment("2", True, True)
+    assert isinstance(events[1], CloseReceived) and events[1].close.code == 1000
+    assert protocol.close_rcvd_then_sent is False
+
+
+def test_eof_reads_everything_that_is_waiting() -> None:
+    protocol = server()
+    protocol.receive_data(masked(Opcode.TEXT, b"1") + masked(Opcode.CLOSE, b"\x0f\xa0bye"))
+    protocol.events_received()
+    protocol.receive_eof()
+    assert protocol.close_rcvd == Close(4000, "bye")
+    assert protocol.close_code == 4000
+
+
+def test_buffered_counts_unparsed_bytes() -> None:
+    protocol = server()
+    second = masked(Opcode.BINARY, b"x" * 100)
+    protocol.receive_data(masked(Opcode.BINARY, b"1") + second)
+    assert protocol.buffered == len(second)
+    protocol.resume_parsing()
+    assert protocol.buffered == 0
