@@ -553,3 +553,35 @@ def test_works_on_uvloop() -> None:
             await main()
 
     uvloop.run(bounded())
+
+
+def test_echo_of_a_message_goes_out_before_failing_on_what_follows_it() -> None:
+    """Autobahn 3.2 strictly: a valid message and a bad frame arrive together; the server
+    answers the message before it fails the connection (1002)."""
+    from tether.sansio.codes import Opcode
+    from tether.sansio.frames import Frame, serialize_frame
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+            sock = await asyncio.to_thread(_raw_handshake, server.port_number)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(
+                sock,
+                serialize_frame(Frame(Opcode.TEXT, b"Hello"), mask=True)
+                + serialize_frame(Frame(Opcode.TEXT, b"bad", rsv2=True), mask=True)
+                + serialize_frame(Frame(Opcode.PING, b""), mask=True),
+            )
+            parser = FrameParser(mask_expected=False)
+            frames = []
+            while data := await loop.sock_recv(sock, 4096):
+                parser.feed(data)
+                while (frame := parser.next_frame()) is not None:
+                    frames.append(frame)
+            sock.close()
+            assert [(f.opcode.name, f.data[:5]) for f in frames] == [
+                ("TEXT", b"Hello"),
+                ("CLOSE", b"\x03\xeareserved bits"[:5]),
+            ]
+
+    run(main())

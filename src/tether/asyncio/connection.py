@@ -94,6 +94,9 @@ class Connection(asyncio.BufferedProtocol):
         self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": "-"})
         protocol.logger = self.logger
         protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+        # Parse no further ahead than the application reads: a peer error that follows a
+        # message is then found after the application has handled (and maybe answered) it.
+        protocol.pause_after_message = True
 
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -106,6 +109,7 @@ class Connection(asyncio.BufferedProtocol):
         self._complete = 0  # messages in the queue whose last fragment is there
         self._max_queue = limits.max_queue
         self._reading_paused = False
+        self._resume_scheduled = False
         self._recv_waiter: asyncio.Future[None] | None = None
         self._recv_busy = False
 
@@ -182,6 +186,11 @@ class Connection(asyncio.BufferedProtocol):
         self._recv_busy = True
         try:
             while self._complete == 0:
+                if self.protocol.parsing_paused:
+                    # The application wants the next message: parse up to it.
+                    self.protocol.resume_parsing()
+                    self._process_events()
+                    continue
                 # _wait_for_data() inlined: one coroutine less per message received.
                 if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
                     raise self._closed_exc()
@@ -198,6 +207,8 @@ class Connection(asyncio.BufferedProtocol):
             self._queued_bytes -= len(data)
             if fragment.last:
                 self._complete -= 1
+                if self._complete == 0 and self.protocol.parsing_paused:
+                    self._resume_parsing_soon()
                 if self._reading_paused:
                     self._maybe_resume_reading()
                 return data
@@ -226,6 +237,10 @@ class Connection(asyncio.BufferedProtocol):
         try:
             while True:
                 while not self._queue:
+                    if self.protocol.parsing_paused:
+                        self.protocol.resume_parsing()
+                        self._process_events()
+                        continue
                     await self._wait_for_data()
                 fragment = self._pop()
                 yield fragment.data
@@ -377,7 +392,8 @@ class Connection(asyncio.BufferedProtocol):
             # A close frame may interrupt a fragmented message being sent (5.4: control
             # frames may be injected); the message then never ends, which is legal.
             self.protocol.send_close(code, reason)
-            self._flush()
+            # send_close() parsed what was held back, the peer's close frame maybe included.
+            self._process_events()
         elif self.protocol.state is State.CONNECTING and self.transport is not None:
             self.transport.close()
         await self.wait_closed()
@@ -399,12 +415,34 @@ class Connection(asyncio.BufferedProtocol):
         self._queued_bytes -= len(fragment.data)
         if fragment.last:
             self._complete -= 1
+            if self._complete == 0 and self.protocol.parsing_paused:
+                self._resume_parsing_soon()
         if self._reading_paused:
             self._maybe_resume_reading()
         return fragment
 
+    def _resume_parsing_soon(self) -> None:
+        """The application took the last complete message: parse on, but only once it has
+        run up to its next pause (typically after answering that message)."""
+        if not self._resume_scheduled:
+            self._resume_scheduled = True
+            self.loop.call_soon(self._resume_parsing)
+
+    def _resume_parsing(self) -> None:
+        self._resume_scheduled = False
+        if self.protocol.parsing_paused and self._complete == 0:
+            self.protocol.resume_parsing()
+            self._process_events()
+            if self._reading_paused:
+                self._maybe_resume_reading()
+
     def _maybe_resume_reading(self) -> None:
-        if self._queued_bytes <= self._max_queue // 4:
+        # Resume below a quarter of max_queue, or whenever the application would otherwise
+        # wait for data that only reading can bring (nothing complete, nothing held back).
+        pending = self._queued_bytes + self.protocol.buffered
+        if pending <= self._max_queue // 4 or (
+            self._complete == 0 and not self.protocol.parsing_paused
+        ):
             self._reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -441,14 +479,16 @@ class Connection(asyncio.BufferedProtocol):
                 self._handle_event(event)
         if queued:
             self._wake_receiver()
-            if (
-                self._queued_bytes > self._max_queue
-                and self._complete > 0
-                and not self._reading_paused
-                and self.transport is not None
-            ):
-                self._reading_paused = True
-                self.transport.pause_reading()
+        if (
+            not self._reading_paused
+            and (self._complete > 0 or protocol.parsing_paused)
+            and self._queued_bytes + protocol.buffered > self._max_queue
+            and self.transport is not None
+        ):
+            # A complete message waits for the application: stop reading until it catches
+            # up. (Never while a message is incomplete: that would wait forever.)
+            self._reading_paused = True
+            self.transport.pause_reading()
         self._flush()
 
     def _handle_event(self, event: object) -> None:
