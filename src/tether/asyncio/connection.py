@@ -424,6 +424,14 @@ class Connection(asyncio.BufferedProtocol):
     def _resume_parsing_soon(self) -> None:
         """The application took the last complete message: parse on, but only once it has
         run up to its next pause (typically after answering that message)."""
+        protocol = self.protocol
+        if protocol.buffered == 0:
+            # Nothing was held back (the usual case: the peer waits for the answer). Unpausing
+            # now parses nothing; bytes that arrive later are parsed in a later callback, after
+            # the application's turn, exactly as if the resume had been scheduled. This saves
+            # a callback and an empty parse per message.
+            protocol.resume_parsing()
+            return
         if not self._resume_scheduled:
             self._resume_scheduled = True
             self.loop.call_soon(self._resume_parsing)
