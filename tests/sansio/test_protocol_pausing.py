@@ -96,3 +96,57 @@ def test_buffered_counts_unparsed_bytes() -> None:
     assert protocol.buffered == len(second)
     protocol.resume_parsing()
     assert protocol.buffered == 0
+
+
+# --- UTF-8 validated while a text frame arrives (Autobahn 6.4.3, 6.4.4) ----------------------
+
+
+def test_invalid_utf8_fails_before_the_frame_is_complete() -> None:
+    protocol = Protocol(Side.SERVER)
+    payload = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited"  # U+110000 is out of range
+    raw = masked(Opcode.TEXT, payload)
+    cut = len(raw) - len(payload) + 10  # header + the valid part
+    protocol.receive_data(raw[:cut])
+    assert protocol.data_to_send() == []
+    protocol.receive_data(raw[cut : cut + 2])  # F4 90: already impossible
+    frames = sent_frames(protocol)
+    assert [f.opcode for f in frames] == [Opcode.CLOSE]
+    assert Close.parse(frames[0].data).code == 1007
+
+
+def test_invalid_utf8_in_a_continuation_frame_still_arriving() -> None:
+    protocol = Protocol(Side.CLIENT)
+    first = serialize_frame(Frame(Opcode.TEXT, b"ok \xce", fin=False), mask=False)
+    cont = serialize_frame(Frame(Opcode.CONT, b"\xbaX\xff" + b"y" * 200), mask=False)
+    protocol.receive_data(first + cont[:6])  # header (4 bytes) + CE's continuation + "X"
+    assert protocol.data_to_send() == []
+    protocol.receive_data(cont[6:7])  # FF
+    frames = [f for f in sent_frames_client(protocol)]
+    assert Close.parse(frames[0].data).code == 1007
+
+
+def test_valid_text_arriving_byte_by_byte_is_accepted() -> None:
+    protocol = Protocol(Side.SERVER)
+    text = "héllo wörld €𝄞" * 20
+    for byte in masked(Opcode.TEXT, text.encode()):
+        protocol.receive_data(bytes([byte]))
+    (event,) = protocol.events_received()
+    assert event.data == text  # type: ignore[union-attr]
+    assert protocol.data_to_send() == []
+
+
+def test_surrogate_prefix_in_an_incomplete_frame_fails() -> None:
+    protocol = Protocol(Side.SERVER)
+    raw = masked(Opcode.TEXT, b"ab\xed\xa0\x80cd")
+    protocol.receive_data(raw[: len(raw) - 3])  # ... ED A0
+    assert Close.parse(sent_frames(protocol)[0].data).code == 1007
+
+
+def sent_frames_client(protocol: Protocol) -> list[Frame]:
+    parser = FrameParser(mask_expected=True)
+    for data in protocol.data_to_send():
+        parser.feed(data)
+    frames = []
+    while (frame := parser.next_frame()) is not None:
+        frames.append(frame)
+    return frames

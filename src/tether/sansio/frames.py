@@ -419,6 +419,35 @@ class FrameParser:
             data = apply_mask(memoryview(buf)[start:end], buf[start - 4 : start])
         return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
 
+    def pending_frame(self) -> tuple[Opcode, bool, int] | None:
+        """For a frame whose header is parsed but whose payload is incomplete: its opcode,
+        its RSV1 bit and how many payload bytes have arrived; ``None`` otherwise.
+
+        This lets the connection validate the UTF-8 of a text frame while it arrives.
+        """
+        if self._pending is None:
+            return None
+        fields, _, _, _ = self._pending
+        return fields[0], fields[2], self._have
+
+    def partial_payload(self, start: int) -> bytes:
+        """The unmasked payload bytes of the incomplete frame received so far, from ``start``
+        (use :meth:`pending_frame` first). A loop over received chunks, not over bytes."""
+        assert self._pending is not None
+        _, _, key, _ = self._pending
+        pieces = []
+        offset = 0
+        for part in self._parts:
+            end = offset + len(part)
+            if end > start:
+                pieces.append(part[max(start - offset, 0) :])
+            offset = end
+        data = b"".join(pieces)
+        if key is None:
+            return data
+        shift = start % 4
+        return apply_mask(data, key[shift:] + key[:shift])
+
     def _merge(self) -> bytes:
         """Put the unconsumed bytes and every received chunk in one bytes object."""
         parts = self._parts

@@ -162,6 +162,9 @@ class Protocol:
         # Incoming message being assembled.
         self._in_opcode: Opcode | None = None  # TEXT or BINARY while a message is fragmented
         self._in_compressed = False
+        # Validation of a text frame still arriving: a decoder, and how far it got.
+        self._probe: codecs.IncrementalDecoder | None = None
+        self._probe_pos = 0
         self._in_size = 0
         self._in_chunks: list[bytes] = []
         self._in_text: list[str] = []
@@ -316,7 +319,11 @@ class Protocol:
             while not self._discard and not self._paused:
                 frame = parser.next_frame()
                 if frame is None:
+                    if self._in_decoder is not None or parser.pending_frame() is not None:
+                        self._check_partial_text(parser)
                     break
+                if self._probe is not None:
+                    self._probe = None
                 if self.debug:
                     self.logger.debug("< %s", frame)
                 self._receive_frame(frame)
@@ -333,6 +340,30 @@ class Protocol:
         except Exception as exc:  # a bug of ours or of an extension: no details to the peer
             self.logger.error("! error while processing a frame", exc_info=True)
             self._peer_failed(exc, CloseCode.INTERNAL_ERROR, "")
+
+    def _check_partial_text(self, parser: FrameParser) -> None:
+        """Validate the UTF-8 of a text frame whose payload is still arriving, so that the
+        connection fails on the bytes that break the text, not when the frame is complete
+        (RFC 6455 8.1 asks to fail "as soon as" invalid UTF-8 is seen; Autobahn 6.4.3-6.4.4)."""
+        pending = parser.pending_frame()
+        if pending is None:
+            return
+        opcode, rsv1, have = pending
+        if rsv1 or (have <= self._probe_pos and self._probe is not None):
+            return  # compressed (validated once inflated), or nothing new
+        if self._probe is None:
+            if opcode is Opcode.TEXT and self._in_opcode is None:
+                probe = _utf8_decoder()
+            elif opcode is Opcode.CONT and self._in_decoder is not None and not self._in_compressed:
+                probe = _utf8_decoder()
+                probe.setstate(self._in_decoder.getstate())
+            else:
+                return
+            self._probe = probe
+            self._probe_pos = 0
+        data = parser.partial_payload(self._probe_pos)
+        self._probe_pos = have
+        _decode_fragment(self._probe, data, False)
 
     def _peer_failed(self, exc: Exception, code: int, reason: str) -> None:
         if self.debug:
@@ -397,6 +428,7 @@ class Protocol:
         elif self._in_opcode is not None:
             raise ProtocolError(f"expected a continuation frame, got {opcode.name}")
 
+        compressed = frame.rsv1
         max_size = self.limits.max_message_size
         if self.extensions:
             remaining = None if max_size is None else max_size - self._in_size
@@ -422,6 +454,7 @@ class Protocol:
                 self._message_done = True
                 return
             self._in_opcode = opcode
+            self._in_compressed = compressed
             if opcode is Opcode.TEXT:
                 self._in_decoder = _utf8_decoder()
             first = True
