@@ -32,7 +32,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/frames.py
 
-# Autobahn Testsuite, both roles, all sections but 9 (a few minutes per role on a quiet machine).
+# Autobahn Testsuite, both roles, all sections but 9 (about 15 minutes per role on 2 cores).
 # The suite lives in its own Python 2.7 virtualenv, compliance/.venv27; see compliance/README.md.
 conformance: $(STAMP)
 	bash compliance/install.sh
