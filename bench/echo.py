@@ -157,6 +157,7 @@ class Setup:
     warmup: float
     profile: str | None = None
     py_spy: str | None = None
+    column: str = ""  # the server's name, or the client's when clients are compared
     results: dict[tuple[int, int], Result] = field(default_factory=dict)  # best rate
     costs: dict[tuple[int, int], float] = field(default_factory=dict)  # least server CPU/msg
 
@@ -378,7 +379,7 @@ def report_profile(path: str, top: int) -> None:
 
 def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: list[str]) -> None:
     compressions = sorted({s.compression for s in setups})
-    by_key = {(column_of(s, columns), s.compression): s for s in setups}
+    by_key = {(s.column, s.compression): s for s in setups}
     # Ratios of each tether column to websockets.
     ratios = [c for c in columns if c.startswith("tether")] if "websockets" in columns else []
     ratio_head = "".join(f" {c.replace('tether', 't') + '/ws':>10}" for c in ratios)
@@ -426,6 +427,22 @@ def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: lis
                     row += f" {costs[name] / costs['websockets']:10.2f}"
             print(row)
     print()
+    print("client CPU time per message, microseconds (in the round with the best rate)")
+    head = f"{'size':>7} {'conns':>5} {'deflate':>7} " + " ".join(f"{c:>11}" for c in columns)
+    print(head)
+    print("-" * len(head))
+    for compression in compressions:
+        for size, conns in cells:
+            row = f"{label(size):>7} {conns:>5} {'on' if compression else 'off':>7} "
+            for column in columns:
+                setup = by_key.get((column, compression))
+                result = setup.results.get((size, conns)) if setup else None
+                if result is None or not result.rate:
+                    row += f" {'-':>11}"
+                else:
+                    row += f" {1e6 * result.client_cpu / result.rate:11,.1f}"
+            print(row)
+    print()
     print("CPU use during the measurement, share of one core: server / client")
     head = f"{'size':>7} {'conns':>5} {'deflate':>7} " + " ".join(f"{c:>11}" for c in columns)
     print(head)
@@ -442,10 +459,6 @@ def print_tables(setups: list[Setup], cells: list[tuple[int, int]], columns: lis
                     cpu = f"{result.server_cpu * 100:.0f}/{result.client_cpu * 100:.0f}"
                     row += f" {cpu:>11}"
             print(row)
-
-
-def column_of(setup: Setup, columns: list[str]) -> str:
-    return setup.server if setup.server in columns else setup.client
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -549,6 +562,7 @@ def main() -> None:
                 args.warmup,
                 profile=os.path.join(tmp, f"{server}.prof") if args.profile else None,
                 py_spy=os.path.join(tmp, f"{server}.txt") if args.py_spy else None,
+                column=client if len(clients) > 1 else server,
             )
             for server in servers
             for client in clients
