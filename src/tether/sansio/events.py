@@ -34,7 +34,7 @@ class BinaryMessage:
     data: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Fragment:
     """A piece of a message, when the protocol streams fragments instead of whole messages.
 

@@ -241,6 +241,24 @@ def serialize_frame(
     return join_masked((data,), key, header)
 
 
+def unmasked_header(frame: Frame) -> bytes:
+    """The header that :func:`serialize_frame` puts before ``frame.data`` when not masking,
+    for a caller that writes the payload separately (no copy of a large payload).
+
+    Raises:
+        ProtocolError: a control frame is longer than 125 bytes or is fragmented (5.5).
+    """
+    n = len(frame.data)
+    if frame.opcode >= 0x8:
+        _check_control(frame.fin, n)
+    b0 = frame.opcode | (frame.fin << 7) | (frame.rsv1 << 6) | (frame.rsv2 << 5) | (frame.rsv3 << 4)
+    if n < 126:
+        return _HEADER_7(b0, n)
+    if n < 0x10000:
+        return _HEADER_16(b0, 126, n)
+    return _HEADER_64(b0, 127, n)
+
+
 class FrameParser:
     """Turns received bytes into frames (5.2), checking the rules a single frame must follow.
 

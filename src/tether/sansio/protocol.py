@@ -46,7 +46,7 @@ from ..limits import Limits
 from ..typing import LoggerLike
 from .codes import OK_CLOSE_CODES, CloseCode, Opcode, is_valid_close_code
 from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
-from .frames import Close, Frame, FrameParser, serialize_frame
+from .frames import Close, Frame, FrameParser, serialize_frame, unmasked_header
 from .http11 import Request, Response
 from .streams import StreamReader
 
@@ -57,6 +57,9 @@ Event: TypeAlias = (
 )
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+#: Unmasked payloads of at least this many bytes are written apart from their header.
+SPLIT_WRITE_SIZE = 65536
 
 #: Close reasons we write ourselves are cut to fit a control frame (125 - 2 bytes of code).
 _MAX_REASON = 123
@@ -265,7 +268,7 @@ class Protocol:
         if not self._paused:
             return
         self._paused = False
-        if self._parser is not None and not self._discard:
+        if self._parser is not None and not self._discard and self._parser.buffered:
             self._receive_frames()
 
     @property
@@ -326,7 +329,10 @@ class Protocol:
                     self._probe = None
                 if self.debug:
                     self.logger.debug("< %s", frame)
-                self._receive_frame(frame)
+                if frame.opcode <= 2:  # CONT, TEXT, BINARY: _receive_frame's first branch
+                    self._receive_data_frame(frame)
+                else:
+                    self._receive_frame(frame)
                 if self._message_done:
                     self._message_done = False
                     if self.pause_after_message and self._state is State.OPEN:
@@ -531,6 +537,12 @@ class Protocol:
         if self.extensions and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             for extension in self.extensions:
                 frame = extension.encode(frame)
+        if not self._mask and len(frame.data) >= SPLIT_WRITE_SIZE:
+            # A large payload from a server: header and payload as two writes, rather than a
+            # copy of the payload behind its header (one more send() call, one copy less).
+            self._writes.append(unmasked_header(frame))
+            self._writes.append(bytes(frame.data))
+            return
         self._writes.append(serialize_frame(frame, mask=self._mask))
 
     def send_text(self, data: str | bytes, fin: bool = True) -> None:
@@ -569,10 +581,13 @@ class Protocol:
         payload = data.encode() if isinstance(data, str) else bytes(data)
         size = self.limits.max_outgoing_frame_size
         if size is None or len(payload) <= size or size <= 0:
-            if text:
-                self.send_text(payload)
-            else:
-                self.send_binary(payload)
+            # One frame: send_text/send_binary, _start_outgoing and _check_open inlined, as
+            # this runs once per message sent.
+            if self._state is not State.OPEN:
+                raise InvalidState(f"connection is {self._state.name}")
+            if self._out_opcode is not None:
+                raise InvalidState("a fragmented message is in progress: finish it first")
+            self._send_frame(Frame(Opcode.TEXT if text else Opcode.BINARY, payload))
             return
         view = memoryview(payload)
         if text:
