@@ -285,7 +285,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if isinstance(message, Iterable):
             async with self._send_lock:
-                await self._send_fragments(message)
+                await self._send_fragments_async(_aiter(message))
             return
         raise TypeError(f"cannot send {type(message).__name__}")
 
@@ -300,27 +300,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def _closed_exc(self) -> ConnectionClosed:
         return self.protocol.close_exc
-
-    async def _send_fragments(self, fragments: Iterable[Data]) -> None:
-        iterator = iter(fragments)
-        try:
-            current = next(iterator)
-        except StopIteration:
-            return
-        text = isinstance(current, str)
-        first = True
-        while True:
-            try:
-                following: Data | None = next(iterator)
-            except StopIteration:
-                following = None
-            self._send_fragment(current, text, first, following is None)
-            first = False
-            if self._writing_paused:
-                await self._drain()
-            if following is None:
-                return
-            current = following
 
     async def _send_fragments_async(self, fragments: AsyncIterable[Data]) -> None:
         iterator = aiter(fragments)
@@ -639,3 +618,9 @@ class Connection(asyncio.BufferedProtocol):
         if not self.connection_lost_waiter.done():
             self.connection_lost_waiter.set_result(None)
         self.logger.debug("= connection closed: code %s", self.close_code)
+
+
+async def _aiter(items: Iterable[Data]) -> AsyncIterator[Data]:
+    """An async view of an iterable, so both kinds of fragment sources share one loop."""
+    for item in items:
+        yield item
