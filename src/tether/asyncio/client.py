@@ -20,7 +20,6 @@ from ..exceptions import InvalidHandshake, InvalidStatus
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..sansio.client import ClientProtocol, HeadersLike
-from ..sansio.handshake import Handshake
 from ..sansio.http11 import Response
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
@@ -38,19 +37,6 @@ class ClientConnection(Connection):
     def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
         super().__init__(protocol, **kwargs)
         self.handshake_waiter: asyncio.Future[None] = self.loop.create_future()
-
-    @property
-    def request(self) -> Any:
-        return self.protocol.request
-
-    @property
-    def response(self) -> Response | None:
-        return self.protocol.response
-
-    @property
-    def handshake(self) -> Handshake:
-        """What the client offered and what the server agreed."""
-        return self.protocol.handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -37,6 +37,8 @@ from typing import Any, cast
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
+from ..sansio.handshake import Handshake
+from ..sansio.http11 import Request, Response
 from ..sansio.protocol import Protocol, State
 from ..typing import Data, LoggerLike
 
@@ -158,7 +160,23 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def subprotocol(self) -> str | None:
-        return cast(str | None, self.protocol.handshake.subprotocol)  # type: ignore[attr-defined]
+        """The subprotocol agreed in the opening handshake, if any."""
+        return self.protocol.subprotocol
+
+    @property
+    def request(self) -> Request | None:
+        """The opening handshake request (``request.path``, ``request.headers``)."""
+        return self.protocol.request
+
+    @property
+    def response(self) -> Response | None:
+        """The opening handshake response."""
+        return self.protocol.response
+
+    @property
+    def handshake(self) -> Handshake:
+        """What the client offered and what was agreed (and, on a server, declined)."""
+        return self.protocol.handshake
 
     @property
     def extensions(self) -> list[Any]:

@@ -23,7 +23,7 @@ from ..exceptions import ConnectionClosed
 from ..extensions.base import ServerExtensionFactory
 from ..limits import Limits
 from ..sansio.codes import CloseCode
-from ..sansio.handshake import SUPPORTED_VERSIONS, Handshake
+from ..sansio.handshake import SUPPORTED_VERSIONS
 from ..sansio.http11 import Request, Response
 from ..sansio.protocol import State
 from ..sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
@@ -53,20 +53,6 @@ class ServerConnection(Connection):
         self._handshake_task: asyncio.Task[None] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.handler_task: asyncio.Task[None] | None = None
-
-    @property
-    def request(self) -> Request | None:
-        """The opening handshake request: ``request.path``, ``request.headers``."""
-        return self.protocol.request
-
-    @property
-    def response(self) -> Response | None:
-        return self.protocol.response
-
-    @property
-    def handshake(self) -> Handshake:
-        """What the client offered and what was agreed."""
-        return self.protocol.handshake
 
     def respond(self, status: int, text: str) -> Response:
         """A plain-text HTTP response, for ``process_request`` hooks (``/healthz``)."""

@@ -96,8 +96,6 @@ class ClientProtocol(Protocol):
                 raise ValueError(f"{name} is set by the handshake; pass it as an option")
         self.user_agent = user_agent
         self.key = generate_key()
-        self.request: Request | None = None
-        self.response: Response | None = None
         self.handshake = Handshake(
             offered_subprotocols=list(self.subprotocols),
             offered_extensions=[(f.name, f.get_request_params()) for f in self.extension_factories],
@@ -244,7 +242,3 @@ class ClientProtocol(Protocol):
             raise InvalidSubprotocol(
                 "Sec-WebSocket-Protocol", None, "the server selected no subprotocol"
             )
-
-    @property
-    def subprotocol(self) -> Subprotocol | None:
-        return self.handshake.subprotocol

@@ -47,6 +47,7 @@ from ..typing import LoggerLike
 from .codes import OK_CLOSE_CODES, CloseCode, Opcode, is_valid_close_code
 from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
 from .frames import Close, Frame, FrameParser, serialize_frame, unmasked_header
+from .handshake import Handshake
 from .http11 import Request, Response
 from .streams import StreamReader
 
@@ -137,6 +138,10 @@ class Protocol:
 
         self._state = state
         self.extensions: list[Extension] = []
+        #: The opening handshake: the request and response, and what was offered and agreed.
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.handshake = Handshake()
 
         # Handshake input; once the handshake succeeds, what remains goes to the frame parser.
         self.reader = StreamReader()
@@ -195,6 +200,11 @@ class Protocol:
         if self.debug:
             self.logger.debug("= connection is %s", state.name)
         self._state = state
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the opening handshake, if any."""
+        return self.handshake.subprotocol
 
     @property
     def close_code(self) -> int | None:

@@ -102,9 +102,6 @@ class ServerProtocol(Protocol):
         self.origins = None if origins is None else list(origins)
         self.versions = tuple(versions)
         self.server_header = server_header
-        self.request: Request | None = None
-        self.response: Response | None = None
-        self.handshake = Handshake()
         self._pending_extensions: list[Extension] = []
         self._first_byte_checked = False
         self._request_parser: Generator[None, None, Request] | None = Request.parse(
