@@ -345,6 +345,21 @@ def _refusal_detail(exchange: Exchange) -> str:
     return f'body: "{line}"' if line else ""
 
 
+def _expect_400(exchange: Exchange, accepted: str) -> tuple[str, str]:
+    """Verdict for a request the RFC says to refuse "with an appropriate error code (such as
+    400 Bad Request)": 400 is ok, 101 a violation (``accepted`` says what), anything else a note."""
+    status = exchange.status
+    if status == 400:
+        return OK, ""
+    if status == 101:
+        return VIOLATION, accepted
+    if status is None:
+        return NOTE, "no answer"
+    return NOTE, _join(
+        f"refused with {status}; 400 Bad Request is the usual answer", _refusal_detail(exchange)
+    )
+
+
 def _join(*parts: str) -> str:
     return "; ".join(part for part in parts if part)
 
@@ -735,19 +750,7 @@ class Inspector:
 
         # 4.2.1 item 6: the request must carry the version; without it, "an appropriate error
         # code (such as 400 Bad Request)".
-        status = missing.status
-        if status == 400:
-            verdict, detail = OK, ""
-        elif status == 101:
-            verdict, detail = VIOLATION, "accepted a request without Sec-WebSocket-Version"
-        elif status is None:
-            verdict, detail = NOTE, "no answer"
-        else:
-            verdict = NOTE
-            detail = _join(
-                f"refused with {status}; 400 Bad Request is the usual answer",
-                _refusal_detail(missing),
-            )
+        verdict, detail = _expect_400(missing, "accepted a request without Sec-WebSocket-Version")
         observed = _observed(missing, "Sec-WebSocket-Version")
         self.add("version", "no version", observed, verdict, "RFC 6455 4.2.1", detail, missing)
 
@@ -764,19 +767,7 @@ class Inspector:
         ]
         exchanges = await self.gather(*(self.request(key=key) for _, key in cases))
         for (probe, _), exchange in zip(cases, exchanges, strict=True):
-            status = exchange.status
-            if status == 400:
-                verdict, detail = OK, ""
-            elif status == 101:
-                verdict, detail = VIOLATION, "accepted an invalid key"
-            elif status is None:
-                verdict, detail = NOTE, "no answer"
-            else:
-                verdict = NOTE
-                detail = _join(
-                    f"refused with {status}; 400 Bad Request is the usual answer",
-                    _refusal_detail(exchange),
-                )
+            verdict, detail = _expect_400(exchange, "accepted an invalid key")
             observed = _observed(exchange)
             self.add("key", probe, observed, verdict, "RFC 6455 4.2.1", detail, exchange)
 
