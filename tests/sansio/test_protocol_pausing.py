@@ -150,3 +150,16 @@ def sent_frames_client(protocol: Protocol) -> list[Frame]:
     while (frame := parser.next_frame()) is not None:
         frames.append(frame)
     return frames
+
+
+def test_message_limit_wins_over_utf8_whatever_the_chunking() -> None:
+    from tether.limits import Limits
+
+    raw = masked(Opcode.TEXT, b"\xff" + b"x" * 200)
+    results = []
+    for chunk in (len(raw), 7):
+        protocol = Protocol(Side.SERVER, limits=Limits(max_message_size=100))
+        for start in range(0, len(raw), chunk):
+            protocol.receive_data(raw[start : start + chunk])
+        results.append(Close.parse(sent_frames(protocol)[0].data).code)
+    assert results == [1009, 1009]

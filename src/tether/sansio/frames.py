@@ -437,16 +437,17 @@ class FrameParser:
             data = apply_mask(memoryview(buf)[start:end], buf[start - 4 : start])
         return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
 
-    def pending_frame(self) -> tuple[Opcode, bool, int] | None:
+    def pending_frame(self) -> tuple[Opcode, bool, int, int] | None:
         """For a frame whose header is parsed but whose payload is incomplete: its opcode,
-        its RSV1 bit and how many payload bytes have arrived; ``None`` otherwise.
+        its RSV1 bit, how many payload bytes have arrived and the payload length; ``None``
+        otherwise.
 
         This lets the connection validate the UTF-8 of a text frame while it arrives.
         """
         if self._pending is None:
             return None
-        fields, _, _, _ = self._pending
-        return fields[0], fields[2], self._have
+        fields, length, _, _ = self._pending
+        return fields[0], fields[2], self._have, length
 
     def partial_payload(self, start: int) -> bytes:
         """The unmasked payload bytes of the incomplete frame received so far, from ``start``

@@ -350,7 +350,8 @@ class Protocol:
         except ProtocolError as exc:
             self._peer_failed(exc, CloseCode.PROTOCOL_ERROR, str(exc))
         except UnicodeDecodeError as exc:
-            self._peer_failed(exc, CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            # No position: it would depend on how the bytes were chunked.
+            self._peer_failed(exc, CloseCode.INVALID_DATA, f"invalid UTF-8: {exc.reason}")
         except PayloadTooBig as exc:
             self._peer_failed(exc, CloseCode.MESSAGE_TOO_BIG, str(exc))
         except Exception as exc:  # a bug of ours or of an extension: no details to the peer
@@ -364,9 +365,18 @@ class Protocol:
         pending = parser.pending_frame()
         if pending is None:
             return
-        opcode, rsv1, have = pending
+        opcode, rsv1, have, length = pending
         if rsv1 or (have <= self._probe_pos and self._probe is not None):
             return  # compressed (validated once inflated), or nothing new
+        max_size = self.limits.max_message_size
+        if (
+            opcode <= 2
+            and (opcode is Opcode.CONT) == (self._in_opcode is not None)  # else 1002 comes first
+            and max_size is not None
+            and self._in_size + length > max_size
+        ):
+            # The frame will not fit the message limit: say so now, as the whole frame would.
+            raise PayloadTooBig(f"message over {max_size} bytes")
         if self._probe is None:
             if opcode is Opcode.TEXT and self._in_opcode is None:
                 probe = _utf8_decoder()
