@@ -11,7 +11,7 @@ import base64
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -440,9 +440,6 @@ def test_handshake_timeout_drops_silent_clients() -> None:
     run(main())
 
 
-CallableHandler = Callable[[ServerConnection], Awaitable[None]]
-
-
 def test_server_drops_clients_that_keep_the_socket_open_after_a_response() -> None:
     def health(ws: ServerConnection, request: Request) -> Response | None:
         return ws.respond(200, "OK")
@@ -476,10 +473,9 @@ def _stalled_client(port: int) -> socket.socket:
 @pytest.mark.parametrize("policy", ["skip", "drop"])
 def test_broadcast_slow_consumer_policy(policy: str) -> None:
     limits = Limits(write_high_water=32 * 1024, write_low_water=8 * 1024)
-    connected = asyncio.Event
 
     async def main() -> None:
-        ready = connected()
+        ready = asyncio.Event()
 
         async def handler(ws: ServerConnection) -> None:
             ready.set()
@@ -583,5 +579,28 @@ def test_echo_of_a_message_goes_out_before_failing_on_what_follows_it() -> None:
                 ("TEXT", b"Hello"),
                 ("CLOSE", b"\x03\xeareserved bits"[:5]),
             ]
+
+    run(main())
+
+
+def test_client_open_timeout_bounds_a_silent_server() -> None:
+    async def main() -> None:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # accept the TCP connection, never answer the request
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TimeoutError):
+            await connect(f"ws://127.0.0.1:{port}/", open_timeout=0.3)
+        assert loop.time() - start < 3
+        assert len(accepted) == 1
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
     run(main())

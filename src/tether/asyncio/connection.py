@@ -204,14 +204,11 @@ class Connection(asyncio.BufferedProtocol):
         self._recv_busy = True
         try:
             while self._complete == 0:
-                if self.protocol.parsing_paused:
-                    # The application wants the next message: parse up to it.
-                    self.protocol.resume_parsing()
-                    self._process_events()
+                if self._parse_held_back():
                     continue
                 # _wait_for_data() inlined: one coroutine less per message received.
                 if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
-                    raise self._closed_exc()
+                    raise self.close_exc
                 waiter: asyncio.Future[None] = self.loop.create_future()
                 self._recv_waiter = waiter
                 try:
@@ -255,9 +252,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             while True:
                 while not self._queue:
-                    if self.protocol.parsing_paused:
-                        self.protocol.resume_parsing()
-                        self._process_events()
+                    if self._parse_held_back():
                         continue
                     await self._wait_for_data()
                 fragment = self._pop()
@@ -282,16 +277,15 @@ class Connection(asyncio.BufferedProtocol):
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
             if self._send_lock.locked():
-                # A fragmented message is being sent: wait for its end.
+                # A fragmented message is being sent: wait for its end. What follows runs
+                # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
-                    self._send_whole(message)
-            else:
-                # The hot path, _send_whole() inlined.
-                protocol = self.protocol
-                if protocol.state is not State.OPEN:
-                    raise self._closed_exc()
-                protocol.send_message(message)
-                self._flush()
+                    pass
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:
+                raise self.close_exc
+            protocol.send_message(message)
+            self._flush()
             if self._writing_paused:
                 await self._drain()
             return
@@ -307,17 +301,9 @@ class Connection(asyncio.BufferedProtocol):
             return
         raise TypeError(f"cannot send {type(message).__name__}")
 
-    def _send_whole(self, message: Data | bytearray | memoryview) -> None:
-        self._check_sendable()
-        self.protocol.send_message(message)
-        self._flush()
-
     def _check_sendable(self) -> None:
         if self.protocol.state is not State.OPEN:
-            raise self._closed_exc()
-
-    def _closed_exc(self) -> ConnectionClosed:
-        return self.protocol.close_exc
+            raise self.close_exc
 
     async def _send_fragments_async(self, fragments: AsyncIterable[Data]) -> None:
         iterator = aiter(fragments)
@@ -386,11 +372,7 @@ class Connection(asyncio.BufferedProtocol):
         """Start the closing handshake and wait until the connection is closed (at most
         ``close_timeout``, after which the TCP connection is dropped)."""
         if self.protocol.state is State.OPEN:
-            # A close frame may interrupt a fragmented message being sent (5.4: control
-            # frames may be injected); the message then never ends, which is legal.
-            self.protocol.send_close(code, reason)
-            # send_close() parsed what was held back, the peer's close frame maybe included.
-            self._process_events()
+            self.start_closing(code, reason)
         elif self.protocol.state is State.CONNECTING and self.transport is not None:
             self.transport.close()
         await self.wait_closed()
@@ -398,6 +380,16 @@ class Connection(asyncio.BufferedProtocol):
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
         await asyncio.shield(self.connection_lost_waiter)
+
+    def start_closing(self, code: int, reason: str) -> None:
+        """Send the close frame without waiting for the closing handshake to finish.
+
+        A close frame may interrupt a fragmented message being sent (5.4: control frames may
+        be injected); the message then never ends, which is legal.
+        """
+        self.protocol.send_close(code, reason)
+        # send_close() parsed what was held back, the peer's close frame maybe included.
+        self._process_events()
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""
@@ -417,6 +409,15 @@ class Connection(asyncio.BufferedProtocol):
         if self._reading_paused:
             self._maybe_resume_reading()
         return fragment
+
+    def _parse_held_back(self) -> bool:
+        """The application wants more: parse what ``pause_after_message`` held back. Returns
+        whether there was anything to parse."""
+        if not self.protocol.parsing_paused:
+            return False
+        self.protocol.resume_parsing()
+        self._process_events()
+        return True
 
     def _resume_parsing_soon(self) -> None:
         """The application took the last complete message: parse on, but only once it has
@@ -454,7 +455,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _wait_for_data(self) -> None:
         if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
-            raise self._closed_exc()
+            raise self.close_exc
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._recv_waiter = waiter
         try:
@@ -538,7 +539,7 @@ class Connection(asyncio.BufferedProtocol):
     async def _drain(self) -> None:
         while self._writing_paused:
             if self.connection_lost_waiter.done():
-                raise self._closed_exc()
+                raise self.close_exc
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
@@ -621,7 +622,7 @@ class Connection(asyncio.BufferedProtocol):
             self._close_timer.cancel()
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
-        closed = self._closed_exc()
+        closed = self.close_exc
         for waiter, _ in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(closed)

@@ -286,8 +286,7 @@ class Server:
         if close_connections:
             for connection in connections:
                 if connection.state is State.OPEN:
-                    connection.protocol.send_close(CloseCode.GOING_AWAY, "server shutting down")
-                    connection._flush()
+                    connection.start_closing(CloseCode.GOING_AWAY, "server shutting down")
                 elif connection.state is State.CONNECTING and connection.transport is not None:
                     connection.transport.close()
         waits = [c.wait_closed() for c in connections]

@@ -30,15 +30,16 @@ from ..typing import LoggerLike, Subprotocol
 from .handshake import (
     Handshake,
     accept_key,
+    check_connection,
     generate_key,
     parse_subprotocols,
     process_extensions_response,
+    single_value,
 )
 from .headers import (
     build_extension_list,
     build_token_list,
     is_token,
-    parse_token_list,
     parse_upgrade,
 )
 from .http11 import Headers, Request, Response
@@ -200,21 +201,12 @@ class ClientProtocol(Protocol):
         if [p.lower() for p in upgrade] != ["websocket"]:
             value = ", ".join(headers.get_all("Upgrade")) or None
             raise InvalidUpgrade("Upgrade", value, "expected websocket")
-        connection = parse_token_list(headers.get_all("Connection"), "Connection")
-        if not any(t.lower() == "upgrade" for t in connection):
-            value = ", ".join(headers.get_all("Connection")) or None
-            raise InvalidUpgrade("Connection", value, "expected upgrade")
+        check_connection(headers)
 
-        accepts = headers.get_all("Sec-WebSocket-Accept")
-        if len(accepts) != 1:
-            raise InvalidAccept(
-                "Sec-WebSocket-Accept",
-                ", ".join(accepts) or None,
-                "more than one header line" if accepts else "",
-            )
+        accept = single_value(headers, "Sec-WebSocket-Accept", InvalidAccept)
         expected = accept_key(self.key)
-        if accepts[0] != expected:  # exact: base64 is case-sensitive
-            raise InvalidAccept("Sec-WebSocket-Accept", accepts[0], f"expected {expected}")
+        if accept != expected:  # exact: base64 is case-sensitive
+            raise InvalidAccept("Sec-WebSocket-Accept", accept, f"expected {expected}")
 
         self.extensions = process_extensions_response(
             headers, self.extension_factories, self.handshake

@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Handshake",
     "accept_key",
+    "check_connection",
     "check_key",
     "check_upgrade",
     "check_version",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_subprotocols",
     "process_extensions_response",
     "select_subprotocol",
+    "single_value",
 ]
 
 #: 1.3: the GUID appended to the key before hashing.
@@ -60,7 +62,8 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _single(headers: Headers, name: str, error: type[InvalidHeader]) -> str:
+def single_value(headers: Headers, name: str, error: type[InvalidHeader] = InvalidHeader) -> str:
+    """The value of a header that must appear exactly once; ``error`` names what is wrong."""
     values = headers.get_all(name)
     if not values:
         raise error(name)
@@ -71,7 +74,7 @@ def _single(headers: Headers, name: str, error: type[InvalidHeader]) -> str:
 
 def check_key(headers: Headers) -> str:
     """Return the request's key if it is exactly one base64 encoding of 16 bytes."""
-    key = _single(headers, "Sec-WebSocket-Key", InvalidKey)
+    key = single_value(headers, "Sec-WebSocket-Key", InvalidKey)
     try:
         raw = base64.b64decode(key.encode("latin-1"), validate=True)
     except (binascii.Error, ValueError):
@@ -116,6 +119,12 @@ def check_upgrade(headers: Headers) -> None:
     if not any(p.lower() == "websocket" for p in upgrade):
         value = ", ".join(headers.get_all("Upgrade")) if upgrade else None
         raise InvalidUpgrade("Upgrade", value, "expected websocket")
+    check_connection(headers)
+
+
+def check_connection(headers: Headers) -> None:
+    """``Connection`` must list ``upgrade``, case-insensitively (4.2.1 item 4, 4.2.2 item 5.3;
+    the client checks it in the response too, 4.1)."""
     connection = parse_token_list(headers.get_all("Connection"), "Connection")
     if not any(t.lower() == "upgrade" for t in connection):
         value = ", ".join(headers.get_all("Connection")) if connection else None

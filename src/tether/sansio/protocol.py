@@ -339,10 +339,10 @@ class Protocol:
                     self._probe = None
                 if self.debug:
                     self.logger.debug("< %s", frame)
-                if frame.opcode <= 2:  # CONT, TEXT, BINARY: _receive_frame's first branch
+                if frame.opcode <= 2:  # CONT, TEXT, BINARY
                     self._receive_data_frame(frame)
                 else:
-                    self._receive_frame(frame)
+                    self._receive_control_frame(frame)
                 if self._message_done:
                     self._message_done = False
                     if self.pause_after_message and self._state is State.OPEN:
@@ -397,11 +397,9 @@ class Protocol:
         self.parser_exc = exc
         self.fail(code, reason)
 
-    def _receive_frame(self, frame: Frame) -> None:
+    def _receive_control_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-            self._receive_data_frame(frame)
-        elif frame.rsv1 or frame.rsv2 or frame.rsv3:
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
             # No extension gives a meaning to reserved bits on control frames (RFC 7692 6.1).
             raise ProtocolError(f"reserved bit set on a {opcode.name} frame")
         elif opcode is Opcode.PING:

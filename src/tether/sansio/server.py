@@ -42,6 +42,7 @@ from .handshake import (
     negotiate_extensions,
     parse_subprotocols,
     select_subprotocol,
+    single_value,
 )
 from .headers import parse_extension_list
 from .http11 import DEFAULT_REASONS, Headers, Request, Response
@@ -114,12 +115,15 @@ class ServerProtocol(Protocol):
         parser = self._request_parser
         if parser is None:
             return  # the request is in; bytes after it wait for the decision
-        if not self._first_byte_checked and self.reader.buffer:
-            self._first_byte_checked = True
-            if self.reader.buffer[0] not in _METHOD_START:
-                self._not_http()
-                return
         try:
+            if not self._first_byte_checked and self.reader.buffer:
+                self._first_byte_checked = True
+                first = self.reader.buffer[0]
+                if first not in _METHOD_START:
+                    # Not HTTP at all: most often TLS sent to a plain-text port (0x16 starts a
+                    # TLS handshake record). Answer now, not when the line limit is reached.
+                    hint = " (TLS sent to a plain-text port?)" if first == 0x16 else ""
+                    raise InvalidHTTP(f"not HTTP{hint}", 400)
             next(parser)
         except StopIteration as exc:
             request: Request = exc.value
@@ -138,14 +142,6 @@ class ServerProtocol(Protocol):
         except EOFError as exc:
             self._request_parser = None
             self.handshake_exc = exc
-
-    def _not_http(self) -> None:
-        # Not HTTP at all: most often TLS sent to a plain-text port (0x16 starts a TLS
-        # handshake record). Answer now rather than when the line limit is reached.
-        self._request_parser = None
-        self.handshake_exc = InvalidHTTP("not an HTTP request", 400)
-        hint = " (TLS sent to a plain-text port?)" if self.reader.buffer[0] == 0x16 else ""
-        self.send_response(self.reject(400, f"Invalid HTTP request: not HTTP{hint}."))
 
     # --- deciding -----------------------------------------------------------------------------
 
@@ -215,13 +211,9 @@ class ServerProtocol(Protocol):
         return response
 
     def _check_host(self, headers: Headers) -> None:
-        values = headers.get_all("Host")
-        if not values:
-            raise InvalidHeader("Host")
-        if len(values) > 1:
-            raise InvalidHeader("Host", ", ".join(values), "more than one header line")
-        if not _HOST.fullmatch(values[0]):
-            raise InvalidHeader("Host", values[0], "not a host")
+        host = single_value(headers, "Host")
+        if not _HOST.fullmatch(host):
+            raise InvalidHeader("Host", host, "not a host")
 
     def _check_origin(self, headers: Headers) -> None:
         values = headers.get_all("Origin")
