@@ -24,9 +24,10 @@
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
-    └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000, 1001 or 1005
-        └── ConnectionClosedError         with any other code, or without a close frame
+    ├── ConnectionClosed                  the connection is closed
+    │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
+    │   └── ConnectionClosedError         with any other code, or without a close frame
+    └── ClientDisconnected                ASGI: send() after the client left (also an OSError)
 
 Peer misbehaviour (``ProtocolError``, ``PayloadTooBig``, ``UnicodeDecodeError``) is turned
 into a close code at one place, :meth:`tether.sansio.protocol.Protocol.receive_data`. API misuse
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .sansio.http11 import Response
 
 __all__ = [
+    "ClientDisconnected",
     "ConcurrencyError",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -354,3 +356,11 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection closed with an error code, or without a close handshake."""
+
+
+class ClientDisconnected(TetherError, OSError):
+    """ASGI (:mod:`tether.asgi`): the application sent a message to a WebSocket whose client
+    has closed it or gone away. It is an ``OSError`` because the ASGI spec asks servers to raise
+    one; frameworks turn it into their own disconnect exception (Starlette's
+    ``WebSocketDisconnect``). Stop sending: the application's next ``receive()`` returns the
+    ``websocket.disconnect`` message with the close code."""
