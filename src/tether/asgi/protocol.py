@@ -219,6 +219,12 @@ class UvicornProtocol(asyncio.Protocol):
         self.ping_sent_at = 0.0
         self.latency = 0.0
 
+    @property
+    def queue_size(self) -> int:
+        """Messages waiting for the application's ``receive()`` (at most ``ws_max_queue``
+        data messages, plus ``websocket.connect`` or ``websocket.disconnect``)."""
+        return len(self._queue)
+
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
