@@ -69,12 +69,12 @@ SANSIO_PARAM = re.compile(
 NOT_APPLICABLE = {
     "test_server_keepalive_ping_pong": (
         "asserts isinstance(protocol, (WSProtocol, WebSocketsSansIOProtocol)), uvicorn's own "
-        "classes, before looking at the keepalive (tests/asgi/test_uvicorn.py checks tether's)",
+        "classes, before looking at the keepalive (tests/asgi/test_asgi_uvicorn.py checks tether's)",
         "isinstance(",
     ),
     "test_server_keepalive_disabled": (
         "same isinstance check against uvicorn's own classes "
-        "(tests/asgi/test_uvicorn.py checks tether's)",
+        "(tests/asgi/test_asgi_uvicorn.py checks tether's)",
         "isinstance(",
     ),
 }
@@ -82,9 +82,9 @@ NOT_APPLICABLE = {
 #: Tests of the file that are not parametrized over ws_protocol_cls (they never run tether).
 HARD_WIRED = {
     "test_unparseable_upgrade_closes_connection": "uses WebSocketsSansIOProtocol only "
-    "(tests/asgi/test_uvicorn.py: the same requests against tether: 431 and 400)",
+    "(tests/asgi/test_asgi_uvicorn.py: the same requests against tether: 431 and 400)",
     "test_send_binary_data_to_server_bigger_than_default_on_websockets": "uses "
-    "WebSocketsSansIOProtocol only (tests/asgi/test_uvicorn.py: ws_max_size against tether)",
+    "WebSocketsSansIOProtocol only (tests/asgi/test_asgi_uvicorn.py: ws_max_size against tether)",
 }
 
 HERE = Path(__file__).resolve().parent

@@ -359,3 +359,55 @@ async def test_receive_after_disconnect_returns_disconnect_again() -> None:
                 await asyncio.sleep(0.01)
     expected = {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
     assert seen == [expected, expected]
+
+
+class QuickOpen(UvicornProtocol):
+    open_timeout = 0.2
+
+
+async def test_app_that_never_answers_the_handshake_gets_500_after_open_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcome: list[object] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        outcome.append(await receive())  # never accepts; the timeout ends the wait
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError as exc:
+            outcome.append(type(exc))
+
+    async with uvicorn_server(app, ws=QuickOpen) as (server, port):
+        with pytest.raises(websockets_exceptions.InvalidStatus) as raised:
+            await connect(f"ws://127.0.0.1:{port}/")
+        async with asyncio.timeout(5):
+            while server.server_state.tasks:
+                await asyncio.sleep(0.01)
+    assert raised.value.response.status_code == 500
+    assert outcome == [{"type": "websocket.disconnect", "code": 1006}, ClientDisconnected]
+    assert "did not answer the handshake within 0.2 s" in caplog.text
+
+
+async def test_client_leaving_before_accept_is_noticed() -> None:
+    disconnects: list[Message] = []
+    connected = asyncio.Event()
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        connected.set()
+        disconnects.append(await receive())
+
+    async with uvicorn_server(app) as (server, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await asyncio.wait_for(connected.wait(), 5)
+        writer.close()
+        async with asyncio.timeout(5):
+            while not disconnects:
+                await asyncio.sleep(0.01)
+        assert not server.server_state.connections
+    assert disconnects == [{"type": "websocket.disconnect", "code": 1006}]

@@ -162,6 +162,10 @@ class UvicornProtocol(asyncio.Protocol):
     #: Seconds to wait for the client's close frame after the application (or a shutdown)
     #: closed, before closing the TCP connection anyway.
     close_timeout: float = 10.0
+    #: Seconds the application has to answer the handshake (accept, close or deny) before
+    #: the client gets a 500 and the application ``websocket.disconnect``; ``None``: no limit.
+    #: uvicorn has no setting for it: subclass to change it.
+    open_timeout: float | None = 10.0
 
     def __init__(
         self,
@@ -199,6 +203,8 @@ class UvicornProtocol(asyncio.Protocol):
         self._max_queue = max(1, config.ws_max_queue)
         self._disconnect: Message | None = None  # set once; repeated after it is received
         self._app_closed = False  # the application sent websocket.close after accepting
+        self._ended_by_server = False  # the handshake was ended by a timeout or a shutdown
+        self._open_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
 
         # Writing.
@@ -256,6 +262,7 @@ class UvicornProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disconnected = True
+        self._handshake_answered()
         self.connections.discard(self)
         self._stop_keepalive()
         self._cancel_close_timer()
@@ -302,6 +309,7 @@ class UvicornProtocol(asyncio.Protocol):
             self._start_close_timer()
             self._update_reading()
         elif self._phase in (_HANDSHAKE, _DENYING):
+            self._ended_by_server = True
             self._send_internal_error()
             self.transport.close()
         else:
@@ -361,15 +369,19 @@ class UvicornProtocol(asyncio.Protocol):
             self._queue.append(message)
 
     def _update_reading(self) -> None:
-        """Read while the application keeps up: pause while the handshake waits for the
-        application, or while messages wait for ``receive()``; never while closing."""
+        """Read while the application keeps up: pause while messages wait for ``receive()``,
+        never while closing; before the 101, pause only if the client sends too much ahead."""
         transport = self.transport
         if transport is None or self.disconnected or transport.is_closing():
             return
-        closing = self.close_timer is not None or self.protocol.state is not State.OPEN
-        want_pause = self._phase == _HANDSHAKE or (
-            self._phase == _ACCEPTED and not closing and bool(self._queue)
-        )
+        protocol = self.protocol
+        if self._phase == _ACCEPTED:
+            closing = self.close_timer is not None or protocol.state is not State.OPEN
+            want_pause = not closing and bool(self._queue)
+        else:
+            # Before the 101, keep reading (a client that leaves is noticed) while what it
+            # sends ahead stays small.
+            want_pause = protocol.buffered > protocol.limits.max_head_size
         if want_pause and not self._reading_paused:
             self._reading_paused = True
             transport.pause_reading()
@@ -393,12 +405,34 @@ class UvicornProtocol(asyncio.Protocol):
             return
         self._response = response
         self._phase = _HANDSHAKE
+        if self.open_timeout is not None:
+            self._open_timer = self.loop.call_later(self.open_timeout, self._open_timed_out)
         self.scope = self._build_scope(request)
         self._queue.append({"type": "websocket.connect"})
         task = self.loop.create_task(self._run_app())
         self.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _open_timed_out(self) -> None:
+        self._open_timer = None
+        if self._phase not in (_HANDSHAKE, _DENYING) or self.transport.is_closing():
+            return
+        self.logger.warning(
+            '%s - "WebSocket %s" the application did not answer the handshake within %s s',
+            self._client_text(),
+            self._path_text(),
+            self.open_timeout,
+        )
+        self._ended_by_server = True
+        self._send_internal_error()
+        self._set_disconnect({"type": "websocket.disconnect", "code": 1006})
+        self.transport.close()
+
+    def _handshake_answered(self) -> None:
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
 
     def _request_refused(self) -> None:
         """The request head itself was refused by the sans-I/O protocol (400, 431, 505)."""
@@ -491,6 +525,7 @@ class UvicornProtocol(asyncio.Protocol):
         headers["Connection"] = "close"
         self._phase = _DONE
         self._denial = None
+        self._handshake_answered()
         self.protocol.send_response(Response(500, reason_phrase(500), headers, _INTERNAL_ERROR))
         self._flush()
         self.logger.info('%s - "WebSocket %s" 500', self._client_text(), self._path_text())
@@ -683,6 +718,8 @@ class UvicornProtocol(asyncio.Protocol):
                     f"Expected ASGI message 'websocket.http.response.body' but got '{kind}'."
                 )
             self._denial_body(message)
+        elif self._ended_by_server:
+            raise ClientDisconnected("the server ended the handshake (timeout or shutdown)")
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
@@ -702,9 +739,13 @@ class UvicornProtocol(asyncio.Protocol):
             if data is None:
                 raise RuntimeError("websocket.send needs 'bytes' or 'text'")
         protocol.send_message(data)
-        transport = self.transport
-        for chunk in protocol.data_to_send():
-            transport.write(chunk)
+        chunks = protocol.data_to_send()
+        if len(chunks) == 1:
+            self.transport.write(chunks[0])
+        else:
+            # A large payload comes apart from its frame header: one writelines() makes one
+            # send() and one TCP segment train of them (sendmsg on 3.12+, a join before).
+            self.transport.writelines(chunks)
 
     def _app_close(self, message: Message) -> None:
         protocol = self.protocol
@@ -753,6 +794,7 @@ class UvicornProtocol(asyncio.Protocol):
             raise RuntimeError(f"websocket.accept: {exc}") from None
         self._phase = _ACCEPTED
         self._response = None
+        self._handshake_answered()
         protocol.send_response(response)
         self.logger.info(
             '%s - "WebSocket %s" [accepted] %s',
@@ -767,6 +809,7 @@ class UvicornProtocol(asyncio.Protocol):
     def _refuse(self) -> None:
         """``websocket.close`` before ``websocket.accept``: 403 (ASGI spec)."""
         self._phase = _DONE
+        self._handshake_answered()
         response = self.protocol.reject(403, "The application refused the WebSocket connection.")
         self._set_disconnect({"type": "websocket.disconnect", "code": 1006})
         self._send_response(response)
@@ -838,6 +881,7 @@ class UvicornProtocol(asyncio.Protocol):
             raise RuntimeError(f"websocket.http.response.start: {exc}") from None
         self._phase = _DONE
         self._denial = None
+        self._handshake_answered()
         self._set_disconnect({"type": "websocket.disconnect", "code": 1006})
         self.protocol.send_response(response)
         self._flush()
