@@ -69,7 +69,8 @@ SANSIO_PARAM = re.compile(
 NOT_APPLICABLE = {
     "test_server_keepalive_ping_pong": (
         "asserts isinstance(protocol, (WSProtocol, WebSocketsSansIOProtocol)), uvicorn's own "
-        "classes, before looking at the keepalive (tests/asgi/test_asgi_uvicorn.py checks tether's)",
+        "classes, before looking at the keepalive "
+        "(tests/asgi/test_asgi_uvicorn.py checks tether's)",
         "isinstance(",
     ),
     "test_server_keepalive_disabled": (
