@@ -41,7 +41,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .sansio.codes import CloseCode
+    # For annotations only: this module imports nothing from tether at run time (it is a leaf
+    # of the layering, see tests/test_layering.py).
     from .sansio.frames import Close
     from .sansio.http11 import Response
 
@@ -72,6 +73,10 @@ __all__ = [
     "ProtocolError",
     "TetherError",
 ]
+
+
+# CloseCode.ABNORMAL_CLOSURE (sansio/codes.py), repeated here so that this module stays a leaf.
+ABNORMAL_CLOSURE = 1006
 
 
 class TetherError(Exception):
@@ -324,12 +329,10 @@ class ConnectionClosed(TetherError):
         self.rcvd_then_sent = rcvd_then_sent
 
     @property
-    def code(self) -> CloseCode | int:
+    def code(self) -> int:
         """The close code received, or 1006 (abnormal closure) when none was."""
-        from .sansio.codes import CloseCode
-
         if self.rcvd is None:
-            return CloseCode.ABNORMAL_CLOSURE
+            return ABNORMAL_CLOSURE
         return self.rcvd.code
 
     @property

@@ -37,7 +37,6 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import __version__
 from .asyncio.client import connect
 from .exceptions import (
     ConnectionClosed,
@@ -56,6 +55,7 @@ from .sansio.http11 import Headers, Request, Response
 from .sansio.streams import StreamReader
 from .sansio.uri import WebSocketURI, parse_uri
 from .typing import ExtensionParameter
+from .version import __version__
 
 __all__ = [
     "NOTE",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Generator, Sequence
 
-from .. import __version__
 from ..exceptions import (
     InvalidAccept,
     InvalidHandshake,
@@ -27,6 +26,7 @@ from ..exceptions import (
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..typing import LoggerLike, Subprotocol
+from ..version import __version__
 from .handshake import (
     Handshake,
     accept_key,

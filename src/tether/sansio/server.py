@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Generator, Sequence
 
-from .. import __version__
 from ..exceptions import (
     InvalidHandshake,
     InvalidHeader,
@@ -32,6 +31,7 @@ from ..exceptions import (
 from ..extensions.base import Extension, ServerExtensionFactory
 from ..limits import Limits
 from ..typing import LoggerLike, Subprotocol
+from ..version import __version__
 from .handshake import (
     SUPPORTED_VERSIONS,
     Handshake,
