@@ -34,16 +34,18 @@ from . import (
     ClientConnection,
     ConnectionClosed,
     ConnectionClosedOK,
+    ConnectionLostDuringHandshake,
     Headers,
     InvalidHandshake,
     InvalidStatus,
+    InvalidURI,
     Request,
     Server,
     __version__,
     connect,
 )
 from .inspector import printable
-from .sansio.uri import InvalidURI, parse_uri
+from .sansio.uri import parse_uri
 
 __all__ = ["main"]
 
@@ -490,14 +492,14 @@ async def _connect_session(
         if exc.supported_versions:
             print(f"  supported versions: {', '.join(exc.supported_versions)}", file=sys.stderr)
         return 1
+    except ConnectionLostDuringHandshake as exc:
+        print(f"tether connect: {exc}", file=sys.stderr)
+        return 1
     except InvalidHandshake as exc:
         print(f"tether connect: invalid handshake response: {printable(str(exc))}", file=sys.stderr)
         return 1
     except TimeoutError:
         print(f"tether connect: no handshake within {args.timeout:g} s", file=sys.stderr)
-        return 1
-    except EOFError:
-        print("tether connect: the connection closed during the handshake", file=sys.stderr)
         return 1
     except (OSError, ssl_module.SSLError) as exc:
         print(f"tether connect: cannot connect to {args.url}: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ import base64
 from collections.abc import Generator, Sequence
 
 from ..exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidAccept,
     InvalidHandshake,
     InvalidHTTP,
@@ -162,7 +163,9 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
         except EOFError as exc:
             self._response_parser = None
-            self._handshake_failed(exc)
+            error = ConnectionLostDuringHandshake("server", self.reader.received)
+            error.__cause__ = exc
+            self._handshake_failed(error)
 
     def _handshake_failed(self, exc: Exception) -> None:
         self.handshake_exc = exc

@@ -37,6 +37,7 @@ from ..exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionLostDuringHandshake,
     InvalidState,
     PayloadTooBig,
     ProtocolError,
@@ -298,9 +299,9 @@ class Protocol:
             self._receive_handshake()
             if self._state is State.CONNECTING:
                 # The peer went away in the middle of the handshake.
-                self.handshake_exc = self.handshake_exc or EOFError(
-                    "connection closed during the opening handshake"
-                )
+                if self.handshake_exc is None:
+                    peer = "server" if self.side is Side.CLIENT else "client"
+                    self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
                 self.state = State.CLOSED
             return
         if self._paused:

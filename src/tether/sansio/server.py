@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Generator, Sequence
 
 from ..exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidHandshake,
     InvalidHeader,
     InvalidHTTP,
@@ -141,7 +142,8 @@ class ServerProtocol(Protocol):
             self.send_response(self.reject(exc.status, f"Invalid HTTP request: {exc}."))
         except EOFError as exc:
             self._request_parser = None
-            self.handshake_exc = exc
+            self.handshake_exc = ConnectionLostDuringHandshake("client", self.reader.received)
+            self.handshake_exc.__cause__ = exc
 
     # --- deciding -----------------------------------------------------------------------------
 
