@@ -171,10 +171,7 @@ class ClientProtocol(Protocol):
         self.handshake_exc = exc
         if self.debug:
             self.logger.debug("! handshake failed: %s", exc)
-        self._discard = True
-        if not self.eof_sent:
-            self.send_eof()
-        self.state = State.CLOSED
+        self._end_failed_handshake()
 
     def _process_response(self, response: Response) -> None:
         self.response = response
@@ -189,9 +186,7 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
             return
         self._events.append(response)
-        self.state = State.OPEN
-        self._start_frames()
-        self._receive_frames()
+        self._open()
 
     def _check_response(self, response: Response) -> None:
         """4.2.2 item 5 and 4.1: "If the server's response does not conform ... the client

@@ -10,7 +10,9 @@ Drive it with five calls::
 and send with ``send_text``, ``send_binary``, ``send_message``, ``send_continuation``,
 ``send_ping``, ``send_pong`` and ``send_close``.
 
-States and who moves them (the only place they change)::
+States and who moves them. They change only in this module, through :meth:`Protocol._set_state`
+(which logs each transition); the two roles call :meth:`Protocol._open` and
+:meth:`Protocol._end_failed_handshake`, and ``state`` is read-only (a test checks both)::
 
     CONNECTING --handshake succeeds--> OPEN --close sent or received--> CLOSING --EOF--> CLOSED
     CONNECTING --handshake fails-----> CLOSED (after the rejection is written)
@@ -196,11 +198,24 @@ class Protocol:
     def state(self) -> State:
         return self._state
 
-    @state.setter
-    def state(self, state: State) -> None:
+    def _set_state(self, state: State) -> None:
+        """The one place where the state changes after ``__init__``."""
         if self.debug:
             self.logger.debug("= connection is %s", state.name)
         self._state = state
+
+    def _open(self) -> None:
+        """The opening handshake succeeded: OPEN, and what followed the head is frames."""
+        self._set_state(State.OPEN)
+        self._start_frames()
+        self._receive_frames()
+
+    def _end_failed_handshake(self) -> None:
+        """The opening handshake failed (and any answer is written): drop input, close."""
+        self._discard = True
+        if not self.eof_sent:
+            self.send_eof()
+        self._set_state(State.CLOSED)
 
     @property
     def subprotocol(self) -> str | None:
@@ -302,7 +317,7 @@ class Protocol:
                 if self.handshake_exc is None:
                     peer = "server" if self.side is Side.CLIENT else "client"
                     self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
-                self.state = State.CLOSED
+                self._set_state(State.CLOSED)
             return
         if self._paused:
             # The peer is gone: whatever it sent before, a close frame included, counts now.
@@ -319,7 +334,7 @@ class Protocol:
         # having written exactly one EOF.
         if not self.eof_sent:
             self.send_eof()
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
 
     def _receive_handshake(self) -> None:
         """Overridden by the two roles to parse the request or the response."""
@@ -666,7 +681,7 @@ class Protocol:
             self.close_rcvd_then_sent = False
         self._out_opcode = None
         self._send_frame(Frame(Opcode.CLOSE, payload))
-        self.state = State.CLOSING
+        self._set_state(State.CLOSING)
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the WebSocket connection (7.1.7): send a close frame with ``code`` once if

@@ -290,17 +290,13 @@ class ServerProtocol(Protocol):
         self._writes.append(response.serialize())
         if response.status == 101:
             self.extensions = self._pending_extensions
-            self.state = State.OPEN
-            self._start_frames()
-            self._receive_frames()
+            self._open()
         else:
             if self.handshake_exc is None and response.status >= 400:
                 self.handshake_exc = InvalidRequest(
                     f"rejected with HTTP {response.status}", response.status
                 )
-            self._discard = True
-            self.send_eof()
-            self.state = State.CLOSED
+            self._end_failed_handshake()
 
 
 class _NotWebSocket(InvalidRequest):
