@@ -46,7 +46,7 @@ from .handshake import (
     single_value,
 )
 from .headers import parse_extension_list
-from .http11 import DEFAULT_REASONS, Headers, Request, Response
+from .http11 import Headers, Request, Response, reason_phrase
 from .protocol import Protocol, Side, State
 
 __all__ = ["OriginRule", "SelectSubprotocol", "ServerProtocol"]
@@ -161,7 +161,7 @@ class ServerProtocol(Protocol):
             return self.reject(
                 exc.status, f"Failed to open a WebSocket connection: {exc}.", exc.extra_headers
             )
-        return Response(101, DEFAULT_REASONS[101], headers)
+        return Response(101, reason_phrase(101), headers)
 
     def _check_request(self, request: Request) -> Headers:
         headers = request.headers
@@ -274,7 +274,7 @@ class ServerProtocol(Protocol):
             response_headers[name] = value
         if "Connection" not in response_headers:
             response_headers["Connection"] = "close"
-        return Response(status, DEFAULT_REASONS.get(status, ""), response_headers, body)
+        return Response(status, reason_phrase(status), response_headers, body)
 
     # --- answering ----------------------------------------------------------------------------
 
