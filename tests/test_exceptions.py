@@ -18,7 +18,6 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 ELSEWHERE = {
     # Internal to `tether inspect`: raised and caught inside the command, never by the library.
     "tether.cli.inspect.CannotConnect",
-    "tether.inspector.CannotConnect",
 }
 
 

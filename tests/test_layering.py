@@ -286,3 +286,13 @@ def test_the_version_has_one_source() -> None:
     assert 'dynamic = ["version"]' in pyproject
     assert 'attr = "tether.version.__version__"' in pyproject
     assert importlib.metadata.version("tether") == __version__
+
+
+def test_the_command_loads_its_parts_on_demand() -> None:
+    # `tether connect` needs neither the inspector nor the demo server.
+    code = (
+        "import sys, tether.cli\n"
+        "loaded = [m for m in ('tether.cli.inspect', 'tether.cli.demo') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,7 +38,7 @@ def _demo_html() -> bytes:
     # rest of tether being importable.
     spec = importlib.util.find_spec("tether")
     assert spec is not None and spec.submodule_search_locations
-    return Path(spec.submodule_search_locations[0], "demo.html").read_bytes()
+    return Path(spec.submodule_search_locations[0], "cli", "demo.html").read_bytes()
 
 
 DEMO_HTML = _demo_html()

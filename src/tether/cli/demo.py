@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import Headers, Request, Response, Server, ServerConnection, __version__, broadcast, serve
+from .. import Headers, Request, Response, Server, ServerConnection, __version__, broadcast, serve
 
 __all__ = [
     "DEFAULT_SUBPROTOCOLS",
@@ -69,7 +69,7 @@ class ServeOptions:
 
 def load_page() -> bytes:
     """The demo page, from the installed package."""
-    return importlib.resources.files("tether").joinpath("demo.html").read_bytes()
+    return importlib.resources.files("tether.cli").joinpath("demo.html").read_bytes()
 
 
 def _is_upgrade(request: Request) -> bool:

@@ -15,9 +15,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from test_main import ServeProcess
 
 from helpers.browser import Browser, Page
-from test_cli import ServeProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 

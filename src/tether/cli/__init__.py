@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import (
+from .. import (
     PRESETS,
     ClientConnection,
     ConnectionClosed,
@@ -44,8 +44,8 @@ from . import (
     __version__,
     connect,
 )
-from .inspector import printable
-from .sansio.uri import parse_uri
+from ..sansio.uri import parse_uri
+from .text import printable
 
 __all__ = ["main"]
 
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .demo_server import DEFAULT_SUBPROTOCOLS, DemoServer, ServeOptions, run, urls
+    from .demo import DEFAULT_SUBPROTOCOLS, DemoServer, ServeOptions, run, urls
 
     if args.tls_key and not args.tls_cert:
         parser.error("--tls-key needs --tls-cert")
@@ -567,7 +567,7 @@ def _report_close(ws: ClientConnection) -> int:
 
 
 def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .inspector import CannotConnect, InspectOptions, inspect, report_json
+    from .inspect import CannotConnect, InspectOptions, inspect, report_json
 
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
