@@ -389,4 +389,44 @@ def test_console_script_is_installed() -> None:
         pytest.skip(f"console script not installed next to {sys.executable}")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
-    assert result.stdout == f"tether {__version__}\n"
+    assert result.stdout.startswith(f"tether {__version__}\nimplementation: ")
+
+
+def version_output(no_speedups: str | None, *argv: str) -> str:
+    env = dict(os.environ)
+    env.pop("TETHER_NO_SPEEDUPS", None)
+    if no_speedups is not None:
+        env["TETHER_NO_SPEEDUPS"] = no_speedups
+    done = subprocess.run(
+        [sys.executable, *argv, "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_version_says_pure_python_when_forced() -> None:
+    assert version_output("1", "-m", "tether") == (
+        f"tether {__version__}\n"
+        "implementation: pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled "
+        "C speedups)\n"
+    )
+
+
+def test_version_says_which_implementation_runs_by_default() -> None:
+    output = version_output(None, "-m", "tether")
+    first, second = output.splitlines()
+    assert first == f"tether {__version__}"
+    try:
+        import tether.sansio._speedups  # noqa: F401
+    except ImportError as exc:
+        assert second.startswith("implementation: pure Python: the C speedups are not built (")
+        assert str(exc) in second
+    else:
+        assert second == (
+            "implementation: compiled C speedups (tether.sansio._speedups); "
+            "set TETHER_NO_SPEEDUPS=1 to force pure Python"
+        )

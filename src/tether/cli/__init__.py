@@ -44,6 +44,7 @@ from .. import (
     __version__,
     connect,
 )
+from ..sansio.masking import implementation
 from ..sansio.uri import parse_uri
 from .text import printable
 
@@ -65,12 +66,38 @@ Any other line is sent as a text message. Empty lines are skipped.
 # --- argument parsing --------------------------------------------------------------------------
 
 
+def version_text() -> str:
+    """What ``tether --version`` prints: the version, then which implementation runs."""
+    return f"tether {__version__}\nimplementation: {implementation()}\n"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, printed as written (argparse's own would re-wrap the lines)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tether",
         description="WebSocket tools: a demo server, an interactive client, a handshake inspector.",
     )
-    parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and which implementation runs (compiled or pure Python)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
