@@ -37,6 +37,9 @@ def test_two_pages_chat_through_tether_serve(browser: Browser, tmp_path: Path) -
         alice.wait_for(OPEN)
         bob = browser.open(server.url("/", "http"))
         bob.wait_for(OPEN)
+        # The name Bob's page shows (a random guest-NNNN) when it joined.
+        bob_name = str(bob.eval("document.getElementById('chat-name').value"))
+        assert bob_name.startswith("guest-")
         alice.type("#chat-name", "alice")
         bob.type("#chat-name", "bob")
 
@@ -48,10 +51,11 @@ def test_two_pages_chat_through_tether_serve(browser: Browser, tmp_path: Path) -
             assert page.text("#echo-protocol") == "none"
             assert page.text("#echo-extensions").startswith("permessage-deflate")
 
-        # Alice saw Bob join.
+        # Alice saw Bob join, under the name Bob's page showed.
         alice.wait_for(
             "Array.from(document.querySelectorAll('#chat-log .notice'))"
-            ".some((li) => li.textContent.includes('joined · 2 online'))"
+            ".some((li) => li.textContent === arguments[0] + ' joined · 2 online')",
+            bob_name,
         )
 
         alice.type("#chat-input", "hello from alice <b>not bold</b>")

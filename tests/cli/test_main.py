@@ -332,6 +332,15 @@ def test_connect_with_options_against_a_server_with_options() -> None:
         assert accepted.stdout == "< ok\n"
         assert "* subprotocol: kv.v1" in accepted.stderr
         assert "* extensions: none" in accepted.stderr
+        # --origin, as `tether inspect` has it.
+        accepted = tether("connect", url, "--origin", "https://good.example", input="ok\n")
+        assert accepted.returncode == 0, accepted.stderr
+        assert accepted.stdout == "< ok\n"
+        refused = tether("connect", url, "--origin", "https://evil.example", input="x\n")
+        assert refused.returncode == 1
+        assert "invalid Origin header: https://evil.example (origin not allowed)" in (
+            refused.stderr
+        )
 
 
 def test_connect_to_nothing_exits_non_zero() -> None:

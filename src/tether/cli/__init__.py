@@ -158,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
         help="an extra request header, repeatable",
     )
     client.add_argument(
+        "--origin",
+        help="Origin header to send (servers with an allow-list of origins check it)",
+    )
+    client.add_argument(
         "--compression",
         choices=COMPRESSION_CHOICES,
         default="deflate",
@@ -500,6 +504,7 @@ async def _connect_session(
     try:
         ws = await connect(
             args.url,
+            origin=args.origin,
             subprotocols=args.subprotocol,
             compression=_compression(args.compression),
             additional_headers=headers or None,
