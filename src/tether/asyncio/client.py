@@ -13,18 +13,20 @@ import asyncio
 import logging
 import ssl as ssl_module
 import urllib.parse
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
 from ..exceptions import InvalidHandshake, InvalidStatus
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
+from ..sansio.backoff import Backoff
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.http11 import Response
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
 from .compression import Compression, client_extensions
 from .connection import Connection
+from .reconnect import ProcessException, reconnect
 
 __all__ = ["ClientConnection", "connect"]
 
@@ -83,6 +85,15 @@ class connect:
         limits: a :class:`~tether.limits.Limits`.
         ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
         server_hostname: name to check the certificate against.
+        backoff: the delays between attempts of ``async for ws in connect(uri)``, a
+            :class:`~tether.sansio.backoff.Backoff` (exponential with jitter).
+        process_exception: ``(exc) -> exc | None`` for ``async for``: ``None`` retries, an
+            exception is raised. The default retries network errors, timeouts, a connection
+            lost during the handshake and 500/502/503/504; it raises on any other refusal.
+
+    ``async for ws in connect(uri):`` reconnects: each iteration yields an open connection;
+    when the body ends, the connection is closed and the next iteration connects again;
+    failed attempts are retried as ``process_exception`` says, each retry logged at INFO.
 
     Raises:
         InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
@@ -109,6 +120,8 @@ class connect:
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
         logger: LoggerLike | None = None,
+        backoff: Backoff | None = None,
+        process_exception: ProcessException | None = None,
         **create_connection_kwargs: Any,
     ) -> None:
         self.uri = uri
@@ -130,6 +143,8 @@ class connect:
             logger if logger is not None else logging.getLogger("tether.client")
         )
         self.create_connection_kwargs = create_connection_kwargs
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.process_exception = process_exception
         self.connection: ClientConnection | None = None
 
     def _protocol(self, uri: WebSocketURI) -> ClientProtocol:
@@ -211,6 +226,15 @@ class connect:
     async def __aexit__(self, *exc_info: object) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+    def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        return reconnect(
+            lambda: self,
+            backoff=self.backoff,
+            process_exception=self.process_exception,
+            logger=self.logger,
+            target=self.uri,
+        )
 
 
 class InvalidRedirect(InvalidHandshake):
