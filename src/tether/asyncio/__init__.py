@@ -5,6 +5,7 @@ from __future__ import annotations
 from .client import ClientConnection, InvalidRedirect, connect
 from .compression import Compression
 from .connection import Connection
+from .router import Router, route
 from .server import Server, ServerConnection, broadcast, serve
 
 __all__ = [
@@ -12,9 +13,11 @@ __all__ = [
     "Compression",
     "Connection",
     "InvalidRedirect",
+    "Router",
     "Server",
     "ServerConnection",
     "broadcast",
     "connect",
+    "route",
     "serve",
 ]
