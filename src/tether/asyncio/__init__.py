@@ -7,6 +7,7 @@ from .compression import Compression
 from .connection import Connection
 from .router import Router, route
 from .server import Server, ServerConnection, broadcast, serve
+from .unix import UnixServer, unix_connect, unix_serve
 
 __all__ = [
     "ClientConnection",
@@ -16,8 +17,11 @@ __all__ = [
     "Router",
     "Server",
     "ServerConnection",
+    "UnixServer",
     "broadcast",
     "connect",
     "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl as ssl_module
 import urllib.parse
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 from ..exceptions import InvalidHandshake, InvalidStatus
@@ -163,8 +163,15 @@ class connect:
             **kwargs,
         )
 
-    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
+    async def _open(
+        self, factory: Callable[[], ClientConnection], uri: WebSocketURI, kwargs: dict[str, Any]
+    ) -> ClientConnection:
+        """Open the transport (``kwargs`` holds ``ssl`` and ``server_hostname`` for wss)."""
         loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+        return connection
+
+    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
         ssl: ssl_module.SSLContext | None = None
         if uri.secure:
             ssl = self.ssl if self.ssl is not None else ssl_module.create_default_context()
@@ -184,7 +191,7 @@ class connect:
                 logger=self.logger,
             )
 
-        _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+        connection = await self._open(factory, uri, kwargs)
         try:
             await connection.handshake_waiter
         except BaseException:
