@@ -416,8 +416,13 @@ class Response:
         read_exact: _ReadExact,
         read_to_eof: _ReadToEOF,
         limits: Limits,
+        *,
+        method: str = "GET",
     ) -> Generator[None, None, Response]:
         """Read a response head and, unless the status forbids one, its body.
+
+        ``method`` is the request's: a 2xx answer to ``CONNECT`` has no body, whatever its
+        headers say; the tunnel starts after its head (RFC 9112 section 6.3, rule 2).
 
         The body is read for error reporting only, within ``limits.max_body_size``: by
         ``Content-Length``, by chunked transfer coding, or up to the end of the stream (RFC 9112
@@ -433,6 +438,8 @@ class Response:
         line = yield from budget.read_line(read_line, "status line")
         status, reason = cls._parse_status_line(line)
         headers = yield from budget.read_headers(read_line)
+        if method == "CONNECT" and 200 <= status < 300:
+            return cls(status, reason, headers)
         body = yield from cls._read_body(
             status, headers, read_line, read_exact, read_to_eof, limits
         )
