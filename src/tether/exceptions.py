@@ -366,7 +366,7 @@ class InvalidProxy(TetherError):
 
     ``proxy`` is the proxy URL without its password; ``reason`` says what happened (the HTTP
     status of a ``CONNECT``, or the SOCKS5 reply). ``retryable`` is true when the proxy
-    reports that the target could not be reached (HTTP 502/503/504, SOCKS5 replies 1, 3, 4,
+    reports that the target could not be reached (HTTP 500/502/503/504, SOCKS5 replies 1, 3, 4,
     5, 6), so that a reconnecting client tries again later; a refusal (HTTP 403, 407, SOCKS5
     authentication failure or "not allowed by ruleset") is not retried.
     """

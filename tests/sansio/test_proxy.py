@@ -255,3 +255,16 @@ def test_socks5_eof_and_limits() -> None:
     long_user = SOCKS5Tunnel(parse_proxy(f"socks5://{'u' * 300}:p@p"), "h", 1)
     with pytest.raises(InvalidProxy, match="1 to 255 bytes"):
         long_user.receive_data(b"\x05\x02")
+
+
+def test_connect_answered_in_http10() -> None:
+    # tinyproxy answers "HTTP/1.0 200 Connection established"; a WebSocket handshake may not.
+    tunnel = HTTPConnectTunnel(parse_proxy("p:1"), "h", 80)
+    tunnel.receive_data(b"HTTP/1.0 200 Connection established\r\nProxy-agent: x\r\n\r\n")
+    assert tunnel.established
+    refused = HTTPConnectTunnel(parse_proxy("p:1"), "h", 80)
+    with pytest.raises(InvalidProxy, match="HTTP 403"):
+        refused.receive_data(b"HTTP/1.0 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    other = HTTPConnectTunnel(parse_proxy("p:1"), "h", 80)
+    with pytest.raises(InvalidProxy, match=r"unsupported HTTP version HTTP/2\.0"):
+        other.receive_data(b"HTTP/2.0 200 OK\r\n\r\n")

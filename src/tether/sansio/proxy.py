@@ -283,13 +283,14 @@ class HTTPConnectTunnel(Tunnel):
             return
         reason = f"HTTP {response.status} {response.reason}".rstrip()
         reason += f" to CONNECT {self.target}"
-        if response.status == 407:
+        if response.status in (401, 407):  # tinyproxy answers 401 to wrong credentials
             reason += (
                 "; the credentials in the proxy URL were refused"
                 if self.proxy.username is not None
                 else "; put credentials in the proxy URL: http://user:password@host:port"
             )
-        raise self._fail(reason, retryable=response.status in (502, 503, 504))
+        # tinyproxy answers 500 when it cannot reach the target, others 502, 503 or 504.
+        raise self._fail(reason, retryable=response.status in (500, 502, 503, 504))
 
 
 #: SOCKS5 reply codes (RFC 1928 section 6) and whether each is worth retrying later.
