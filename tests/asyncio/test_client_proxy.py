@@ -256,3 +256,26 @@ def test_socks5_username_password() -> None:
             assert proxy.logins == [("bob", "pa ss"), ("bob", "pa ss"), ("bob", "no")]
 
     run(main())
+
+
+def test_ws_and_wss_through_both_proxies_on_uvloop(
+    tinyproxy: Tinyproxy, danted: Danted, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    # uvloop's transports are not asyncio.Transport subclasses; start_tls and set_protocol
+    # must work on them too.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with asyncio.timeout(30):
+            assert "uvloop" in type(asyncio.get_running_loop()).__module__
+            async with (
+                serve(echo, "127.0.0.1", 0) as plain,
+                serve(echo, "127.0.0.1", 0, ssl=tls[0]) as secure,
+            ):
+                for proxy in (tinyproxy.url, danted.url):
+                    uri = f"ws://127.0.0.1:{plain.port_number}/"
+                    assert await round_trip(uri, proxy=proxy) == "through"
+                    uri = f"wss://127.0.0.1:{secure.port_number}/"
+                    assert await round_trip(uri, proxy=proxy, ssl=tls[1]) == "through"
+
+    uvloop.run(main())

@@ -181,3 +181,9 @@ def test_reconnects_when_the_server_comes_up(tmp_path: Path) -> None:
             return await task
 
     assert run(main()) == "localhost /"
+
+
+def test_unix_connect_refuses_a_proxy(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not go through a proxy"):
+        unix_connect(tmp_path / "s.sock", proxy="http://127.0.0.1:3128")
+    unix_connect(tmp_path / "s.sock", proxy=None)  # explicit "no proxy" is fine

@@ -11,7 +11,7 @@ import asyncio
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..exceptions import InvalidProxy
 from ..sansio.proxy import HTTPConnectTunnel, Proxy, SOCKS5Tunnel, Tunnel
@@ -29,9 +29,9 @@ class _TunnelProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.tunnel.data_to_send())
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.tunnel.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():

@@ -147,7 +147,8 @@ class unix_connect(connect):
         path: the socket file (or a Linux abstract name).
         uri: gives the ``Host`` header and the request path; ``wss://`` runs TLS over the
             socket, checking the certificate against the URI's host (or ``server_hostname``).
-        kwargs: every other :func:`connect` option but ``proxy``; ``async for`` reconnects.
+        kwargs: every other :func:`connect` option but ``proxy`` (no proxy is used);
+            ``async for`` reconnects.
 
     Raises:
         InvalidUnixPath: the path is too long for a Unix socket.
@@ -161,6 +162,8 @@ class unix_connect(connect):
         uri: str = "ws://localhost/",
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("proxy", True) is not True and kwargs["proxy"] is not None:
+            raise ValueError("unix_connect() does not go through a proxy; remove proxy=")
         super().__init__(uri, **kwargs)
         self.path = check_unix_path(path)
 
