@@ -279,3 +279,17 @@ def test_ws_and_wss_through_both_proxies_on_uvloop(
                     assert await round_trip(uri, proxy=proxy, ssl=tls[1]) == "through"
 
     uvloop.run(main())
+
+
+def test_proxy_down_is_a_retryable_invalid_proxy() -> None:
+    async def main() -> None:
+        port = free_port()
+        with pytest.raises(InvalidProxy) as info:
+            await round_trip("ws://127.0.0.1:1/", proxy=f"http://127.0.0.1:{port}")
+        assert f"proxy http://127.0.0.1:{port} failed: cannot connect to the proxy" in str(
+            info.value
+        )
+        assert info.value.retryable
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+
+    run(main())

@@ -85,9 +85,9 @@ async def open_through_proxy(
     ``kwargs`` go to ``loop.create_connection`` for the connection to the proxy.
 
     Raises:
-        InvalidProxy: the proxy refused (HTTP status or SOCKS5 reply in the message).
-        OSError: the proxy cannot be reached, or (``socks5://``) the target's name cannot be
-            resolved.
+        InvalidProxy: the proxy cannot be reached (``retryable``), or refused (its HTTP
+            status or SOCKS5 reply is in the message).
+        OSError: (``socks5://``) the target's name cannot be resolved here.
         ssl.SSLError: the TLS handshake with the target failed.
     """
     loop = asyncio.get_running_loop()
@@ -101,9 +101,14 @@ async def open_through_proxy(
             host = str(infos[0][4][0])
         tunnel = SOCKS5Tunnel(proxy, host, uri.port)
     done: asyncio.Future[None] = loop.create_future()
-    transport, _ = await loop.create_connection(
-        lambda: _TunnelProtocol(tunnel, done), proxy.host, proxy.port, **kwargs
-    )
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: _TunnelProtocol(tunnel, done), proxy.host, proxy.port, **kwargs
+        )
+    except OSError as exc:
+        raise InvalidProxy(
+            str(proxy), f"cannot connect to the proxy: {exc}", retryable=True
+        ) from exc
     try:
         await done
         leftover = tunnel.leftover
