@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -42,7 +43,8 @@ async def echo_path(ws: ServerConnection) -> None:
         await ws.send(message)
 
 
-def test_echo_over_a_unix_socket(tmp_path: Path) -> None:
+def test_echo_over_a_unix_socket(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tether.server")
     path = tmp_path / "ws.sock"
 
     async def main() -> None:
@@ -60,6 +62,7 @@ def test_echo_over_a_unix_socket(tmp_path: Path) -> None:
         assert not path.exists()  # removed on close
 
     run(main())
+    assert f"server listening on ws over Unix socket {str(path)!r}" in caplog.text
 
 
 def test_default_uri_and_group_mode(tmp_path: Path) -> None:
