@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from tether import InvalidStatus, Request, Response, ServerConnection, connect, serve
+from tether import (
+    ConnectionClosed,
+    InvalidStatus,
+    Request,
+    Response,
+    ServerConnection,
+    connect,
+    serve,
+)
 from tether.asyncio.reconnect import default_process_exception
 from tether.exceptions import InvalidAccept
 from tether.sansio.backoff import Backoff
@@ -209,3 +217,35 @@ def test_hook_may_replace_the_exception() -> None:
         assert isinstance(info.value.__cause__, ConnectionRefusedError)
 
     run(main())
+
+
+def test_client_survives_a_server_restart() -> None:
+    async def main() -> list[str]:
+        port = free_port()
+        received: list[str] = []
+        first_down = asyncio.Event()
+
+        async def client() -> None:
+            async for ws in connect(f"ws://127.0.0.1:{port}/", backoff=FAST):
+                try:
+                    async for message in ws:  # ends cleanly on the server's 1001
+                        received.append(str(message))
+                        if len(received) == 2:
+                            return
+                except ConnectionClosed:
+                    continue
+                finally:
+                    first_down.set()
+
+        server = await serve(greet, "127.0.0.1", port)
+        task = asyncio.create_task(client())
+        while not received:
+            await asyncio.sleep(0.01)
+        server.close()  # closes the connection with 1001 (going away)
+        await server.wait_closed()
+        await first_down.wait()  # the client is now retrying against a closed port
+        async with serve(greet, "127.0.0.1", port):
+            await task
+        return received
+
+    assert run(main()) == ["hello", "hello"]
