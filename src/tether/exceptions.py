@@ -23,6 +23,8 @@
     │       ├── InvalidParameterName
     │       └── InvalidParameterValue
     ├── InvalidURI                        not a ws:// or wss:// URI (also a ValueError)
+    ├── InvalidProxy                      a proxy refused the tunnel or broke its protocol
+    ├── InvalidUnixPath                   a Unix socket path is unusable (also a ValueError)
     ├── MultipleValuesError               headers[name] on a repeated header (also a KeyError)
     ├── LineTooLong                       a line over the reader's limit (the HTTP parser
     │                                     turns it into InvalidHTTP 431; never escapes)
@@ -74,12 +76,14 @@ __all__ = [
     "InvalidOrigin",
     "InvalidParameterName",
     "InvalidParameterValue",
+    "InvalidProxy",
     "InvalidRedirect",
     "InvalidRequest",
     "InvalidState",
     "InvalidStatus",
     "InvalidSubprotocol",
     "InvalidURI",
+    "InvalidUnixPath",
     "InvalidUpgrade",
     "InvalidVersion",
     "LineTooLong",
@@ -444,3 +448,30 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection closed with an error code, or without a close handshake."""
+
+
+# --- client transports: proxies and Unix sockets --------------------------------------------
+
+
+class InvalidProxy(TetherError):
+    """A proxy refused to open the tunnel, or answered something that is not its protocol.
+
+    ``proxy`` is the proxy URL without its password; ``reason`` says what happened (the HTTP
+    status of a ``CONNECT``, or the SOCKS5 reply). ``retryable`` is true when the proxy
+    reports that the target could not be reached (HTTP 500/502/503/504, SOCKS5 replies 1, 3, 4,
+    5, 6), so that a reconnecting client tries again later; a refusal (HTTP 403, 407, SOCKS5
+    authentication failure or "not allowed by ruleset") is not retried.
+    """
+
+    def __init__(self, proxy: str, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(proxy, reason)
+        self.proxy = proxy
+        self.reason = reason
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return f"proxy {self.proxy} failed: {self.reason}"
+
+
+class InvalidUnixPath(TetherError, ValueError):
+    """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""
