@@ -439,3 +439,34 @@ def test_version_says_which_implementation_runs_by_default() -> None:
             "implementation: compiled C speedups (tether.sansio._speedups); "
             "set TETHER_NO_SPEEDUPS=1 to force pure Python"
         )
+
+
+def test_connect_reports_a_server_that_hangs_up_during_the_handshake() -> None:
+    # A TCP server that reads the request, answers half a status line and closes.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        with listener, contextlib.suppress(OSError):
+            peer, _ = listener.accept()
+            with peer:
+                peer.settimeout(10)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = peer.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                peer.sendall(b"HTTP/1.1 101 ")
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    result = tether("connect", f"ws://127.0.0.1:{port}/", input="x\n")
+    thread.join(10)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "tether connect: the server closed the connection before sending a complete HTTP "
+        "response (13 bytes received)\n"
+    )
