@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..options import Compression
+from .broadcast import broadcast, broadcast_and_wait
 from .client import ClientConnection, InvalidRedirect, connect
-from .compression import Compression
 from .connection import Connection
-from .server import Server, ServerConnection, broadcast, serve
+from .server import Server, ServerConnection, serve
 
 __all__ = [
     "ClientConnection",
@@ -15,6 +16,7 @@ __all__ = [
     "Server",
     "ServerConnection",
     "broadcast",
+    "broadcast_and_wait",
     "connect",
     "serve",
 ]

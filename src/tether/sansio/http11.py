@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import TypeAlias
 
 from ..exceptions import InvalidHTTP
 from ..limits import Limits
@@ -37,33 +38,66 @@ __all__ = [
     "DEFAULT_REASONS",
     "HTTP_VERSION",
     "Headers",
+    "HeadersLike",
     "MultipleValuesError",
     "Request",
     "Response",
+    "normalize_headers",
     "reason_phrase",
 ]
 
 #: The only HTTP version tether speaks.
 HTTP_VERSION = "HTTP/1.1"
 
-#: Reason phrases for the statuses tether sends (RFC 9110 section 15).
+#: Reason phrases of every status registered by RFC 9110 section 15 (and 429/431 from RFC
+#: 6585), so that whatever status an application answers with goes out with its phrase.
 DEFAULT_REASONS: dict[int, str] = {
+    100: "Continue",
     101: "Switching Protocols",
     200: "OK",
+    201: "Created",
+    202: "Accepted",
+    203: "Non-Authoritative Information",
     204: "No Content",
+    205: "Reset Content",
+    206: "Partial Content",
+    300: "Multiple Choices",
     301: "Moved Permanently",
     302: "Found",
     303: "See Other",
+    304: "Not Modified",
+    305: "Use Proxy",
     307: "Temporary Redirect",
     308: "Permanent Redirect",
     400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    417: "Expectation Failed",
+    421: "Misdirected Request",
+    422: "Unprocessable Content",
     426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
 
@@ -197,6 +231,43 @@ class Headers:
 
     def copy(self) -> Headers:
         return type(self)(self._items)
+
+
+#: Headers as tether takes them everywhere: ``Headers``, a mapping of names to values, or an
+#: iterable of ``(name, value)`` pairs (which may repeat a name).
+HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def normalize_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    """The ``(name, value)`` lines of ``headers``, checked: names are tokens and values have
+    no CR, LF or NUL (which would let a value inject header lines).
+
+    Raises:
+        TypeError: ``headers`` is not one of the accepted shapes.
+        ValueError: a name or a value is invalid.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, Headers):
+        items = headers.items()
+    elif isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, (str, bytes)):
+        raise TypeError("headers must be a mapping, a list of (name, value) pairs or Headers")
+    else:
+        items = []
+        for item in headers:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"headers must be (name, value) pairs, got {item!r}")
+            items.append(item)
+    for name, value in items:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
+        if not _TOKEN_STR_RE.fullmatch(name):
+            raise ValueError(f"invalid header name: {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"invalid value for header {name}: {value!r}")
+    return items
 
 
 # --- reading the head --------------------------------------------------------------------------
