@@ -6,17 +6,24 @@ from ..options import Compression
 from .broadcast import broadcast, broadcast_and_wait
 from .client import ClientConnection, InvalidRedirect, connect
 from .connection import Connection
+from .router import Router, route
 from .server import Server, ServerConnection, serve
+from .unix import UnixServer, unix_connect, unix_serve
 
 __all__ = [
     "ClientConnection",
     "Compression",
     "Connection",
     "InvalidRedirect",
+    "Router",
     "Server",
     "ServerConnection",
+    "UnixServer",
     "broadcast",
     "broadcast_and_wait",
     "connect",
+    "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl as ssl_module
 import urllib.parse
-from collections.abc import Generator, Sequence
-from typing import Any, Never
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any, Literal, Never
 
 from ..exceptions import (
     ConnectionFailed,
@@ -33,11 +34,15 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..sansio.backoff import Backoff
 from ..sansio.client import ClientProtocol
 from ..sansio.http11 import HeadersLike, Response
+from ..sansio.proxy import Proxy, parse_proxy, proxy_from_environment
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
 from .connection import Connection
+from .proxy import open_through_proxy
+from .reconnect import ProcessException, reconnect
 
 __all__ = ["ClientConnection", "connect"]
 
@@ -99,16 +104,33 @@ class connect:
         ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
         server_hostname: name to check the certificate against.
         logger: where to log (``logging.getLogger("tether.client")`` by default).
+        backoff: the delays between attempts of ``async for ws in connect(uri)``, a
+            :class:`~tether.sansio.backoff.Backoff` (exponential with jitter).
+        process_exception: ``(exc) -> exc | None`` for ``async for``: ``None`` retries, an
+            exception is raised. The default retries network errors, timeouts, a connection
+            lost during the handshake and 500/502/503/504; it raises on any other refusal.
+        proxy: ``True`` (default) takes the proxy from ``https_proxy`` (wss) or
+            ``http_proxy`` (ws), then ``all_proxy``, unless ``no_proxy`` lists the host;
+            ``None`` connects directly; or a URL: ``http://user:password@host:port`` (HTTP
+            ``CONNECT``), ``socks5://...`` (the name is resolved here) or ``socks5h://...``
+            (by the proxy). Credentials in the URL authenticate to the proxy.
         sock: an already connected socket to use instead of connecting to the URI's host.
         family, local_addr, happy_eyeballs_delay, interleave, ssl_handshake_timeout,
             ssl_shutdown_timeout: passed to :meth:`asyncio.loop.create_connection`.
+
+    ``async for ws in connect(uri):`` reconnects: each iteration yields an open connection;
+    when the body ends, the connection is closed and the next iteration connects again;
+    failed attempts are retried as ``process_exception`` says, each retry logged at INFO.
 
     Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
     ``extra_headers``, ``user_agent_header``...) name tether's equivalent.
 
     Raises:
-        ConnectionFailed: the TCP or TLS connection could not be opened (also an
-            ``OSError``, with its ``errno``).
+        ConnectionFailed: the TCP or TLS connection could not be opened; it is also the
+            ``OSError`` subclass that failed (``ConnectionRefusedError``,
+            ``ssl.SSLCertVerificationError``...), with its ``errno``.
+        InvalidProxy: the proxy refused the tunnel (its HTTP status or SOCKS5 reply is in
+            the message) or its URL is not usable.
         OpenTimeout: ``open_timeout`` elapsed (also a ``TimeoutError``).
         InvalidStatus: the server answered with another status than 101 (``exc.response``
             holds it, e.g. a 401 and its body).
@@ -139,6 +161,9 @@ class connect:
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
         logger: LoggerLike | None = None,
+        backoff: Backoff | None = None,
+        process_exception: ProcessException | None = None,
+        proxy: str | Literal[True] | None = True,
         sock: socket.socket | None = None,
         family: int = 0,
         local_addr: tuple[str, int] | None = None,
@@ -162,33 +187,66 @@ class connect:
             logger if logger is not None else logging.getLogger("tether.client")
         )
         self.sock = sock
+        #: Options of :meth:`asyncio.loop.create_connection` for TCP.
         self.create_connection_options: dict[str, Any] = {
-            "family": family,
+            "family": family or None,
             "local_addr": local_addr,
             "happy_eyeballs_delay": happy_eyeballs_delay,
             "interleave": interleave,
+        }
+        self.ssl_timeouts: dict[str, float | None] = {
             "ssl_handshake_timeout": ssl_handshake_timeout,
             "ssl_shutdown_timeout": ssl_shutdown_timeout,
         }
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.process_exception = process_exception
+        self.proxy = proxy
         self.connection: ClientConnection | None = None
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.options.user_agent
 
     def _protocol(self, uri: WebSocketURI) -> ClientProtocol:
         return self.options.make_protocol(uri)
 
-    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
+    async def _open(
+        self, factory: Callable[[], ClientConnection], uri: WebSocketURI, kwargs: dict[str, Any]
+    ) -> ClientConnection:
+        """Open the transport (``kwargs`` holds ``ssl`` and ``server_hostname`` for wss)."""
         loop = asyncio.get_running_loop()
+        proxy = self._proxy_for(uri)
+        if proxy is not None:
+            self.logger.debug("connecting to %s through proxy %s", uri, proxy)
+            opened = await open_through_proxy(
+                proxy, factory, uri, user_agent=self.user_agent, **kwargs
+            )
+            assert isinstance(opened, ClientConnection)
+            return opened
+        if self.sock is not None:
+            _, connection = await loop.create_connection(factory, sock=self.sock, **kwargs)
+            return connection
+        tcp = {k: v for k, v in self.create_connection_options.items() if v is not None}
+        _, connection = await loop.create_connection(factory, uri.host, uri.port, **tcp, **kwargs)
+        return connection
+
+    def _proxy_for(self, uri: WebSocketURI) -> Proxy | None:
+        if self.proxy is None or self.sock is not None:
+            return None
+        url = proxy_from_environment(uri, os.environ) if self.proxy is True else self.proxy
+        return None if url is None else parse_proxy(url)
+
+    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
         ssl: ssl_module.SSLContext | None = None
         if uri.secure:
             ssl = self.ssl if self.ssl is not None else ssl_module.create_default_context()
         elif self.ssl is not None:
             raise ValueError("an ssl context was given for a ws:// URI; use wss://")
-        kwargs = {k: v for k, v in self.create_connection_options.items() if v is not None}
+        kwargs: dict[str, Any] = {}
         if ssl is not None:
             kwargs["ssl"] = ssl
             kwargs["server_hostname"] = self.server_hostname or uri.host
-        else:
-            kwargs.pop("ssl_handshake_timeout", None)
-            kwargs.pop("ssl_shutdown_timeout", None)
+            kwargs.update((k, v) for k, v in self.ssl_timeouts.items() if v is not None)
         options = self.options
 
         def factory() -> ClientConnection:
@@ -201,19 +259,13 @@ class connect:
             )
 
         try:
-            if self.sock is not None:
-                kwargs.pop("family", None)
-                kwargs.pop("local_addr", None)
-                _, connection = await loop.create_connection(factory, sock=self.sock, **kwargs)
-            else:
-                _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+            connection = await self._open(factory, uri, kwargs)
         except TetherError:
             raise
         except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors too
-            message = f"could not connect to {uri.host}:{uri.port}: {exc.strerror or exc}"
-            if exc.errno is None:
-                raise ConnectionFailed(message) from exc
-            raise ConnectionFailed(exc.errno, message) from exc
+            path = getattr(self, "path", None)  # unix_connect
+            where = f"Unix socket {path!r}" if path is not None else f"{uri.host}:{uri.port}"
+            raise connection_failed(exc, f"could not connect to {where}") from exc
         try:
             await connection.handshake_waiter
         except BaseException:
@@ -263,6 +315,35 @@ class connect:
     async def __aexit__(self, *exc_info: object) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+    def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        return reconnect(
+            lambda: self,
+            backoff=self.backoff,
+            process_exception=self.process_exception,
+            logger=self.logger,
+            target=self.uri,
+        )
+
+
+_failed_classes: dict[type[OSError], type[ConnectionFailed]] = {}
+
+
+def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
+    """A :class:`ConnectionFailed` that is also an instance of ``exc``'s class, so that
+    ``except ConnectionRefusedError`` (or ``ssl.SSLError``) keeps working."""
+    cls = _failed_classes.get(type(exc))
+    if cls is None:
+        try:
+            cls = type("ConnectionFailed", (ConnectionFailed, type(exc)), {})
+            cls.__module__ = ConnectionFailed.__module__
+        except TypeError:  # an OSError subclass that cannot be combined
+            cls = ConnectionFailed
+        _failed_classes[type(exc)] = cls
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None:
+        return cls(f"{what}: {detail}")
+    return cls(exc.errno, f"{what}: {detail}")
 
 
 class InvalidRedirect(InvalidHandshake):
