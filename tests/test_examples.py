@@ -101,13 +101,6 @@ def test_token_checking_server_answers_401() -> None:
     run(main())
 
 
-def _has_reconnection() -> bool:
-    return hasattr(connect, "__aiter__")
-
-
-@pytest.mark.xfail(
-    not _has_reconnection(), reason="needs reconnection (apinet)", strict=True, raises=TypeError
-)
 def test_reconnecting_client_survives_a_server_restart() -> None:
     client = load("reconnecting_client")
 

@@ -340,7 +340,7 @@ def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
         except TypeError:  # an OSError subclass that cannot be combined
             cls = ConnectionFailed
         _failed_classes[type(exc)] = cls
-    detail = exc.strerror or str(exc) or type(exc).__name__
+    detail = f"{exc.strerror or exc} ({type(exc).__name__})"
     if exc.errno is None:
         return cls(f"{what}: {detail}")
     return cls(exc.errno, f"{what}: {detail}")

@@ -431,7 +431,7 @@ def _describe(scheme: str, address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
         return f"{scheme}://{host}:{address[1]}"
-    return f"{scheme} on Unix socket {address!r}"
+    return f"{scheme} over Unix socket {address!r}"
 
 
 #: ``serve(handler, host, port, **options)``: create a :class:`Server` (the same class, so one
