@@ -264,3 +264,13 @@ def test_mypy_strict_rejects_misuse_of_the_signatures() -> None:
     assert set(reported) == set(expected), result.stdout
     for number, text in expected.items():
         assert any(text in message for message in reported[number]), (number, reported[number])
+
+
+def test_legacy_process_request_shape_is_refused_at_serve_time() -> None:
+    async def legacy(path: str, request_headers: Any) -> Any:
+        return None
+
+    with pytest.raises(TypeError, match=r"legacy \(path, request_headers\) shape.*request\.path"):
+        serve(handler, "127.0.0.1", 0, process_request=legacy)
+    with pytest.raises(TypeError, match="process_request must be callable"):
+        serve(handler, "127.0.0.1", 0, process_request="/healthz")  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ __all__ = [
     "ClientOptions",
     "Compression",
     "ServerOptions",
+    "check_process_request",
     "check_select_subprotocol",
     "check_unknown_keywords",
     "client_extensions",
@@ -162,6 +163,35 @@ def check_select_subprotocol(hook: object) -> None:
             "it is now (connection, subprotocols) -> subprotocol or None, as in websockets: "
             "subprotocols is what the client offered, and the server's own list is "
             "connection.protocol.subprotocols"
+        )
+
+
+def check_process_request(hook: object) -> None:
+    """Refuse a ``process_request`` hook with websockets' legacy shape ``(path,
+    request_headers)``, which returns ``(status, headers, body)``; tether's (as websockets'
+    new API) is ``(connection, request) -> Response | None``.
+
+    Raises:
+        TypeError: the hook is not callable, or its parameters are named as the legacy ones.
+    """
+    if hook is None:
+        return
+    if not callable(hook):
+        raise TypeError(f"process_request must be callable, got {hook!r}")
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):
+        return
+    names = [
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if names[:1] == ["path"] or names[1:2] in (["request_headers"], ["headers"]):
+        raise TypeError(
+            f"process_request{signature} looks like websockets' legacy (path, request_headers) "
+            "shape; it is now (connection, request) -> Response | None: read request.path and "
+            "request.headers, and answer with connection.respond(status, text)"
         )
 
 

@@ -28,6 +28,7 @@ from ..options import (
     DEFAULT_SERVER_HEADER,
     Compression,
     ServerOptions,
+    check_process_request,
     check_unknown_keywords,
     pick,
 )
@@ -256,10 +257,9 @@ class Server:
             raise TypeError(f"handler must be an async function of the connection, got {handler!r}")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
-        hooks = {"process_request": process_request, "process_response": process_response}
-        for name, hook in hooks.items():
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable, got {hook!r}")
+        check_process_request(process_request)
+        if process_response is not None and not callable(process_response):
+            raise TypeError(f"process_response must be callable, got {process_response!r}")
         #: The WebSocket options, validated (shared with the other I/O layers).
         self.options: ServerOptions = pick(ServerOptions, locals())
         self.handler = handler
