@@ -12,6 +12,7 @@ import pytest
 from tether.sansio.http11 import (
     DEFAULT_REASONS,
     Headers,
+    Request,
     Response,
     normalize_headers,
     reason_phrase,
@@ -141,3 +142,17 @@ def test_reject_takes_a_content_type_and_bytes() -> None:
     assert plain.body == b"not here\n"
     assert plain.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert isinstance(plain, Response) and plain.headers["Connection"] == "close"
+
+
+def test_response_and_request_take_headers_in_every_shape_and_default_the_reason() -> None:
+    response = Response(401, headers={"WWW-Authenticate": "Bearer"}, body=b"token?\n")
+    assert response.reason == "Unauthorized"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.serialize().startswith(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer")
+    assert Response(200, "Fine", [("X-A", "1")]).reason == "Fine"
+    headers = Headers([("X-A", "1")])
+    assert Response(204, headers=headers).headers is headers
+    request = Request("GET", "/chat?x=1", {"Host": "example.com"})
+    assert request.headers["Host"] == "example.com" and request.path == "/chat?x=1"
+    with pytest.raises(ValueError, match="invalid header name"):
+        Response(200, headers={"bad name": "x"})

@@ -270,6 +270,12 @@ def normalize_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
     return items
 
 
+def _as_headers(headers: HeadersLike | None) -> Headers:
+    if isinstance(headers, Headers):
+        return headers  # kept as given: the caller may go on adding lines to it
+    return Headers(normalize_headers(headers))
+
+
 # --- reading the head --------------------------------------------------------------------------
 
 
@@ -394,12 +400,13 @@ def _serialize_headers(parts: list[str], headers: Headers) -> None:
     parts.append("\r\n")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False)
 class Request:
     """An HTTP request head. tether only ever sends or accepts ``GET`` without a body.
 
     ``target`` is the request-target exactly as received; ``path`` is its origin-form (path and
     query), which is what a server routes on. It is derived from ``target`` when not given.
+    ``headers`` may be given as ``Headers``, a mapping or ``(name, value)`` pairs.
     """
 
     method: str
@@ -408,9 +415,19 @@ class Request:
     path: str = ""
     version: str = HTTP_VERSION
 
-    def __post_init__(self) -> None:
-        if not self.path:
-            self.path = _path_of(self.target)
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: HeadersLike | None = None,
+        path: str = "",
+        version: str = HTTP_VERSION,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = _as_headers(headers)
+        self.path = path or _path_of(target)
+        self.version = version
 
     @classmethod
     def parse(cls, read_line: _ReadLine, limits: Limits) -> Generator[None, None, Request]:
@@ -470,15 +487,34 @@ class Request:
         return "".join(parts).encode("latin-1")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False)
 class Response:
-    """An HTTP response: status line, headers and, for errors, a body."""
+    """An HTTP response: status line, headers and, for errors, a body.
+
+    ``reason`` defaults to the status's standard phrase; ``headers`` may be given as
+    ``Headers``, a mapping or ``(name, value)`` pairs: ``Response(200, headers={...},
+    body=b"...")``.
+    """
 
     status: int
     reason: str
     headers: Headers
     body: bytes = b""
     version: str = HTTP_VERSION
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: HeadersLike | None = None,
+        body: bytes = b"",
+        version: str = HTTP_VERSION,
+    ) -> None:
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.headers = _as_headers(headers)
+        self.body = body
+        self.version = version
 
     @classmethod
     def parse(
