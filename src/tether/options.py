@@ -40,6 +40,8 @@ from .sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
 from .sansio.uri import WebSocketURI
 
 __all__ = [
+    "DEFAULT_SERVER_HEADER",
+    "DEFAULT_USER_AGENT",
     "WEBSOCKETS_KEYWORDS",
     "ClientOptions",
     "Compression",
@@ -48,6 +50,7 @@ __all__ = [
     "check_select_subprotocol",
     "check_unknown_keywords",
     "client_extensions",
+    "pick",
     "server_extensions",
 ]
 
@@ -362,11 +365,6 @@ class ClientOptions:
             limits=self.limits,
             assemble=False,
         )
-
-
-def fields_of(options: type[ServerOptions] | type[ClientOptions]) -> list[str]:
-    """The option names of ``options``, in order (for the layers' consistency tests)."""
-    return [f.name for f in dataclasses.fields(options)]
 
 
 def pick(options: type[ServerOptions] | type[ClientOptions], values: Mapping[str, Any]) -> Any:
