@@ -147,6 +147,7 @@ def test_each_option_is_a_keyword_with_the_same_default_and_documented(
         ({"origins": "https://example.com"}, TypeError, "origins must be a list"),
         ({"versions": []}, ValueError, "versions must list at least one"),
         ({"extensions": ["permessage-deflate"]}, TypeError, "extensions must be"),
+        ({"ssl_handshake_timeout": 5}, ValueError, "need ssl="),
     ],
 )
 def test_serve_validates_options_at_the_call(

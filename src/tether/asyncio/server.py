@@ -257,6 +257,8 @@ class Server:
             raise TypeError(f"handler must be an async function of the connection, got {handler!r}")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        if ssl is None and (ssl_handshake_timeout, ssl_shutdown_timeout) != (None, None):
+            raise ValueError("ssl_handshake_timeout and ssl_shutdown_timeout need ssl=")
         check_process_request(process_request)
         if process_response is not None and not callable(process_response):
             raise TypeError(f"process_response must be callable, got {process_response!r}")
@@ -331,9 +333,6 @@ class Server:
         if self.sock is not None:
             for name in ("family", "flags"):
                 kwargs.pop(name)
-        if self.ssl is None:
-            kwargs.pop("ssl_handshake_timeout", None)
-            kwargs.pop("ssl_shutdown_timeout", None)
         if self.sock is None:
             kwargs["host"], kwargs["port"] = self.host, self.port
         else:
