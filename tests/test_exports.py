@@ -12,6 +12,7 @@ MODULES = [
     "tether.limits",
     "tether.options",
     "tether.typing",
+    "tether.version",
     "tether.sansio",
     "tether.sansio.codes",
     "tether.sansio.frames",
@@ -19,12 +20,14 @@ MODULES = [
     "tether.sansio.http11",
     "tether.sansio.handshake",
     "tether.sansio.protocol",
+    "tether.sansio.messages",
+    "tether.sansio.masking",
     "tether.sansio.server",
     "tether.sansio.client",
     "tether.extensions.base",
     "tether.extensions.permessage_deflate",
     "tether.asyncio",
-    "tether.asyncio.broadcast",
+    "tether.asyncio.fanout",
 ]
 
 

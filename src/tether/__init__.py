@@ -6,28 +6,20 @@ extensions in :mod:`tether.extensions`.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
-from .asyncio import (
-    ClientConnection,
-    Connection,
-    InvalidRedirect,
-    Server,
-    ServerConnection,
-    broadcast,
-    broadcast_and_wait,
-    connect,
-    serve,
-)
 from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     ConnectionFailed,
+    ConnectionLostDuringHandshake,
     InvalidHandshake,
+    InvalidRedirect,
     InvalidState,
     InvalidStatus,
+    InvalidURI,
     OpenTimeout,
     PayloadTooBig,
     ProtocolError,
@@ -37,6 +29,35 @@ from .extensions.permessage_deflate import PRESETS, DeflateSettings
 from .limits import Limits
 from .sansio.codes import CloseCode
 from .sansio.http11 import Headers, Request, Response
+from .version import __version__
+
+if TYPE_CHECKING:
+    # Static tools see the asyncio names as ordinary imports; at run time they are loaded on
+    # first use (below), so that ``import tether.sansio`` does not start tether.asyncio.
+    from .asyncio import (
+        ClientConnection,
+        Connection,
+        Server,
+        ServerConnection,
+        broadcast,
+        broadcast_and_wait,
+        connect,
+        serve,
+    )
+
+# The names of the I/O layer, imported from tether.asyncio when first looked up.
+_ASYNCIO_NAMES = frozenset(
+    {
+        "ClientConnection",
+        "Connection",
+        "Server",
+        "ServerConnection",
+        "broadcast",
+        "broadcast_and_wait",
+        "connect",
+        "serve",
+    }
+)
 
 __all__ = [
     "PRESETS",
@@ -48,12 +69,14 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ConnectionFailed",
+    "ConnectionLostDuringHandshake",
     "DeflateSettings",
     "Headers",
     "InvalidHandshake",
     "InvalidRedirect",
     "InvalidState",
     "InvalidStatus",
+    "InvalidURI",
     "Limits",
     "OpenTimeout",
     "PayloadTooBig",
@@ -69,3 +92,18 @@ __all__ = [
     "connect",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the asyncio layer on first use of one of its names (PEP 562)."""
+    if name in _ASYNCIO_NAMES:
+        from . import asyncio as _asyncio
+
+        value = getattr(_asyncio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..exceptions import InvalidRedirect
 from ..options import Compression
-from .broadcast import broadcast, broadcast_and_wait
-from .client import ClientConnection, InvalidRedirect, connect
+from .fanout import broadcast, broadcast_and_wait
+from .client import ClientConnection, connect
 from .connection import Connection
 from .router import Router, route
 from .server import Server, ServerConnection, serve

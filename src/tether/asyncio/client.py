@@ -20,7 +20,8 @@ from typing import Any, Literal, Never
 
 from ..exceptions import (
     ConnectionFailed,
-    InvalidHandshake,
+    ConnectionLostDuringHandshake,
+    InvalidRedirect,
     InvalidStatus,
     OpenTimeout,
     TetherError,
@@ -75,7 +76,7 @@ class ClientConnection(Connection):
             error = (
                 self.protocol.handshake_exc
                 or exc
-                or EOFError("connection closed during the opening handshake")
+                or ConnectionLostDuringHandshake("server", self.protocol.reader.received)
             )
             self.handshake_waiter.set_exception(error)
             self.handshake_waiter.exception()  # retrieved by connect(); no warning if not
@@ -344,15 +345,3 @@ def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
     if exc.errno is None:
         return cls(f"{what}: {detail}")
     return cls(exc.errno, f"{what}: {detail}")
-
-
-class InvalidRedirect(InvalidHandshake):
-    """Too many redirects, or a redirect that would drop TLS."""
-
-    def __init__(self, response: Response | None, reason: str) -> None:
-        super().__init__(reason)
-        self.response = response
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason

@@ -397,7 +397,7 @@ class Connection(asyncio.BufferedProtocol):
         self.protocol.fail(code, reason)
         self._flush()
 
-    # --- for broadcast (layer-internal: used by tether.asyncio.broadcast) -----------------------
+    # --- for broadcast (layer-internal: used by tether.asyncio.fanout) ------------------------
 
     @property
     def writing_paused(self) -> bool:

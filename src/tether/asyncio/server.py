@@ -38,7 +38,7 @@ from ..sansio.http11 import HeadersLike, Request, Response
 from ..sansio.protocol import State
 from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
 from ..typing import LoggerLike, Subprotocol
-from .broadcast import broadcast, broadcast_and_wait
+from .fanout import broadcast, broadcast_and_wait
 from .connection import Connection
 
 __all__ = ["Server", "ServerConnection", "broadcast", "broadcast_and_wait", "serve"]
