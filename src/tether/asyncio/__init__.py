@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..exceptions import InvalidRedirect
 from ..options import Compression
-from .fanout import broadcast, broadcast_and_wait
 from .client import ClientConnection, connect
 from .connection import Connection
+from .fanout import broadcast, broadcast_and_wait
 from .router import Router, route
 from .server import Server, ServerConnection, serve
 from .unix import UnixServer, unix_connect, unix_serve

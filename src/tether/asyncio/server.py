@@ -38,8 +38,8 @@ from ..sansio.http11 import HeadersLike, Request, Response
 from ..sansio.protocol import State
 from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
 from ..typing import LoggerLike, Subprotocol
-from .fanout import broadcast, broadcast_and_wait
 from .connection import Connection
+from .fanout import broadcast, broadcast_and_wait
 
 __all__ = ["Server", "ServerConnection", "broadcast", "broadcast_and_wait", "serve"]
 
