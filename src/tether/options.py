@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from . import __version__
+from .version import __version__
 from .extensions.base import ClientExtensionFactory, ServerExtensionFactory
 from .extensions.permessage_deflate import (
     PRESETS,
