@@ -24,7 +24,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from .version import __version__
 from .extensions.base import ClientExtensionFactory, ServerExtensionFactory
 from .extensions.permessage_deflate import (
     PRESETS,
@@ -38,6 +37,7 @@ from .sansio.handshake import SUPPORTED_VERSIONS
 from .sansio.http11 import HeadersLike, normalize_headers
 from .sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
 from .sansio.uri import WebSocketURI
+from .version import __version__
 
 __all__ = [
     "DEFAULT_SERVER_HEADER",
