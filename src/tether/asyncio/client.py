@@ -136,9 +136,10 @@ class connect:
         InvalidStatus: the server answered with another status than 101 (``exc.response``
             holds it, e.g. a 401 and its body).
         InvalidRedirect: too many redirects, or one from wss:// to ws://.
-        InvalidHandshake: any other handshake failure (the base class of the two above),
-            such as a bad ``Sec-WebSocket-Accept``, an unexpected subprotocol or extension,
-            or a connection closed during the handshake.
+        ConnectionLostDuringHandshake: the server closed the connection before its answer
+            was complete (typically while it restarts).
+        InvalidHandshake: any other handshake failure (the base class of the three above),
+            such as a bad ``Sec-WebSocket-Accept`` or an unexpected subprotocol or extension.
         InvalidURI: ``uri`` is not a ws:// or wss:// URI.
     """
 
