@@ -42,6 +42,7 @@ from urllib.parse import unquote
 from ..exceptions import ClientDisconnected
 from ..extensions.base import ServerExtensionFactory
 from ..limits import Limits
+from ..options import server_extensions
 from ..sansio.events import BinaryMessage, CloseReceived, Pong, TextMessage
 from ..sansio.http11 import Headers, Request, Response, reason_phrase
 from ..sansio.protocol import State
@@ -115,8 +116,6 @@ def _server_protocol(config: _Config, logger: logging.Logger) -> ServerProtocol:
     """
     options = _options_cache.get(config)
     if options is None:
-        from ..asyncio.compression import server_extensions
-
         size = config.ws_max_size
         limits = Limits(max_message_size=size, max_frame_size=size)
         compression = "deflate" if config.ws_per_message_deflate else None
