@@ -364,25 +364,18 @@ async def broadcast(
     waits: list[Awaitable[None]] = []
     cache: dict[object, bytes] = {}
     for connection in connections:
-        protocol = connection.protocol
-        transport = connection.transport
-        if protocol.state is not State.OPEN or transport is None or transport.is_closing():
+        state = connection._send_state()
+        if state == "busy":
             continue
-        if connection._send_lock.locked() or protocol._out_opcode is not None:
-            continue
-        if connection._writing_paused:
+        if state == "slow":
             if slow == "skip":
                 continue
             if slow == "drop":
                 connection.fail(CloseCode.POLICY_VIOLATION, "too slow to receive broadcasts")
                 continue
             waits.append(connection._drain())
-        data = encode_for_broadcast(protocol, message, cache)
-        if data is None:
-            protocol.send_message(message)
-            connection._flush()
-        else:
-            transport.write(data)
+        encoded = encode_for_broadcast(connection.protocol, message, cache)
+        connection._write_encoded(message, encoded)
         sent += 1
     if waits:
         await asyncio.gather(*waits, return_exceptions=True)
