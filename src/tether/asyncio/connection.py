@@ -244,10 +244,12 @@ class Connection(asyncio.BufferedProtocol):
             messages = self._messages
             if messages.complete == 0:
                 if timeout is None:
-                    await self._wait_for_message()
+                    while messages.complete == 0:
+                        await self._wait_for_data()
                 else:
                     async with asyncio.timeout(timeout):
-                        await self._wait_for_message()
+                        while messages.complete == 0:
+                            await self._wait_for_data()
             elif self._unyielded >= YIELD_EVERY:
                 await self._yield()
             else:
@@ -403,11 +405,6 @@ class Connection(asyncio.BufferedProtocol):
 
     # --- internals: receiving -------------------------------------------------------------------
 
-    async def _wait_for_message(self) -> None:
-        """Wait until a complete message is queued (``ConnectionClosed`` if none will be)."""
-        while self._messages.complete == 0:
-            await self._wait_for_data()
-
     async def _wait_for_data(self) -> None:
         """Wait for more received data; raise ``close_exc`` if none can come. Before waiting,
         act on a close or error held behind messages the application has now all taken."""
@@ -417,7 +414,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
             raise self.close_exc
         self._unyielded = 0
-        await self._messages.wait()
+        await self._messages.waiter()
 
     def _taken(self) -> None:
         """The application took a fragment: resume reading if the queue shrank enough; once no
