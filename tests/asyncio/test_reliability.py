@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tether import ConnectionClosed, Limits, ServerConnection, connect, serve
+from tether.asyncio.connection import HELD_END_TIMEOUT
 from tether.sansio.codes import Opcode
 from tether.sansio.frames import Frame, FrameParser, serialize_frame
 
@@ -170,12 +171,39 @@ def test_close_behind_an_unread_message_is_answered_with_1000() -> None:
         async with serve(never_reads, "127.0.0.1", 0, compression=None) as server:
             client = await RawClient.open(server.port_number)
             await client.send(masked(Opcode.TEXT, b"unread") + masked(Opcode.CLOSE, b"\x03\xe8"))
-            async with asyncio.timeout(3):  # the server's close_timeout is 10 s
+            async with asyncio.timeout(0.5):  # at once: the handler waits in wait_closed()
                 frame = await client.next_frame()
                 assert frame is not None and frame.opcode is Opcode.CLOSE
                 assert close_code(frame) == 1000
                 assert await client.next_frame() is None  # and the server closes TCP
             client.close()
+
+    run(main())
+
+
+def test_close_behind_an_unread_message_is_answered_within_the_hold_timeout() -> None:
+    """A handler that neither reads nor waits in wait_closed(): the close is answered after
+    HELD_END_TIMEOUT (1 s), well within the peer's close timeout."""
+
+    stop: asyncio.Event
+
+    async def busy(ws: ServerConnection) -> None:
+        await stop.wait()  # busy elsewhere: neither reads nor waits in wait_closed()
+
+    async def main() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        async with serve(busy, "127.0.0.1", 0, compression=None) as server:
+            client = await RawClient.open(server.port_number)
+            await client.send(masked(Opcode.TEXT, b"unread") + masked(Opcode.CLOSE, b"\x03\xe8"))
+            await until(lambda: bool(server.connections))
+            connection = only_connection(server)
+            await until(lambda: connection.protocol.holding)  # held first
+            async with asyncio.timeout(HELD_END_TIMEOUT + 2):  # then answered
+                frame = await client.next_frame()
+            assert frame is not None and close_code(frame) == 1000
+            client.close()
+            stop.set()
 
     run(main())
 

@@ -17,7 +17,8 @@ Reading ahead of the application, and the end held behind unread messages:
   first). So the protocol holds it (``Protocol.hold_end_after_message``) until the queue is
   empty and the application had its turn to answer (the next ``recv()``, or a callback
   scheduled when it took the last message), and at most :data:`HELD_END_TIMEOUT` seconds: a
-  peer's close is answered within that time whatever the application does.
+  peer's close is answered within that time whatever the application does, and at once while
+  a coroutine waits in ``wait_closed()`` (it is not going to read).
 - Reading pauses only when more than ``limits.max_queue`` bytes of complete messages wait
   (and resumes below a quarter of it, see :mod:`tether.asyncio.messages`). Past that bound,
   control frames are not seen until the application reads: the bound wins.
@@ -139,6 +140,7 @@ class Connection(asyncio.BufferedProtocol):
         self._recv_busy = False
         self._release_scheduled = False
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._closed_waiters = 0  # coroutines in wait_closed()
 
         # Outgoing.
         self._writing_paused = False
@@ -370,8 +372,19 @@ class Connection(asyncio.BufferedProtocol):
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the TCP connection is closed."""
-        await asyncio.shield(self.connection_lost_waiter)
+        """Wait until the TCP connection is closed.
+
+        A coroutine waiting here is not reading: while one does, a peer's close frame (or
+        error) found behind unread messages is acted on at once rather than after
+        :data:`HELD_END_TIMEOUT`.
+        """
+        self._closed_waiters += 1
+        try:
+            if self.protocol.holding:
+                self._release_held()
+            await asyncio.shield(self.connection_lost_waiter)
+        finally:
+            self._closed_waiters -= 1
 
     def start_closing(self, code: int, reason: str) -> None:
         """Send the close frame without waiting for the closing handshake to finish.
@@ -473,8 +486,12 @@ class Connection(asyncio.BufferedProtocol):
             # A message still arriving will never end: free it now.
             messages.drop_incomplete()
             messages.wake()  # a receiver may wait for data that will not come
-        if protocol.holding and self._hold_timer is None:
-            self._arm_hold_timer()
+        if protocol.holding:
+            if self._closed_waiters:
+                self._release_held()  # nobody is going to read what is queued first
+                return
+            if self._hold_timer is None:
+                self._arm_hold_timer()
         self._flush()
 
     def _arm_hold_timer(self) -> None:
