@@ -120,3 +120,16 @@ def test_ping_and_pong_are_both_coroutines() -> None:
             assert await ws.recv() == "still open"
 
     run(main())
+
+
+def test_recv_streaming_decodes_a_character_split_across_fragments() -> None:
+    async def split(ws: ServerConnection) -> None:
+        await ws.send([b"\xc3", b"\xa9!"])  # "é!" as binary, cut inside the "é"
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with serve(split, "127.0.0.1", 0) as server, connect(uri(server)) as ws:
+            pieces = [piece async for piece in ws.recv_streaming(decode=True)]
+            assert pieces == ["", "é!"]
+
+    run(main())

@@ -235,7 +235,6 @@ def test_echo_of_a_message_goes_out_before_the_answer_to_a_close_behind_it() -> 
 @pytest.mark.parametrize("ending", ["close", "reset", "failure"])
 def test_closed_connection_is_freed_without_the_cyclic_gc(ending: str) -> None:
     refs: list[weakref.ref[ServerConnection]] = []
-    done = asyncio.Event
 
     async def handler(ws: ServerConnection) -> None:
         refs.append(weakref.ref(ws))
@@ -243,7 +242,6 @@ def test_closed_connection_is_freed_without_the_cyclic_gc(ending: str) -> None:
             await ws.send(message)
 
     async def main() -> None:
-        finished = done()
         async with serve(handler, "127.0.0.1", 0, ping_interval=0.05, compression=None) as server:
             client = await RawClient.open(server.port_number)
             await client.send(masked(Opcode.TEXT, b"hello"))
@@ -273,8 +271,33 @@ def test_closed_connection_is_freed_without_the_cyclic_gc(ending: str) -> None:
             await until(lambda: not server.connections)
             for _ in range(5):  # let the handler task and callbacks finish
                 await asyncio.sleep(0)
-            finished.set()
         assert refs and refs[0]() is None, gc.get_referrers(refs[0]())
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(main())
+    finally:
+        gc.enable()
+
+
+def test_closed_client_connection_is_freed_without_the_cyclic_gc() -> None:
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0) as server:
+            ws = await connect(f"ws://127.0.0.1:{server.port_number}/", ping_interval=0.05)
+            await ws.send("x")
+            assert await ws.recv() == "x"
+            await asyncio.sleep(0.12)  # the keepalive task has pinged and waited
+            await ws.close()
+            ref = weakref.ref(ws)
+            del ws
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert ref() is None
 
     gc.collect()
     gc.disable()
