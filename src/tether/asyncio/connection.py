@@ -330,12 +330,15 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(message, AsyncIterable):
             async with self._send_lock:
                 await self._send_fragments_async(message, text)
-            return
-        if isinstance(message, Iterable):
+        elif isinstance(message, Iterable):
             async with self._send_lock:
                 await self._send_fragments_async(_aiter(message), text)
-            return
-        raise TypeError(f"cannot send {type(message).__name__}")
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        if self._unyielded >= YIELD_EVERY:
+            await self._yield()
+        else:
+            self._unyielded += 1
 
     async def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves with the round-trip time in seconds when
