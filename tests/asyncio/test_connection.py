@@ -29,8 +29,8 @@ from tether import (
     connect,
     serve,
 )
-from tether.asyncio.client import InvalidRedirect
 from tether.asyncio.connection import READ_BUFFER_SIZE
+from tether.exceptions import InvalidRedirect
 from tether.sansio.frames import FrameParser
 
 pytestmark = pytest.mark.timeout(30)
