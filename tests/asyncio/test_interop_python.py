@@ -292,7 +292,7 @@ def tether_echo(
         seen.messages = []
         try:
             if ping is not None:
-                seen.latency = await ws.ping(ping)
+                seen.latency = await (await ws.ping(ping))
             if close_with is not None:
                 message = await ws.recv()
                 await ws.send(message)
@@ -615,7 +615,7 @@ def test_ping_pong_between_tether_client_and_websockets_server() -> None:
     async def main() -> None:
         async with websockets_server(handler) as url, connect(url) as ws:
             assert await ws.recv() == "pinged"  # tether answered websockets' ping
-            latency = await ws.ping(b"from tether")
+            latency = await (await ws.ping(b"from tether"))
             assert 0 <= latency < 5
             assert ws.latency == latency
         assert len(latencies) == 1 and 0 <= latencies[0] < 5
@@ -1151,7 +1151,7 @@ def test_ping_pong_between_tether_client_and_aiohttp_server() -> None:
                 assert await ws.recv() == "after ping"
         assert seen.pong == b"from aiohttp"
         async with aiohttp_server(aiohttp_echo(AioSeen())) as url, connect(url) as ws:
-            latency = await ws.ping(b"from tether")
+            latency = await (await ws.ping(b"from tether"))
             assert 0 <= latency < 5
 
     run(main())

@@ -553,6 +553,19 @@ class TestRfcExamples:
         payload = bytes.fromhex("00 05 00 fa ff 48 65 6c 6c 6f 00")
         assert engine().decode(Frame(TEXT, payload, rsv1=True)).data == b"Hello"
 
+    def test_7_2_1_ending_with_an_empty_final_stored_block(self) -> None:
+        # 7.2.3.3's stored block, then 7.2.1 step 2's empty stored block with BFINAL set
+        # (01 00 00 ff ff), whose last four bytes step 3 removes: the payload ends with 01.
+        payload = bytes.fromhex("00 05 00 fa ff 48 65 6c 6c 6f") + bytes.fromhex("01")
+        receiver = engine()
+        assert receiver.decode(Frame(TEXT, payload, rsv1=True)).data == b"Hello"
+        # The stream ended: the next message starts a new one.
+        assert receiver.decode(Frame(TEXT, HELLO, rsv1=True)).data == b"Hello"
+        # The same across two frames, the final block in the last one.
+        first = Frame(TEXT, payload[:-1], fin=False, rsv1=True)
+        assert receiver.decode(first).data == b"Hello"
+        assert receiver.decode(Frame(CONT, payload[-1:])).data == b""
+
     def test_7_2_3_4_block_with_bfinal_set(self) -> None:
         receiver = engine()
         payload = bytes.fromhex("f3 48 cd c9 c9 07 00 00")

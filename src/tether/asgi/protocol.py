@@ -21,10 +21,11 @@ sees 1006); a server shutdown sends 1012 to open connections and 500 to handshak
 application has not answered; the application's close waits for the client's close frame up
 to ``close_timeout`` seconds.
 
-Flow control. Reading: at most ``ws_max_queue`` messages wait for ``receive()``; the sans-I/O
-parser stops after each message (``pause_after_message``) and is resumed while there is room,
-and the transport stops reading while a message waits (a message handed straight to a waiting
-``receive()`` does not count). Writing: ``send()`` waits while the transport is above its high
+Flow control. Reading: the sans-I/O parser takes everything the transport reads (so pings,
+pongs and a close are seen even while the application is busy), and the transport stops reading
+once ``ws_max_queue`` messages wait for ``receive()`` (a message handed straight to a waiting
+``receive()`` does not count); what one read brings can overshoot that by one read's worth,
+each message bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is above its high
 water mark (``pause_writing``/``resume_writing``).
 """
 
@@ -126,8 +127,6 @@ def _server_protocol(config: _Config, logger: logging.Logger) -> ServerProtocol:
         limits=options.limits,
         logger=logger,
     )
-    # Parse no further ahead than the application reads (see "Flow control" above).
-    protocol.pause_after_message = True
     return protocol
 
 
@@ -317,26 +316,20 @@ class UvicornProtocol(asyncio.Protocol):
     # --- input --------------------------------------------------------------------------------
 
     def _process(self, flush: bool = True) -> None:
-        """Handle the protocol's events, parse more while the queue has room, write."""
+        """Handle the protocol's events, then write and adjust reading."""
         protocol = self.protocol
-        queue = self._queue
-        while True:
-            for event in protocol.events_received():
-                if isinstance(event, TextMessage):
-                    self._deliver({"type": "websocket.receive", "text": event.data})
-                elif isinstance(event, BinaryMessage):
-                    self._deliver({"type": "websocket.receive", "bytes": event.data})
-                elif isinstance(event, Pong):
-                    self._pong_received(event)
-                elif isinstance(event, CloseReceived):
-                    self._close_received(event)
-                elif isinstance(event, Request):
-                    self._request_received(event)
-                # Ping: the pong is already queued by the protocol.
-            if protocol.parsing_paused and len(queue) < self._max_queue:
-                protocol.resume_parsing()
-                continue
-            break
+        for event in protocol.events_received():
+            if isinstance(event, TextMessage):
+                self._deliver({"type": "websocket.receive", "text": event.data})
+            elif isinstance(event, BinaryMessage):
+                self._deliver({"type": "websocket.receive", "bytes": event.data})
+            elif isinstance(event, Pong):
+                self._pong_received(event)
+            elif isinstance(event, CloseReceived):
+                self._close_received(event)
+            elif isinstance(event, Request):
+                self._request_received(event)
+            # Ping: the pong is already queued by the protocol.
         if self._phase == _REQUEST and protocol.state is State.CLOSED:
             self._request_refused()
         elif protocol.parser_exc is not None and self._disconnect is None:
@@ -376,7 +369,7 @@ class UvicornProtocol(asyncio.Protocol):
         protocol = self.protocol
         if self._phase == _ACCEPTED:
             closing = self.close_timer is not None or protocol.state is not State.OPEN
-            want_pause = not closing and bool(self._queue)
+            want_pause = not closing and len(self._queue) >= self._max_queue
         else:
             # Before the 101, keep reading (a client that leaves is noticed) while what it
             # sends ahead stays small.
@@ -666,7 +659,7 @@ class UvicornProtocol(asyncio.Protocol):
         queue = self._queue
         if queue:
             message = queue.popleft()
-            if self._phase == _ACCEPTED and (self._reading_paused or self.protocol.parsing_paused):
+            if self._phase == _ACCEPTED and self._reading_paused:
                 self._process()
             return message
         disconnect = self._disconnect

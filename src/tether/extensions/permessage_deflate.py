@@ -131,8 +131,10 @@ _SYNC_MARKER = b"\x00\x00\xff\xff"
 
 #: After a block with BFINAL set, a compliant sender's message ends with the first byte of an
 #: empty stored block (7.2.1 step 2 appends that block, step 3 removes its last four bytes).
+#: That appended block may itself be the final one (``01 00 00 ff ff``, sent as ``01``): the
+#: tail we append then completes it and nothing is left over (``b""``).
 _AFTER_FINAL_BLOCK = (b"", b"\x00")
-_AFTER_FINAL_BLOCK_FIN = (_SYNC_MARKER, b"\x00" + _SYNC_MARKER)
+_AFTER_FINAL_BLOCK_FIN = (b"", _SYNC_MARKER, b"\x00" + _SYNC_MARKER)
 
 #: 7.1.2.1 and 7.1.2.2: "a decimal integer value without leading zeroes between 8 to 15,
 #: inclusive". Matching the exact strings rejects "08", "+9", " 9" and "9.0" with no parsing.

@@ -309,6 +309,14 @@ class FrameParser:
         self._pending: tuple[tuple[Opcode, bool, bool, bool, bool], int, bytes | None, int] | None
         self._pending = None
 
+    def discard(self) -> None:
+        """Drop every byte fed and not returned yet (the connection is ending)."""
+        self._buf = b""
+        self._pos = 0
+        self._parts = []
+        self._have = 0
+        self._pending = None
+
     @property
     def buffered(self) -> int:
         """Bytes fed and not returned yet as part of a frame (including a parsed header)."""
