@@ -265,7 +265,11 @@ async def test_ws_max_queue_bounds_the_messages_waiting_for_the_app() -> None:
                 while protocol.queue_size < 3:
                     await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
-            assert protocol.queue_size == 3
+            # Reading stops once 3 wait; what the last read carried is parsed (pings and a
+            # close must be seen), so the queue may overshoot by one read, never take all 50.
+            waiting = protocol.queue_size
+            await asyncio.sleep(0.1)
+            assert 3 <= protocol.queue_size == waiting < 50
             go.set()
             async with asyncio.timeout(5):
                 while len(received) < 50:

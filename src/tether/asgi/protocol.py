@@ -25,8 +25,8 @@ Flow control. Reading: the sans-I/O parser takes everything the transport reads 
 pongs and a close are seen even while the application is busy), and the transport stops reading
 once ``ws_max_queue`` messages wait for ``receive()`` (a message handed straight to a waiting
 ``receive()`` does not count); what one read brings can overshoot that by one read's worth,
-each message bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is above its high
-water mark (``pause_writing``/``resume_writing``).
+each message bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is
+above its high water mark (``pause_writing``/``resume_writing``).
 """
 
 from __future__ import annotations

@@ -609,11 +609,6 @@ class Protocol:
 
     # --- encode once, send to many (broadcast) ---------------------------------------------
 
-    @property
-    def sending_fragmented(self) -> bool:
-        """Whether a fragmented message is being sent: a whole message must wait for its end."""
-        return self._out_opcode is not None
-
     def encoding_key(self, size: int) -> Hashable | None:
         """Protocols with equal keys put a message of ``size`` bytes on the wire as the same
         bytes, so :meth:`encode_message` on one serves :meth:`send_encoded` on all. ``None``:
