@@ -25,7 +25,7 @@ from tether.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
-from tether.extensions.base import RSV1, Extension
+from tether.extensions.base import RSV1, RSV2, Extension
 from tether.extensions.permessage_deflate import (
     DEFAULT_COMPRESS_THRESHOLD,
     PRESETS,
@@ -1080,3 +1080,26 @@ def test_websockets_client_with_tether_server(
     )
     extension = factory.process_response_params(answer, [])
     exchange(ours, WebsocketsSide(extension))
+
+
+class OtherRsv2Extension(Extension):
+    """An extension that leaves RSV1 alone and has no parameters (the base class's default)."""
+
+    name = ExtensionName("x-rsv2")
+    rsv_mask = RSV2
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return frame
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+
+def test_another_extension_on_another_bit_goes_with_permessage_deflate() -> None:
+    other = OtherRsv2Extension()
+    assert other.params == []
+    server = ServerPerMessageDeflateFactory(OPEN)
+    _, agreed = server.process_request_params([], [other])
+    assert isinstance(agreed, PerMessageDeflate)
+    client = ClientPerMessageDeflateFactory(OPEN)
+    assert isinstance(client.process_response_params([], [other]), PerMessageDeflate)
