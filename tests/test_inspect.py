@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
+from websockets.typing import Subprotocol as WebsocketsSubprotocol
 
 from test_cli import ServeProcess, free_port, tether
 from tether.inspector import (
@@ -90,7 +91,11 @@ def websockets_echo_server() -> Iterator[int]:
 
     async def start() -> Any:
         return await websockets_serve(
-            echo, "127.0.0.1", 0, subprotocols=["chat", "chat.v2"], compression="deflate"
+            echo,
+            "127.0.0.1",
+            0,
+            subprotocols=[WebsocketsSubprotocol("chat"), WebsocketsSubprotocol("chat.v2")],
+            compression="deflate",
         )
 
     with thread_server(start, lambda server: server.close()) as port:

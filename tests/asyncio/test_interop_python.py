@@ -1666,6 +1666,7 @@ def test_redirects_between_tether_and_python_peers() -> None:
             port = runner.addresses[0][1]
             for path, target in [("/old", "/new?from=old"), ("/abs", "/new")]:
                 async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                    assert ws.request is not None
                     assert ws.request.path == target
                     await ws.send("redirected")
                     assert await ws.recv() == "redirected"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,8 @@ MDN_RESPONSE = (
 )
 
 
-def client(uri: str = "ws://example.com:8000/chat", **kwargs: object) -> ClientProtocol:
-    protocol = ClientProtocol(parse_uri(uri), **kwargs)  # type: ignore[arg-type]
+def client(uri: str = "ws://example.com:8000/chat", **kwargs: Any) -> ClientProtocol:
+    protocol = ClientProtocol(parse_uri(uri), **kwargs)
     request = protocol.connect()
     # Use the key of the MDN example so that the MDN response fits.
     del request.headers["Sec-WebSocket-Key"]

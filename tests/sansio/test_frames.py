@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -59,10 +60,10 @@ RFC_IDS = ["text", "masked-text", "fragment-1", "fragment-2", "ping", "pong", "2
 
 
 def parse_all(
-    wire: bytes, *, mask_expected: bool, chunk: int | None = None, **kwargs: object
+    wire: bytes, *, mask_expected: bool, chunk: int | None = None, **kwargs: Any
 ) -> list[Frame]:
     """Feed ``wire`` (at once, or in chunks of ``chunk`` bytes) and collect every frame."""
-    parser = FrameParser(mask_expected=mask_expected, **kwargs)  # type: ignore[arg-type]
+    parser = FrameParser(mask_expected=mask_expected, **kwargs)
     result: list[Frame] = []
     step = chunk or max(len(wire), 1)
     for i in range(0, len(wire), step):
@@ -73,8 +74,8 @@ def parse_all(
     return result
 
 
-def parse_one(wire: bytes, *, mask_expected: bool, **kwargs: object) -> Frame | None:
-    parser = FrameParser(mask_expected=mask_expected, **kwargs)  # type: ignore[arg-type]
+def parse_one(wire: bytes, *, mask_expected: bool, **kwargs: Any) -> Frame | None:
+    parser = FrameParser(mask_expected=mask_expected, **kwargs)
     parser.feed(wire)
     return parser.next_frame()
 

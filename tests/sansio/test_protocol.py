@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -280,9 +281,9 @@ class Broken(Extension):
         return frame
 
 
-def with_extensions(side: Side, *extensions: Extension, **kwargs: object) -> Protocol:
+def with_extensions(side: Side, *extensions: Extension, **kwargs: Any) -> Protocol:
     """A protocol that agreed ``extensions``, opened the way the two roles do it."""
-    protocol = Protocol(side, state=State.CONNECTING, **kwargs)  # type: ignore[arg-type]
+    protocol = Protocol(side, state=State.CONNECTING, **kwargs)
     protocol.extensions = list(extensions)
     protocol.state = OPEN
     protocol._start_frames()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -52,8 +53,8 @@ def replace(header: bytes, *lines: bytes) -> bytes:
     return b"\r\n".join([*kept, *lines]) + b"\r\n"
 
 
-def handshake(raw: bytes, **kwargs: object) -> tuple[ServerProtocol, Response]:
-    server = ServerProtocol(**kwargs)  # type: ignore[arg-type]
+def handshake(raw: bytes, **kwargs: Any) -> tuple[ServerProtocol, Response]:
+    server = ServerProtocol(**kwargs)
     server.receive_data(raw)
     events = server.events_received()
     if server.handshake_exc is not None and not events:
@@ -519,10 +520,10 @@ def test_bytes_after_the_request_wait_for_the_decision() -> None:
     (event,) = server.events_received()
     server.receive_data(b"\x81\x85")  # the start of a masked frame, before the 101
     assert server.events_received() == []
-    assert server.state is State.CONNECTING
+    before = server.state
     assert isinstance(event, Request)
     server.send_response(server.accept(event))
-    assert server.state is State.OPEN
+    assert (before, server.state) == (State.CONNECTING, State.OPEN)
 
 
 def test_debug_logs_the_handshake(caplog: pytest.LogCaptureFixture) -> None:
