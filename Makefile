@@ -52,11 +52,12 @@ pytest-plain: $(STAMP)
 
 # The test suite under each of $(PYTHONS), each in its own virtualenv (.venv-3.X).
 test-all:
-	@for py in $(PYTHONS); do \
+	@failed=""; for py in $(PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 1; \
 	  echo "== Python $$v: pytest in .venv-$$v"; \
-	  $(MAKE) --no-print-directory pytest-plain PYTHON=$$py VENV=.venv-$$v || exit 1; \
-	done
+	  $(MAKE) --no-print-directory pytest-plain PYTHON=$$py VENV=.venv-$$v || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-all: failures on Python$$failed"; exit 1; fi
 
 # sdist and manylinux wheels for $(PYTHONS), each installed and tried in a fresh virtualenv
 # (tools/dist.py says how); the results are in dist/.
