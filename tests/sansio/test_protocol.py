@@ -2057,3 +2057,9 @@ def test_valid_message_then_garbage(side: Side, prefix: bytes, junk: bytes) -> N
     assert events[0] == BinaryMessage(prefix)
     assert protocol.state in (State.OPEN, State.CLOSING)
     assert all(w == EOF or (isinstance(w, W) and w.opcode in (PONG, CLOSE)) for w in writes)
+
+
+def test_base_protocol_leaves_the_handshake_to_the_roles() -> None:
+    protocol = Protocol(Side.SERVER, state=State.CONNECTING)
+    with pytest.raises(NotImplementedError):
+        protocol.receive_data(b"GET / HTTP/1.1\r\n")
