@@ -101,4 +101,4 @@ def test_first_route_wins_and_decorator() -> None:
 )
 def test_invalid_patterns(pattern: str) -> None:
     with pytest.raises(ValueError):
-        Router().add(pattern, "h")
+        Router[str]().add(pattern, "h")
