@@ -285,8 +285,7 @@ def with_extensions(side: Side, *extensions: Extension, **kwargs: Any) -> Protoc
     """A protocol that agreed ``extensions``, opened the way the two roles do it."""
     protocol = Protocol(side, state=State.CONNECTING, **kwargs)
     protocol.extensions = list(extensions)
-    protocol.state = OPEN
-    protocol._start_frames()
+    protocol._open()
     return protocol
 
 

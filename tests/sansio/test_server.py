@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tether.exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidHTTP,
     InvalidKey,
     InvalidOrigin,
@@ -296,7 +297,11 @@ def test_eof_during_request_closes_without_answer() -> None:
     server.receive_data(MDN_REQUEST)
     server.receive_eof()
     assert server.state is State.CLOSED
-    assert isinstance(server.handshake_exc, EOFError)
+    exc = server.handshake_exc
+    assert isinstance(exc, ConnectionLostDuringHandshake)
+    assert isinstance(exc.__cause__, EOFError)
+    assert exc.received == len(MDN_REQUEST)
+    assert "the client closed the connection before sending a complete HTTP request" in str(exc)
     assert written(server) == b""
 
 
