@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.sansio.uri import InvalidURI, parse_uri
+from tether.exceptions import InvalidURI
+from tether.sansio.uri import parse_uri
 
 
 def test_ws_and_wss_defaults() -> None:
