@@ -27,19 +27,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".dist-tools"
 EXAMPLE = ROOT / "examples" / "readme_echo.py"
+VERSION_FILE = ROOT / "src" / "tether" / "version.py"
 WARNING = "tether: C compiler not available; installing the pure-Python implementation (slower)"
 
 SMOKE = """
@@ -68,6 +69,11 @@ assert masking.apply_mask(data, key) == bytes(b ^ key[i % 4] for i, b in enumera
 command = pathlib.Path(sys.executable).with_name("tether")
 help_text = subprocess.run([command, "--help"], capture_output=True, text=True, check=True).stdout
 assert "serve" in help_text and "inspect" in help_text, help_text
+version_text = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
+first, implementation = version_text.stdout.splitlines()[:2]
+assert first == f"tether {expected_version}", first
+expected_line = "compiled C" if expected_impl == "c" else "pure Python"
+assert implementation.startswith(f"implementation: {expected_line}"), implementation
 print(f"smoke test ok: tether {tether.__version__}, {masking.IMPLEMENTATION} masking")
 """
 
@@ -143,7 +149,11 @@ def main() -> None:
     parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
     args = parser.parse_args()
     started = time.monotonic()
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # pyproject.toml reads the version from this leaf module (dynamic = ["version"]).
+    match = re.search(r'^__version__ = "([^"]+)"$', VERSION_FILE.read_text(), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"dist: no __version__ in {VERSION_FILE}")
+    version = match.group(1)
     outdir: Path = args.outdir.resolve()
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
