@@ -52,6 +52,9 @@ assert tether.__version__ == expected_version, (tether.__version__, expected_ver
 root = pathlib.Path(sys.prefix).resolve()
 assert root in pathlib.Path(tether.__file__).resolve().parents, tether.__file__
 assert masking.IMPLEMENTATION == expected_impl, masking.IMPLEMENTATION
+import importlib.resources
+assert importlib.resources.files("tether.cli").joinpath("demo.html").is_file()  # the demo page
+assert importlib.resources.files("tether").joinpath("py.typed").is_file()
 if expected_impl == "c":
     from tether.sansio import _speedups
     assert root in pathlib.Path(_speedups.__file__).resolve().parents, _speedups.__file__
