@@ -7,6 +7,8 @@ test fail instead, so that a missing install cannot pass unnoticed.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import sys
 from collections.abc import Iterator
@@ -102,3 +104,24 @@ def node_ws() -> Path:
     """Folder whose node_modules holds the npm package ws (installed on first use)."""
     _require(node_available())
     return node_ws_dir()
+
+
+# --- async def tests (tests/asgi and others): run with asyncio.run, bounded in time --------
+
+#: Seconds one ``async def`` test may take (pytest-timeout's limit stays as the outer bound).
+ASYNC_TEST_TIMEOUT = 25
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+
+    async def bounded() -> None:
+        async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
+            await pyfuncitem.obj(**kwargs)
+
+    asyncio.run(bounded())
+    return True

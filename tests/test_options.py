@@ -56,7 +56,8 @@ def test_every_websockets_keyword_has_an_expected_hint() -> None:
 @pytest.mark.parametrize("keyword", sorted(EXPECTED_HINTS))
 def test_serve_names_tethers_equivalent_of_a_websockets_keyword(keyword: str) -> None:
     with pytest.raises(TypeError) as raised:
-        serve(handler, "127.0.0.1", 0, **{keyword: 1})
+        bad: dict[str, Any] = {keyword: 1}
+        serve(handler, "127.0.0.1", 0, **bad)
     message = str(raised.value)
     assert f"serve() got the websockets keyword {keyword!r}" in message
     assert EXPECTED_HINTS[keyword] in message
@@ -65,7 +66,8 @@ def test_serve_names_tethers_equivalent_of_a_websockets_keyword(keyword: str) ->
 @pytest.mark.parametrize("keyword", sorted(EXPECTED_HINTS))
 def test_connect_names_tethers_equivalent_of_a_websockets_keyword(keyword: str) -> None:
     with pytest.raises(TypeError) as raised:
-        connect("ws://127.0.0.1:1/", **{keyword: 1})
+        bad: dict[str, Any] = {keyword: 1}
+        connect("ws://127.0.0.1:1/", **bad)
     message = str(raised.value)
     assert f"connect() got the websockets keyword {keyword!r}" in message
     assert EXPECTED_HINTS[keyword] in message
@@ -272,6 +274,6 @@ def test_legacy_process_request_shape_is_refused_at_serve_time() -> None:
         return None
 
     with pytest.raises(TypeError, match=r"legacy \(path, request_headers\) shape.*request\.path"):
-        serve(handler, "127.0.0.1", 0, process_request=legacy)
+        serve(handler, "127.0.0.1", 0, process_request=legacy)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="process_request must be callable"):
         serve(handler, "127.0.0.1", 0, process_request="/healthz")  # type: ignore[arg-type]

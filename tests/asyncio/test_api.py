@@ -16,6 +16,7 @@ import pytest
 from tether import (
     ConnectionFailed,
     InvalidHandshake,
+    InvalidState,
     InvalidStatus,
     OpenTimeout,
     Request,
@@ -183,7 +184,8 @@ def test_port_number_and_addresses_on_a_unix_socket() -> None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
             async with serve(wait, sock=sock) as server:
-                assert server.port_number is None
+                with pytest.raises(InvalidState, match="server.addresses"):
+                    server.port_number  # noqa: B018
                 assert server.addresses == [path]
         async with serve(wait, "127.0.0.1", 0) as server:
             assert server.addresses[0][0] == "127.0.0.1"

@@ -318,7 +318,9 @@ def test_user_info_becomes_basic_authorization() -> None:
 
 
 def test_user_agent_from_extra_headers_or_none() -> None:
-    own = ClientProtocol(parse_uri("ws://h/"), additional_headers=[("User-Agent", "mine/1")]).connect()
+    own = ClientProtocol(
+        parse_uri("ws://h/"), additional_headers=[("User-Agent", "mine/1")]
+    ).connect()
     assert own.headers.get_all("User-Agent") == ["mine/1"]
     anonymous = ClientProtocol(parse_uri("ws://h/"), user_agent=None).connect()
     assert "User-Agent" not in anonymous.headers

@@ -31,7 +31,5 @@ async def main() -> None:
     async with serve(handler, "127.0.0.1", 0) as server:
         await broadcast(server.connections, "x")  # error: Incompatible types in "await"
         broadcast(server.connections, "x", slow="wait")  # error: Argument "slow" to "broadcast"
-        port: int = server.port_number  # error: Incompatible types in assignment
-        print(port)
     # Correct use type-checks.
     connect("ws://h/", additional_headers={"A": "b"}, limits=Limits(max_message_size=2**20))

@@ -364,21 +364,23 @@ class Server:
         return [sock.getsockname() for sock in self.sockets]
 
     @property
-    def port_number(self) -> int | None:
-        """The TCP port the server listens on (useful with ``port=0``); ``None`` when it
-        listens on no TCP socket (a Unix socket: see :attr:`addresses`).
+    def port_number(self) -> int:
+        """The TCP port the server listens on (useful with ``port=0``).
 
         Raises:
-            InvalidState: the server is not started yet.
+            InvalidState: the server is not started yet, or listens on no TCP socket (a Unix
+                socket has a path, not a port: read :attr:`addresses` instead).
         """
-        if self._server is None:
-            from ..exceptions import InvalidState
+        from ..exceptions import InvalidState
 
+        if self._server is None:
             raise InvalidState("the server is not started: use async with serve(...) first")
         for address in self.addresses:
             if isinstance(address, tuple) and len(address) >= 2:
                 return int(address[1])
-        return None
+        raise InvalidState(
+            f"the server listens on no TCP port ({self.addresses!r}); read server.addresses"
+        )
 
     def _register(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
