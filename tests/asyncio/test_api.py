@@ -184,7 +184,7 @@ def test_port_number_and_addresses_on_a_unix_socket() -> None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
             async with serve(wait, sock=sock) as server:
-                with pytest.raises(InvalidState, match="server.addresses"):
+                with pytest.raises(InvalidState, match=r"server\.addresses"):
                     server.port_number  # noqa: B018
                 assert server.addresses == [path]
         async with serve(wait, "127.0.0.1", 0) as server:

@@ -122,3 +122,30 @@ def test_encode_message_leaves_the_protocol_untouched() -> None:
     protocol = server(deflate())
     protocol.encode_message("z" * 500)
     assert protocol.data_to_send() == []
+
+
+def test_encode_message_without_a_shared_key_carries_only_the_message() -> None:
+    client = Protocol(Side.CLIENT)  # masks every frame: nothing to share
+    client._start_frames()
+    encoded = client.encode_message(b"\x01\x02")
+    assert encoded.key is None and encoded.data == b"" and encoded.size == 2
+    client.send_encoded(encoded)
+    (wire,) = client.data_to_send()
+    assert wire[0] == 0x82 and wire[1] == 0x80 | 2  # masked binary frame of 2 bytes
+
+
+def test_send_encoded_logs_in_debug_mode(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    protocol = server()
+    protocol.logger = logging.getLogger("tether.test.encode")
+    protocol.debug = True
+    caplog.set_level(logging.DEBUG, logger="tether.test.encode")
+    protocol.send_encoded(protocol.encode_message("hi"))
+    assert "> pre-encoded message, 4 bytes" in caplog.messages
+
+
+def test_failing_before_any_frame_drops_nothing_it_does_not_have() -> None:
+    protocol = Protocol(Side.SERVER)  # no frame parser yet: still in the handshake
+    protocol._drop_input()
+    assert protocol.buffered == 0
