@@ -146,6 +146,16 @@ def test_send_encoded_logs_in_debug_mode(caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_failing_before_any_frame_drops_nothing_it_does_not_have() -> None:
-    protocol = Protocol(Side.SERVER)  # no frame parser yet: still in the handshake
+    from tether.sansio.server import ServerProtocol
+
+    protocol = ServerProtocol()  # no frame parser yet: still in the handshake
+    protocol.receive_data(b"GET / HTTP/1.1\r\n")
     protocol._drop_input()
     assert protocol.buffered == 0
+
+
+def test_send_message_text_flag_overrides_the_type() -> None:
+    protocol = server()
+    protocol.send_message(b"hi", text=True)
+    protocol.send_message("hi", text=False)
+    assert protocol.data_to_send() == [b"\x81\x02hi", b"\x82\x02hi"]
