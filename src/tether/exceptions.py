@@ -24,9 +24,13 @@
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
-    └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000, 1001 or 1005
-        └── ConnectionClosedError         with any other code, or without a close frame
+    ├── ConnectionClosed                  the connection is closed
+    │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
+    │   └── ConnectionClosedError         with any other code, or without a close frame
+    └── HubError                          publish/subscribe (tether.hub)
+        ├── HubUnavailable                the backend (Redis) is unreachable or failed a command
+        ├── InvalidChannel                a channel name breaks the naming rules
+        └── MessageTooBig                 a message to publish is over the hub's limit
 
 Peer misbehaviour (``ProtocolError``, ``PayloadTooBig``, ``UnicodeDecodeError``) is turned
 into a close code at one place, :meth:`tether.sansio.protocol.Protocol.receive_data`. API misuse
@@ -51,7 +55,10 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "DuplicateParameter",
+    "HubError",
+    "HubUnavailable",
     "InvalidAccept",
+    "InvalidChannel",
     "InvalidExtension",
     "InvalidHTTP",
     "InvalidHandshake",
@@ -69,6 +76,7 @@ __all__ = [
     "InvalidUnixPath",
     "InvalidUpgrade",
     "InvalidVersion",
+    "MessageTooBig",
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
@@ -383,3 +391,38 @@ class InvalidProxy(TetherError):
 
 class InvalidUnixPath(TetherError, ValueError):
     """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""
+
+
+# --- publish/subscribe (tether.hub) ------------------------------------------------------------
+
+
+class HubError(TetherError):
+    """A publish/subscribe operation of :class:`tether.hub.Hub` failed."""
+
+
+class HubUnavailable(HubError):
+    """The hub's backend could not do what was asked: Redis is unreachable, or a command failed.
+
+    ``command`` names the backend command that failed (``"XADD chat"``); ``reason`` is what the
+    backend said. A publish that raises this was *not* stored: nobody will receive it, and the
+    caller may retry it (the hub reconnects by itself, with backoff).
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(command, reason)
+        self.command = command
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"hub backend failed on {self.command}: {self.reason}; the message was not "
+            "published (retry later: the hub reconnects by itself)"
+        )
+
+
+class InvalidChannel(HubError, ValueError):
+    """A channel name is empty, too long, or has characters outside ``[A-Za-z0-9_.:-]``."""
+
+
+class MessageTooBig(HubError, ValueError):
+    """A message to publish is longer than the hub's ``max_message_size``."""
