@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,7 @@ from ..exceptions import ConnectionClosed, HubError, MessageTooBig
 from ..sansio.protocol import State
 from .base import Backend, Message, Signal, check_channel
 from .memory import MemoryBackend
-from .wire import JSON_CODEC, Codec
+from .wire import JSON_CODEC, Codec, parse_request
 
 __all__ = ["Hub", "Listener", "Recovery"]
 
@@ -291,6 +292,33 @@ class Hub:
     def subscribers(self, channel: str) -> int:
         state = self._channels.get(channel)
         return 0 if state is None else len(state.live) + len(state.joining)
+
+    async def serve(self, connection: Connection, *, allow_publish: bool = False) -> None:
+        """Serve the wire protocol of :mod:`tether.hub.wire` on ``connection`` until it closes:
+        ``subscribe``, ``recover``, ``unsubscribe`` and, with ``allow_publish``, ``publish``.
+        A bad request is answered with ``{"type": "error", "reason": ...}`` and ignored."""
+        try:
+            async for text in connection:
+                try:
+                    request = parse_request(text)
+                    if request.type == "subscribe":
+                        await self.subscribe(connection, request.channel)
+                    elif request.type == "recover":
+                        await self.subscribe(
+                            connection, request.channel, since=request.since, epoch=request.epoch
+                        )
+                    elif request.type == "unsubscribe":
+                        self.unsubscribe(connection, request.channel)
+                    elif not allow_publish:
+                        raise HubError("publishing is not allowed on this connection")
+                    else:
+                        assert request.data is not None
+                        await self.publish(request.channel, request.data)
+                except HubError as exc:
+                    error = {"type": "error", "reason": str(exc)}
+                    await connection.send(json.dumps(error, ensure_ascii=False))
+        finally:
+            self.unsubscribe(connection)
 
     # --- from the backend ---------------------------------------------------------------------
 
