@@ -58,6 +58,12 @@ return {id, epoch}
 """
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a read's outcome as seen: a cancelled read may still end with an error."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _offset(entry_id: bytes) -> int:
     return int(entry_id.rpartition(b"-")[2])
 
@@ -155,7 +161,7 @@ class RedisBackend(Backend):
             self._client = Redis.from_url(self.url, socket_timeout=10, **common)
             # The listener's blocking reads get their own connection, with room for BLOCK.
             self._reader = Redis.from_url(
-                self.url, socket_timeout=self.block + 10, single_connection_client=True, **common
+                self.url, socket_timeout=self.block + 10, **common
             )
         except ValueError as exc:
             raise HubError(f"invalid Redis URL {_redact(self.url)!r}: {exc}") from None
@@ -168,7 +174,8 @@ class RedisBackend(Backend):
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A listener that died was logged when it did.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         for client in (self._reader, self._client):
             if client is not None:
@@ -303,9 +310,11 @@ class RedisBackend(Backend):
         while True:
             try:
                 if not self.connected:
-                    await self._resync()
+                    resets = await self._resync()
                     self._set_up(delays is not None)
                     delays = None
+                    for reset in resets:
+                        self._reset(*reset)
                 await self._read_once()
             except (RedisError, OSError) as exc:
                 if delays is None:
@@ -337,20 +346,23 @@ class RedisBackend(Backend):
         if was_up and self._sink is not None:
             self._sink.backend_state(False, reason)
 
-    async def _resync(self) -> None:
+    async def _resync(self) -> list[tuple[str, str, int, str]]:
         """After (re)connecting: check that each watched channel's history is the one we were
-        reading; a changed epoch means it was lost, and delivery restarts in the new one."""
+        reading; a changed epoch means it was lost, and delivery restarts in the new one.
+        Returns the resets to apply (channel, epoch, head, reason)."""
+        resets = []
+        await self._reader.ping()
         for channel in list(self._cursors):
             epoch, head = await self._head(self._reader, channel)
             known = self._epochs.get(channel, "")
             if channel not in self._cursors:
                 continue
             if known and epoch != known:
-                self._reset(
-                    channel, epoch, 0, f"the channel's history was lost (epoch {known!r} gone)"
-                )
+                reason = f"the channel's history was reset (epoch {known!r} is gone)"
+                resets.append((channel, epoch, 0, reason))
             elif head < self._cursors[channel]:
-                self._reset(channel, epoch, 0, "the channel's history went back in time")
+                resets.append((channel, epoch, 0, "the channel's history was reset (went back)"))
+        return resets
 
     def _reset(self, channel: str, epoch: str, head: int, reason: str) -> None:
         logger.warning("hub: channel %s: %s", channel, reason)
@@ -369,16 +381,16 @@ class RedisBackend(Backend):
         read = asyncio.ensure_future(
             self._reader.xread(streams, count=self.batch, block=int(self.block * 1000))
         )
+        read.add_done_callback(_retrieve)
         changed = asyncio.ensure_future(self._changed.wait())
         try:
             await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
-        if not read.done():
-            # The watched channels changed: ask again with the new set.
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await read
+            if not read.done():
+                # The watched channels changed (or we are closing): ask again with the new set.
+                read.cancel()
+        if not read.done() or read.cancelled():
             return
         for key, entries in read.result() or ():
             channel = self._channel_of(key)
