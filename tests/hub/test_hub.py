@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers.hub import Client, client, hub_server, run
 
+from helpers.hub import Client, client, hub_server, run
 from tether import ServerConnection, serve
 from tether.exceptions import HubError, InvalidChannel, MessageTooBig
-from tether.hub import Backend, Hub, Message, MemoryBackend, Signal, parse_request
+from tether.hub import Backend, Hub, MemoryBackend, Message, Signal, parse_request
 from tether.limits import Limits
 
 pytestmark = pytest.mark.timeout(30)
@@ -371,9 +371,10 @@ def test_the_hub_uses_compress_once_broadcast() -> None:
             from tether import connect
 
             port = server.port_number
-            async with connect(f"ws://127.0.0.1:{port}/") as w1, connect(
-                f"ws://127.0.0.1:{port}/"
-            ) as w2:
+            async with (
+                connect(f"ws://127.0.0.1:{port}/") as w1,
+                connect(f"ws://127.0.0.1:{port}/") as w2,
+            ):
                 for ws in (w1, w2):
                     await ws.send('{"type":"subscribe","channel":"z"}')
                 while hub.subscribers("z") < 2:

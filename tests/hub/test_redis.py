@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers.hub import FAST, client, hub_server, run
 from helpers.redis import RedisServer
-
 from tether.exceptions import HubUnavailable
 from tether.hub import Hub, Message, RedisBackend, Signal
 

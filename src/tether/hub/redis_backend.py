@@ -160,9 +160,7 @@ class RedisBackend(Backend):
         try:
             self._client = Redis.from_url(self.url, socket_timeout=10, **common)
             # The listener's blocking reads get their own connection, with room for BLOCK.
-            self._reader = Redis.from_url(
-                self.url, socket_timeout=self.block + 10, **common
-            )
+            self._reader = Redis.from_url(self.url, socket_timeout=self.block + 10, **common)
         except ValueError as exc:
             raise HubError(f"invalid Redis URL {_redact(self.url)!r}: {exc}") from None
         self._script = self._client.register_script(_PUBLISH)
