@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import (
     PRESETS,
@@ -102,6 +102,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve wss://")
     serve.add_argument("--tls-key", metavar="FILE", help="private key (PEM), if not in --tls-cert")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the port (SO_REUSEPORT); the chat spans them with --redis",
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="redis://host:port/db: one chat room for every worker and host on this Redis",
+    )
+    serve.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="chat messages kept for reconnecting pages (1000)",
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -254,26 +273,20 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         origins=args.origin,
         certfile=args.tls_cert,
         keyfile=args.tls_key,
+        workers=args.workers,
+        redis=args.redis,
+        history=args.history,
     )
     secure = options.certfile is not None
+    if args.workers < 1 or args.history < 1:
+        parser.error("--workers and --history must be >= 1")
+    if args.workers > 1:
+        from .demo_server import serve_workers
+
+        return serve_workers(options, banner=lambda bases: _banner(args, options, bases, secure))
 
     def ready(server: Server, demo: DemoServer) -> None:
-        bases = urls(server, secure)
-        ws = "wss" if secure else "ws"
-        base = bases[0]
-        socket_base = ws + base[base.index(":") :]
-        compression = args.compression if args.compression != "deflate" else "deflate (balanced)"
-        print(f"tether {__version__} serving on {base}/  (open it in a browser)")
-        for other in bases[1:]:
-            print(f"  also on {other}/")
-        print(f"  echo     {socket_base}/echo")
-        print(f"  chat     {socket_base}/chat")
-        print(f"  health   {base}/healthz")
-        print(f"  subprotocols: {', '.join(options.subprotocols) or 'none'}")
-        print(f"  compression:  {compression}")
-        if options.origins:
-            print(f"  origins:      {', '.join(options.origins)}")
-        print("Press Ctrl-C to stop.", flush=True)
+        _banner(args, options, urls(server, secure), secure)
 
     try:
         asyncio.run(run(options, ready=ready))
@@ -287,6 +300,36 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 130
     print("Server stopped.", flush=True)
     return 0
+
+
+def _banner(args: argparse.Namespace, options: Any, bases: list[str], secure: bool) -> None:
+    ws = "wss" if secure else "ws"
+    base = bases[0]
+    socket_base = ws + base[base.index(":") :]
+    compression = args.compression if args.compression != "deflate" else "deflate (balanced)"
+    print(f"tether {__version__} serving on {base}/  (open it in a browser)")
+    for other in bases[1:]:
+        print(f"  also on {other}/")
+    print(f"  echo     {socket_base}/echo")
+    print(f"  chat     {socket_base}/chat")
+    print(f"  health   {base}/healthz")
+    print(f"  subprotocols: {', '.join(options.subprotocols) or 'none'}")
+    print(f"  compression:  {compression}")
+    if options.origins:
+        print(f"  origins:      {', '.join(options.origins)}")
+    if options.workers > 1:
+        print(f"  workers:      {options.workers} (SO_REUSEPORT)")
+    if options.redis:
+        print(f"  hub:          {_redacted(options.redis)}")
+    elif options.workers > 1:
+        print("  hub:          in-process: each worker has its own chat room (use --redis)")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _redacted(url: str) -> str:
+    from .hub.redis_backend import _redact
+
+    return _redact(url)
 
 
 # --- connect -----------------------------------------------------------------------------------
