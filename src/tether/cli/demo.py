@@ -38,10 +38,10 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import Headers, Request, Response, Server, ServerConnection, __version__, serve
-from .asyncio.workers import WorkerInfo, read_status
-from .exceptions import HubError, HubUnavailable
-from .hub import Hub, JsonCodec, MemoryBackend, Message, RedisBackend
+from .. import Headers, Request, Response, Server, ServerConnection, __version__, serve
+from ..asyncio.workers import WorkerInfo, read_status
+from ..exceptions import HubError, HubUnavailable
+from ..hub import Hub, JsonCodec, MemoryBackend, Message, RedisBackend
 
 __all__ = [
     "DEFAULT_SUBPROTOCOLS",
@@ -125,7 +125,7 @@ def _recovery(path: str) -> tuple[int | None, str | None]:
 
 def load_page() -> bytes:
     """The demo page, from the installed package."""
-    return importlib.resources.files("tether").joinpath("demo.html").read_bytes()
+    return importlib.resources.files("tether.cli").joinpath("demo.html").read_bytes()
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -230,17 +230,17 @@ class DemoServer:
             await ws.send(message)
 
     async def chat(self, ws: ServerConnection) -> None:
-        self._guests += 1
-        name = f"guest-{self._guests}"
+        name = self._join_name(ws)
         since, epoch = _recovery("" if ws.request is None else ws.request.path)
         try:
+            await self.hub.start()  # once; run() starts it before serving
             await self.hub.subscribe(ws, CHAT, since=since, epoch=epoch)
         except HubError as exc:
             logger.warning("%s cannot join the chat: %s", _peer(ws), exc)
             await ws.close(1011, "the chat room is unavailable; retry later")
             return
         self.room.add(ws)
-        logger.info("%s joined the chat as %s (%d online)", _peer(ws), name, len(self.room))
+        logger.info("%s joined the chat as %r (%d online)", _peer(ws), name, len(self.room))
         await self._announce("join", name)
         try:
             async for message in ws:
@@ -257,6 +257,21 @@ class DemoServer:
             self.room.discard(ws)
             self.hub.unsubscribe(ws)
             await self._announce("leave", name)
+
+    def _join_name(self, ws: ServerConnection) -> str:
+        """The name to announce: the page's own (``/chat?name=...``), else ``guest-N``.
+
+        The page sends the name it shows in its name field, so that the join notice and the
+        messages that follow carry the same name.
+        """
+        self._guests += 1
+        guest = f"guest-{self._guests}"
+        request = ws.request
+        if request is None:
+            return guest
+        query = urllib.parse.parse_qs(request.path.partition("?")[2])
+        name = query.get("name", [""])[0].strip()[:MAX_NAME]
+        return name or guest
 
     def _relay(self, message: str | bytes, guest: str) -> dict[str, Any] | None:
         """The chat message to send to everyone for ``message``, or ``None`` to drop it."""
@@ -406,7 +421,7 @@ async def _report(
 
 def serve_workers(options: ServeOptions, *, banner: Callable[[list[str]], None]) -> int:
     """``tether serve --workers N``: N processes on one port; returns the exit status."""
-    from .asyncio.workers import free_reuse_port, supervise
+    from ..asyncio.workers import free_reuse_port, supervise
 
     reserved = None
     port = options.port
