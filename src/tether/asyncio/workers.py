@@ -47,6 +47,12 @@ class WorkerInfo:
     index: int
     count: int
     status_dir: str
+    #: The supervisor's pid: a worker whose parent changed was orphaned and should stop.
+    supervisor: int = 0
+
+    @property
+    def orphaned(self) -> bool:
+        return self.supervisor != 0 and os.getppid() != self.supervisor
 
     def report(self, state: dict[str, Any]) -> None:
         """Publish this worker's state (JSON-able) for ``/healthz``; atomic."""
@@ -140,7 +146,7 @@ def supervise(
     processes = []
     try:
         for index in range(count):
-            info = WorkerInfo(index, count, status_dir)
+            info = WorkerInfo(index, count, status_dir, os.getpid())
             process = context.Process(
                 target=_child, args=(target, info), name=f"tether-worker-{index}"
             )

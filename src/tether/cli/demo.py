@@ -406,6 +406,9 @@ async def _report(
     worker: WorkerInfo, server: Server, demo: DemoServer, stop: asyncio.Event
 ) -> None:
     while True:
+        if worker.orphaned and not stop.is_set():
+            logger.error("worker %d: the supervisor is gone; stopping", worker.index)
+            stop.set()
         health = demo.hub.health()
         worker.report(
             {
