@@ -294,7 +294,10 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--port {args.port}: expected 0-65535")
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(message)s",
+        # With workers, each line says which process wrote it (tether-worker-N or MainProcess).
+        format="%(asctime)s %(levelname)s "
+        + ("[%(processName)s] " if args.workers > 1 else "")
+        + "%(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
