@@ -386,3 +386,54 @@ def test_the_hub_uses_compress_once_broadcast() -> None:
                     assert ws.extensions  # permessage-deflate was agreed
 
     run(main())
+
+
+def test_unsubscribing_and_subscribing_again_at_once_keeps_delivering(
+    new_backend: Callable[..., Backend],
+) -> None:
+    async def main() -> None:
+        hub = Hub(new_backend())
+        async with hub_server(hub) as port, client(port) as a:
+            for i in range(5):
+                await a.request(type="subscribe", channel="flip")
+                await a.request(type="unsubscribe", channel="flip")
+                await a.request(type="subscribe", channel="flip")
+                while hub.subscribers("flip") < 1:
+                    await asyncio.sleep(0.005)
+                sent = await hub.publish("flip", f"round {i}")
+                (got,) = await a.pubs(1)
+                assert (got["data"], got["offset"]) == (f"round {i}", sent.offset)
+                await a.request(type="unsubscribe", channel="flip")
+                while hub.subscribers("flip") > 0:
+                    await asyncio.sleep(0.005)
+
+    run(main())
+
+
+def test_offsets_that_jump_in_live_delivery_are_signalled() -> None:
+    """A process that fell behind the history's trimming tells its subscribers which offsets
+    it could not deliver (the hub's side of the backend contract)."""
+
+    async def main() -> list[Message | Signal]:
+        got: list[Message | Signal] = []
+        async with Hub() as hub:
+            await hub.listen("lag", got.append)
+            epoch = hub._channels["lag"].epoch
+            for offset in (1, 2, 5, 5, 6):
+                await hub.deliver(Message("lag", offset, epoch, str(offset)))
+            await hub.deliver(Message("lag", 1, "new-epoch", "after reset"))
+        return got
+
+    got = run(main())
+    assert [(type(g).__name__, getattr(g, "offset", None)) for g in got] == [
+        ("Message", 1),
+        ("Message", 2),
+        ("Signal", 4),
+        ("Message", 5),
+        ("Message", 6),
+        ("Signal", 0),
+        ("Message", 1),
+    ]
+    gap, reset = (g for g in got if isinstance(g, Signal))
+    assert gap.kind == "unrecoverable" and "offsets 3 to 4 were trimmed" in (gap.reason or "")
+    assert reset.kind == "unrecoverable" and reset.epoch == "new-epoch"

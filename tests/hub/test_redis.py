@@ -200,3 +200,23 @@ def test_a_dead_listener_is_impossible_to_miss(
         assert "listener died" in caplog.text
 
     run(main())
+
+
+def test_a_client_joining_while_redis_is_down_is_told(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        hub = Hub(backend(redis_server.url))
+        async with hub_server(hub) as port, client(port) as first:
+            await first.request(type="subscribe", channel="c")
+            while hub.subscribers("c") < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(redis_server.kill)
+            assert (await first.next())["type"] == "down"
+            async with client(port) as late:
+                await late.request(type="subscribe", channel="c")
+                signal = await late.next()
+                assert signal["type"] == "down"
+                await asyncio.to_thread(redis_server.start)
+                assert (await late.next())["type"] == "up"
+                assert (await first.next())["type"] == "up"
+
+    run(main())

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from .. import asyncio as _io
 from ..asyncio.connection import Connection
-from ..asyncio.server import broadcast
 from ..exceptions import ConnectionClosed, HubError, MessageTooBig
 from ..sansio.protocol import State
 from .base import Backend, Message, Signal, check_channel
@@ -120,6 +121,8 @@ class Hub:
         self.codec = codec
         self._channels: dict[str, _Channel] = {}
         self._subscriptions: dict[Connection, set[str]] = {}
+        #: Channels being unwatched: a new watch of the same channel waits for it.
+        self._unwatching: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self.up = True
         self.published = 0
@@ -180,6 +183,10 @@ class Hub:
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = _Channel(name)
+        if channel.ready is None and name in self._unwatching:
+            # The last subscriber just left and the backend is being told: let it finish
+            # first, or it would stop reading the channel we are about to watch.
+            await asyncio.shield(self._unwatching[name])
         if channel.ready is None:
             channel.ready = asyncio.get_running_loop().create_future()
             try:
@@ -252,6 +259,11 @@ class Hub:
         else:
             state.live.add(connection)
         self._subscriptions.setdefault(connection, set()).add(state.name)
+        if not self.up:
+            # It joins a channel the hub cannot deliver at the moment: say so.
+            frame = self.codec.signal(Signal("down", reason="the hub lost its backend"))
+            if frame is not None:
+                self._send_nowait(connection, frame)
         return Recovery(state.name, state.epoch, last, replayed)
 
     def unsubscribe(self, connection: Connection, channel: str | None = None) -> None:
@@ -288,6 +300,13 @@ class Hub:
             if self._started:
                 task = asyncio.get_running_loop().create_task(self.backend.unwatch(state.name))
                 task.add_done_callback(_log_failure)
+                self._unwatching[state.name] = task
+
+                def forget(done: asyncio.Task[None], name: str = state.name) -> None:
+                    if self._unwatching.get(name) is done:
+                        del self._unwatching[name]
+
+                task.add_done_callback(forget)
 
     def subscribers(self, channel: str) -> int:
         state = self._channels.get(channel)
@@ -362,7 +381,7 @@ class Hub:
             closed = [c for c in state.live if c.state is State.CLOSED]
             for connection in closed:
                 self.unsubscribe(connection)
-            self.delivered += await broadcast(state.live, payload, slow=self.slow)
+            self.delivered += await _fan_out(state.live, payload, self.slow)
         for listener in list(state.listeners):
             _call(listener, message)
 
@@ -433,6 +452,19 @@ class Hub:
             "signals": self.signals,
             "slow": self.slow,
         }
+
+
+async def _fan_out(connections: set[Connection], payload: str | bytes, slow: str) -> int:
+    """tether's broadcast with the policy ``slow``: ``broadcast_and_wait`` for ``"wait"`` where
+    the asyncio layer has it, else ``broadcast`` (a coroutine in some versions)."""
+    wait = getattr(_io, "broadcast_and_wait", None)
+    if slow == "wait" and wait is not None:
+        return int(await wait(connections, payload))
+    broadcast: Any = _io.broadcast
+    result = broadcast(connections, payload, slow=slow)
+    if inspect.isawaitable(result):
+        result = await result
+    return int(result)
 
 
 def _call(listener: Listener, item: Message | Signal) -> None:
