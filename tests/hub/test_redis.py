@@ -100,6 +100,9 @@ def test_killing_redis_for_two_seconds_loses_nothing_acknowledged(
         assert kinds == ["down", "up"]  # subscribers were told, once each way
         assert health_down["ok"] is False
         assert health_down["backend"]["connected"] is False
+        # The listener's error names the Redis command that failed.
+        error = health_down["backend"]["last_error"]
+        assert error.split()[0] in ("PING", "XREAD", "XREVRANGE") and " failed: " in error
         assert "lost Redis" in caplog.text
 
     run(main(), timeout=30)

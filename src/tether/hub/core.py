@@ -230,28 +230,36 @@ class Hub:
         last = since
         replayed = 0
         want_epoch: str | None = epoch
-        while True:
+        for _ in range(100):
             budget = self.recover_limit - replayed
             history = await self.backend.history(channel, last, want_epoch, budget)
             if not history.complete:
                 reason = history.reason or "history unavailable"
-                await self._send_to(
-                    connection,
-                    self.codec.signal(
-                        Signal("unrecoverable", channel, state.epoch, state.delivered, reason)
-                    ),
-                )
-                self.signals += 1
-                joined = self._join(connection, state, state.delivered, replayed)
-                return dataclasses.replace(joined, recovered=False, reason=reason)
+                return await self._refuse(connection, state, replayed, reason)
             for message in history.messages:
                 await connection.send(self.codec.message(message))
                 last = message.offset
                 replayed += 1
             want_epoch = history.epoch
-            # Nothing awaited from here to the join: the listener cannot slip in between.
-            if last >= state.delivered and history.epoch == state.epoch:
+            # Nothing awaited from here to the join: the listener cannot slip in between. (An
+            # empty state.epoch: the listener has not seen the channel's first message yet.)
+            if last >= state.delivered and (history.epoch == state.epoch or not state.epoch):
                 return self._join(connection, state, last, replayed)
+        # The history kept changing under us (its epoch did): give up rather than spin.
+        return await self._refuse(
+            connection, state, replayed, "the channel's history changed during recovery"
+        )
+
+    async def _refuse(
+        self, connection: Connection, state: _Channel, replayed: int, reason: str
+    ) -> Recovery:
+        """Tell ``connection`` that it cannot recover, then go on live from the channel's
+        latest delivered offset."""
+        signal = Signal("unrecoverable", state.name, state.epoch, state.delivered, reason)
+        await self._send_to(connection, self.codec.signal(signal))
+        self.signals += 1
+        joined = self._join(connection, state, state.delivered, replayed)
+        return dataclasses.replace(joined, recovered=False, reason=reason)
 
     def _join(self, connection: Connection, state: _Channel, last: int, replayed: int) -> Recovery:
         if last > state.delivered:

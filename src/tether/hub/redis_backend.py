@@ -133,6 +133,8 @@ class RedisBackend(Backend):
         self.last_error: str | None = None
         self.reconnects = 0
         self.delivered = 0
+        #: The listener's command in flight, named in errors.
+        self._command = ""
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -333,7 +335,7 @@ class RedisBackend(Backend):
             self._sink.backend_state(True, None)
 
     def _set_down(self, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{self._command} failed: {type(exc).__name__}: {exc}"
         if self.connected or self.last_error != reason:
             logger.warning(
                 "hub: lost Redis at %s (%s); reconnecting with backoff", _redact(self.url), reason
@@ -349,8 +351,10 @@ class RedisBackend(Backend):
         reading; a changed epoch means it was lost, and delivery restarts in the new one.
         Returns the resets to apply (channel, epoch, head, reason)."""
         resets = []
+        self._command = "PING"
         await self._reader.ping()
         for channel in list(self._cursors):
+            self._command = f"XREVRANGE {self._stream_key(channel)}"
             epoch, head = await self._head(self._reader, channel)
             known = self._epochs.get(channel, "")
             if channel not in self._cursors:
@@ -376,6 +380,7 @@ class RedisBackend(Backend):
             return
         self._changed.clear()
         streams = {self._stream_key(c): f"0-{offset}" for c, offset in self._cursors.items()}
+        self._command = f"XREAD BLOCK {int(self.block * 1000)} STREAMS {' '.join(streams)}"
         read = asyncio.ensure_future(
             self._reader.xread(streams, count=self.batch, block=int(self.block * 1000))
         )
