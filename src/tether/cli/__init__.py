@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl as ssl_module
 import sys
 import threading
@@ -318,6 +319,9 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--workers and --history must be >= 1")
     if args.workers > 1:
         from .demo import serve_workers
+
+        if not hasattr(socket, "SO_REUSEPORT"):
+            parser.error("--workers needs SO_REUSEPORT, which this platform lacks")
 
         return serve_workers(options, banner=lambda bases: _banner(args, options, bases, secure))
 

@@ -434,20 +434,29 @@ def serve_workers(options: ServeOptions, *, banner: Callable[[list[str]], None])
     host = f"[{options.host}]" if ":" in options.host else options.host
     base = f"{'https' if options.certfile else 'http'}://{host}:{port}"
 
+    started = False
+
     def ready(info: WorkerInfo | None, status_dir: str) -> None:
+        nonlocal started
         if reserved is not None:
             reserved.close()
         banner([base])
+        started = True
 
     try:
         code = supervise(functools.partial(run_worker, options), options.workers, ready=ready)
     finally:
         if reserved is not None:
             reserved.close()
-    print("Server stopped.", flush=True)
+    if started:
+        print("Server stopped.", flush=True)
     return code
 
 
 def run_worker(options: ServeOptions, worker: WorkerInfo) -> None:
     """A worker process's body (see :func:`tether.asyncio.workers.supervise`)."""
-    asyncio.run(run(options, worker=worker))
+    try:
+        asyncio.run(run(options, worker=worker))
+    except (OSError, ssl_module.SSLError, ValueError) as exc:
+        logger.error("worker %d cannot serve: %s", worker.index, exc)
+        raise SystemExit(1) from None
