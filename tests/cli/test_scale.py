@@ -16,13 +16,13 @@ import urllib.request
 from typing import Any
 
 import pytest
-from test_main import ServeProcess
+from test_main import ServeProcess, tether
 
 from helpers.browser import Browser
 from helpers.redis import RedisServer
 from tether import ClientConnection, ConnectionClosed, connect
 
-pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 
 async def _next_message(ws: ClientConnection) -> dict[str, Any]:
@@ -43,6 +43,7 @@ def _health(server: ServeProcess) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+@pytest.mark.redis
 def test_two_servers_share_one_room_in_one_order(redis_server: RedisServer) -> None:
     with (
         ServeProcess("--redis", redis_server.url) as one,
@@ -81,6 +82,7 @@ def test_two_servers_share_one_room_in_one_order(redis_server: RedisServer) -> N
         assert mine == sorted(mine)
 
 
+@pytest.mark.redis
 def test_a_reconnecting_client_gets_exactly_what_it_missed(redis_server: RedisServer) -> None:
     with (
         ServeProcess("--redis", redis_server.url) as one,
@@ -114,6 +116,7 @@ def test_a_reconnecting_client_gets_exactly_what_it_missed(redis_server: RedisSe
         asyncio.run(main())
 
 
+@pytest.mark.redis
 def test_workers_share_the_port_the_room_and_stop_with_1001(redis_server: RedisServer) -> None:
     with ServeProcess("--workers", "2", "--redis", redis_server.url) as server:
         assert "workers:      2 (SO_REUSEPORT)" in "".join(server.stdout)
@@ -181,6 +184,7 @@ def test_a_dead_worker_is_logged_and_shown_not_restarted() -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.redis
 def test_two_pages_on_two_servers_chat_through_redis(
     browser: Browser, redis_server: RedisServer
 ) -> None:
@@ -231,3 +235,16 @@ def test_two_pages_on_two_servers_chat_through_redis(
             ]
             assert sum("hello bob, from another process" in t for t in texts) == 1
             assert sum("while you were away" in t for t in texts) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--workers", "0"], "--workers and --history must be >= 1"),
+        (["--history", "0"], "--workers and --history must be >= 1"),
+        (["--redis", "http://127.0.0.1/"], "expected redis://host:port/db"),
+    ],
+)
+def test_serve_refuses_bad_scale_options(args: list[str], error: str) -> None:
+    result = tether("serve", "--port", "0", *args)
+    assert result.returncode == 2 and error in result.stderr

@@ -45,6 +45,7 @@ from .. import (
     __version__,
     connect,
 )
+from ..exceptions import HubError
 from ..sansio.masking import implementation
 from ..sansio.uri import parse_uri
 from .text import printable
@@ -317,6 +318,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     secure = options.certfile is not None
     if args.workers < 1 or args.history < 1:
         parser.error("--workers and --history must be >= 1")
+    if args.redis and not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        parser.error(f"--redis {args.redis}: expected redis://host:port/db (or rediss://, unix://)")
     if args.workers > 1:
         from .demo import serve_workers
 
@@ -333,7 +336,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"tether serve: error: {exc}", file=sys.stderr)
         return 1
-    except (ssl_module.SSLError, ValueError) as exc:
+    except (ssl_module.SSLError, ValueError, HubError) as exc:
         print(f"tether serve: error: {exc}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:

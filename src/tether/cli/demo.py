@@ -457,6 +457,6 @@ def run_worker(options: ServeOptions, worker: WorkerInfo) -> None:
     """A worker process's body (see :func:`tether.asyncio.workers.supervise`)."""
     try:
         asyncio.run(run(options, worker=worker))
-    except (OSError, ssl_module.SSLError, ValueError) as exc:
+    except (OSError, ssl_module.SSLError, ValueError, HubError) as exc:
         logger.error("worker %d cannot serve: %s", worker.index, exc)
         raise SystemExit(1) from None
