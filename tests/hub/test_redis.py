@@ -61,6 +61,7 @@ def test_killing_redis_for_two_seconds_loses_nothing_acknowledged(
         publisher_hub = Hub(backend(redis_server.url))
         acknowledged: list[str] = []
         refused: list[HubUnavailable] = []
+        attempted_and_refused: set[str] = set()
         health_down: dict[str, Any] = {}
         async with hub_server(subscriber_hub) as port, publisher_hub, client(port) as a:
             await a.request(type="subscribe", channel="ticker")
@@ -76,6 +77,7 @@ def test_killing_redis_for_two_seconds_loses_nothing_acknowledged(
                         acknowledged.append(f"t{i}")
                     except HubUnavailable as exc:
                         refused.append(exc)
+                        attempted_and_refused.add(f"t{i}")
                     i += 1
                     await asyncio.sleep(0.01)
 
@@ -91,8 +93,13 @@ def test_killing_redis_for_two_seconds_loses_nothing_acknowledged(
             got = await a.until(lambda item: item.get("data") == acknowledged[-1])
         pubs = [item for item in got if item["type"] == "pub"]
         kinds = [item["type"] for item in got if item["type"] != "pub"]
-        # Everything the publisher was told succeeded arrived, once, in order, no gap.
-        assert [p["data"] for p in pubs] == acknowledged
+        # Everything the publisher was told succeeded arrived, once, in order, with no gap in
+        # the offsets. A publish refused at the moment Redis was killed may have been stored
+        # before the answer was lost: it may arrive too (documented), and nothing else does.
+        received = [p["data"] for p in pubs]
+        assert [d for d in received if d in set(acknowledged)] == acknowledged
+        assert set(received) - set(acknowledged) <= attempted_and_refused
+        assert len(set(received) - set(acknowledged)) <= 1
         assert [p["offset"] for p in pubs] == list(range(1, len(pubs) + 1))
         assert refused, "publishing while Redis was down should have failed"
         assert "XADD tether:{ticker}:s" in str(refused[0])
