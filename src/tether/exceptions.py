@@ -495,9 +495,11 @@ class HubError(TetherError):
 class HubUnavailable(HubError):
     """The hub's backend could not do what was asked: Redis is unreachable, or a command failed.
 
-    ``command`` names the backend command that failed (``"XADD chat"``); ``reason`` is what the
-    backend said. A publish that raises this was *not* stored: nobody will receive it, and the
-    caller may retry it (the hub reconnects by itself, with backoff).
+    ``command`` names the backend command that failed (``"XADD tether:{chat}:s on redis://..."``);
+    ``reason`` is what the backend said. A publish that raises this was not confirmed: almost
+    always it was not stored and nobody will receive it; only if the connection broke after
+    Redis ran the command was it stored. A caller that retries gets at-least-once delivery (the
+    hub reconnects by itself, with backoff).
     """
 
     def __init__(self, command: str, reason: str) -> None:
@@ -508,7 +510,7 @@ class HubUnavailable(HubError):
     def __str__(self) -> str:
         return (
             f"hub backend failed on {self.command}: {self.reason}; the message was not "
-            "published (retry later: the hub reconnects by itself)"
+            "confirmed as published (retry later: the hub reconnects by itself)"
         )
 
 

@@ -157,7 +157,8 @@ class Hub:
         Raises:
             InvalidChannel: the channel name is not valid.
             MessageTooBig: ``data`` is longer than ``max_message_size``.
-            HubUnavailable: the backend did not store it (Redis down): nobody will receive it.
+            HubUnavailable: the backend did not confirm it (Redis down): normally nobody will
+                receive it (see the exception for the one exception).
         """
         check_channel(channel)
         if not isinstance(data, (str, bytes)):
