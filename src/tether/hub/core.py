@@ -158,7 +158,7 @@ class Hub:
             InvalidChannel: the channel name is not valid.
             MessageTooBig: ``data`` is longer than ``max_message_size``.
             HubUnavailable: the backend did not confirm it (Redis down): normally nobody will
-                receive it (see the exception for the one exception).
+                receive it (see :class:`~tether.exceptions.HubUnavailable`).
         """
         check_channel(channel)
         if not isinstance(data, (str, bytes)):
