@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .. import asyncio as _io
+from ..asyncio import server as _io
 from ..asyncio.connection import Connection
 from ..exceptions import ConnectionClosed, HubError, MessageTooBig
 from ..sansio.protocol import State
