@@ -13,7 +13,7 @@ import pytest
 from helpers.hub import Client, client, hub_server, run
 from tether import ServerConnection, serve
 from tether.exceptions import HubError, InvalidChannel, MessageTooBig
-from tether.hub import Backend, Hub, MemoryBackend, Message, Signal, parse_request
+from tether.hub import Backend, Hub, JsonCodec, MemoryBackend, Message, Signal, parse_request
 from tether.limits import Limits
 
 pytestmark = pytest.mark.timeout(30)
@@ -437,3 +437,27 @@ def test_offsets_that_jump_in_live_delivery_are_signalled() -> None:
     gap, reset = (g for g in got if isinstance(g, Signal))
     assert gap.kind == "unrecoverable" and "offsets 3 to 4 were trimmed" in (gap.reason or "")
     assert reset.kind == "unrecoverable" and reset.epoch == "new-epoch"
+
+
+def test_a_message_the_codec_cannot_frame_does_not_stop_delivery(
+    new_backend: Callable[..., Backend], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Picky(JsonCodec):
+        def message(self, message: Message) -> str:
+            if message.data == "poison":
+                raise ValueError("cannot frame this")
+            return super().message(message)
+
+    async def main() -> None:
+        hub = Hub(new_backend(), codec=Picky())
+        async with hub_server(hub) as port, client(port) as a:
+            await a.request(type="subscribe", channel="p")
+            while hub.subscribers("p") < 1:
+                await asyncio.sleep(0.01)
+            for data in ("one", "poison", "three"):
+                await hub.publish("p", data)
+            got = await a.pubs(2)
+            assert [(g["offset"], g["data"]) for g in got] == [(1, "one"), (3, "three")]
+
+    run(main())
+    assert "cannot deliver offset 2 of p" in caplog.text

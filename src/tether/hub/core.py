@@ -385,12 +385,19 @@ class Hub:
             if message.offset > last:
                 del state.joining[connection]
                 state.live.add(connection)
-        payload = self.codec.message(message)
         if state.live:
             closed = [c for c in state.live if c.state is State.CLOSED]
             for connection in closed:
                 self.unsubscribe(connection)
-            self.delivered += await _fan_out(state.live, payload, self.slow)
+            try:
+                payload = self.codec.message(message)
+                self.delivered += await _fan_out(state.live, payload, self.slow)
+            except Exception:
+                # One message that cannot be framed or sent must not stop the listener that
+                # delivers every other one.
+                logger.exception(
+                    "hub: cannot deliver offset %d of %s", message.offset, message.channel
+                )
         for listener in list(state.listeners):
             _call(listener, message)
 
