@@ -461,3 +461,22 @@ def test_a_message_the_codec_cannot_frame_does_not_stop_delivery(
 
     run(main())
     assert "cannot deliver offset 2 of p" in caplog.text
+
+
+def test_missed_messages_older_than_history_age_are_not_replayed(
+    new_backend: Callable[..., Backend],
+) -> None:
+    async def main() -> None:
+        hub = Hub(new_backend(history_age=0.2))
+        async with hub_server(hub) as port:
+            first = await hub.publish("aged", "old")
+            await asyncio.sleep(0.4)
+            await hub.publish("aged", "new")
+            async with client(port) as a:
+                await a.request(type="recover", channel="aged", since=1, epoch=first.epoch)
+                assert (await a.pubs(1))[0]["data"] == "new"  # 0.0 s old: replayed
+                await a.request(type="recover", channel="aged", since=0, epoch=first.epoch)
+                signal = await a.next()
+                assert signal["type"] == "unrecoverable" and "history_age" in signal["reason"]
+
+    run(main())
