@@ -193,6 +193,31 @@ def test_bad_input_is_refused(new_backend: Callable[..., Backend]) -> None:
     run(main())
 
 
+def test_an_allow_hook_refuses_channels() -> None:
+    async def main() -> None:
+        hub = Hub()
+
+        def allow(ws: Any, action: str, channel: str) -> bool:
+            return channel.startswith("public.") and action == "subscribe"
+
+        async def handler(ws: ServerConnection) -> None:
+            await hub.serve(ws, allow_publish=True, allow=allow)
+
+        async with hub, serve(handler, "127.0.0.1", 0) as server:
+            async with client(server.port_number) as a:
+                await a.request(type="subscribe", channel="secret")
+                assert (await a.next())["reason"] == "not allowed to subscribe on 'secret'"
+                await a.request(type="publish", channel="public.news", data="x")
+                assert "not allowed to publish" in (await a.next())["reason"]
+                await a.request(type="subscribe", channel="public.news")
+                while hub.subscribers("public.news") < 1:
+                    await asyncio.sleep(0.01)
+                await hub.publish("public.news", "hello")
+                assert (await a.pubs(1))[0]["data"] == "hello"
+
+    run(main())
+
+
 def test_publishing_from_clients_is_off_unless_allowed() -> None:
     async def main() -> None:
         hub = Hub()

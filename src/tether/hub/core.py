@@ -321,14 +321,30 @@ class Hub:
         state = self._channels.get(channel)
         return 0 if state is None else len(state.live) + len(state.joining)
 
-    async def serve(self, connection: Connection, *, allow_publish: bool = False) -> None:
+    async def serve(
+        self,
+        connection: Connection,
+        *,
+        allow_publish: bool = False,
+        allow: Callable[[Connection, str, str], bool] | None = None,
+    ) -> None:
         """Serve the wire protocol of :mod:`tether.hub.wire` on ``connection`` until it closes:
         ``subscribe``, ``recover``, ``unsubscribe`` and, with ``allow_publish``, ``publish``.
-        A bad request is answered with ``{"type": "error", "reason": ...}`` and ignored."""
+        ``allow(connection, action, channel)`` (action ``"subscribe"`` or ``"publish"``) may
+        refuse a request, e.g. after checking ``connection.request``'s credentials. A bad or
+        refused request is answered with ``{"type": "error", "reason": ...}`` and ignored."""
         try:
             async for text in connection:
                 try:
                     request = parse_request(text)
+                    action = "publish" if request.type == "publish" else "subscribe"
+                    refused = (
+                        request.type != "unsubscribe"
+                        and allow is not None
+                        and not allow(connection, action, request.channel)
+                    )
+                    if refused:
+                        raise HubError(f"not allowed to {action} on {request.channel!r}")
                     if request.type == "subscribe":
                         await self.subscribe(connection, request.channel)
                     elif request.type == "recover":
