@@ -19,8 +19,9 @@ the channel's ``offset`` and ``epoch``; a page that reconnects to ``/chat?since=
 first gets what it missed, in order, or ``{"type": "unrecoverable", "reason"}``. While the hub
 has lost Redis, the room gets ``{"type": "down", "reason"}`` and then ``{"type": "up"}``.
 
-Only the public asyncio API is used: :func:`tether.serve`, :func:`tether.broadcast`, and a
-``process_request`` hook for the plain HTTP routes.
+Only public APIs are used: :func:`tether.serve`, :class:`tether.hub.Hub` for the room, a
+``process_request`` hook for the plain HTTP routes, and :mod:`tether.asyncio.workers` for
+``--workers``.
 """
 
 from __future__ import annotations
