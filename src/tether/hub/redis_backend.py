@@ -89,6 +89,9 @@ class RedisBackend(Backend):
         batch: messages read per ``XREAD`` and stream.
         connect_timeout: seconds to connect (a publish fails after at most this much when Redis
             is unreachable).
+        pool_size: most connections for publishing and recovery; more concurrent commands
+            wait for one (at most ``connect_timeout``, then :class:`HubUnavailable`). The
+            listener has one more of its own.
     """
 
     kind = "redis"
@@ -104,6 +107,7 @@ class RedisBackend(Backend):
         block: float = 5.0,
         batch: int = 500,
         connect_timeout: float = 2.0,
+        pool_size: int = 16,
     ) -> None:
         super().__init__(history_size=history_size, history_age=history_age)
         try:
@@ -118,7 +122,9 @@ class RedisBackend(Backend):
         self.block = block
         self.batch = batch
         self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
         self._client: Any = None
+        self._pool: Any = None
         self._reader: Any = None
         self._script: Any = None
         self._sink: Sink | None = None
@@ -150,7 +156,7 @@ class RedisBackend(Backend):
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, sink: Sink) -> None:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -160,7 +166,15 @@ class RedisBackend(Backend):
             "retry": Retry(NoBackoff(), 0),
         }
         try:
-            self._client = Redis.from_url(self.url, socket_timeout=10, **common)
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.pool_size,
+                timeout=self.connect_timeout,
+                socket_timeout=10,
+                **common,
+            )
+            self._pool = pool
+            self._client = Redis(connection_pool=pool)
             # The listener's blocking reads get their own connection, with room for BLOCK.
             self._reader = Redis.from_url(self.url, socket_timeout=self.block + 10, **common)
         except ValueError as exc:
@@ -177,7 +191,7 @@ class RedisBackend(Backend):
             # A listener that died was logged when it did.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for client in (self._reader, self._client):
+        for client in (self._reader, self._client, self._pool):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
