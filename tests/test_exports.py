@@ -28,6 +28,7 @@ MODULES = [
     "tether.extensions.permessage_deflate",
     "tether.asyncio",
     "tether.asyncio.fanout",
+    "tether.hub",
 ]
 
 

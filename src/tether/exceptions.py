@@ -37,7 +37,11 @@
     ├── ConnectionClosed                  the connection is closed
     │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
     │   └── ConnectionClosedError         with any other code, or without a close frame
-    └── ClientDisconnected                ASGI: send() after the client left (also an OSError)
+    ├── ClientDisconnected                ASGI: send() after the client left (also an OSError)
+    └── HubError                          publish/subscribe (tether.hub)
+        ├── HubUnavailable                the backend (Redis) is unreachable or failed a command
+        ├── InvalidChannel                a channel name breaks the naming rules
+        └── MessageTooBig                 a message to publish is over the hub's limit
 
 Exceptions live here, with two kinds of exception to that rule: private refinements that only
 choose the answer's status (``sansio/server.py`` raises ``_MethodNotAllowed`` (405),
@@ -71,7 +75,10 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLostDuringHandshake",
     "DuplicateParameter",
+    "HubError",
+    "HubUnavailable",
     "InvalidAccept",
+    "InvalidChannel",
     "InvalidExtension",
     "InvalidHTTP",
     "InvalidHandshake",
@@ -92,6 +99,7 @@ __all__ = [
     "InvalidUpgrade",
     "InvalidVersion",
     "LineTooLong",
+    "MessageTooBig",
     "MultipleValuesError",
     "NegotiationError",
     "OpenTimeout",
@@ -502,3 +510,40 @@ class ClientDisconnected(TetherError, OSError):
     one; frameworks turn it into their own disconnect exception (Starlette's
     ``WebSocketDisconnect``). Stop sending: the application's next ``receive()`` returns the
     ``websocket.disconnect`` message with the close code."""
+
+
+# --- publish/subscribe (tether.hub) ------------------------------------------------------------
+
+
+class HubError(TetherError):
+    """A publish/subscribe operation of :class:`tether.hub.Hub` failed."""
+
+
+class HubUnavailable(HubError):
+    """The hub's backend could not do what was asked: Redis is unreachable, or a command failed.
+
+    ``command`` names the backend command that failed (``"XADD tether:{chat}:s on redis://..."``);
+    ``reason`` is what the backend said. A publish that raises this was not confirmed: almost
+    always it was not stored and nobody will receive it; only if the connection broke after
+    Redis ran the command was it stored. A caller that retries gets at-least-once delivery (the
+    hub reconnects by itself, with backoff).
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(command, reason)
+        self.command = command
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"hub backend failed on {self.command}: {self.reason}; the message was not "
+            "confirmed as published (retry later: the hub reconnects by itself)"
+        )
+
+
+class InvalidChannel(HubError, ValueError):
+    """A channel name is empty, too long, or has characters outside ``[A-Za-z0-9_.:-]``."""
+
+
+class MessageTooBig(HubError, ValueError):
+    """A message to publish is longer than the hub's ``max_message_size``."""

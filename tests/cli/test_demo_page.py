@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_main import ServeProcess
 
+from cli.test_main import ServeProcess
 from helpers.browser import Browser, Page
 from helpers.demo import DemoThread
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_main import ServeProcess, free_port, tether
 from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.typing import Subprotocol as WebsocketsSubprotocol
 
+from cli.test_main import ServeProcess, free_port, tether
 from tether.cli.inspect import (
     NOTE,
     OK,
