@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/tether serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench compliance
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench compliance docs examples
+	$(BIN)/ruff format --check src tests docs examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -8,12 +8,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 
-import tether  # noqa: E402
 from sphinx.ext.napoleon.docstring import GoogleDocstring  # noqa: E402
+
+import tether  # noqa: E402
 
 project = "tether"
 author = "the tether developers"
-copyright = "the tether developers"  # noqa: A001
+copyright = "the tether developers"
 release = tether.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -42,7 +43,10 @@ nitpicky = True
 html_theme = "alabaster"
 html_title = f"tether {release}"
 html_static_path: list[str] = []
-html_theme_options = {"description": "WebSockets for Python, exact and bounded", "fixed_sidebar": True}
+html_theme_options = {
+    "description": "WebSockets for Python, exact and bounded",
+    "fixed_sidebar": True,
+}
 
 
 # Attribute docstrings here are prose ("Write buffer high-water mark: send() waits above it"),
@@ -66,7 +70,9 @@ _PROTOCOL_CALLBACKS = {
 }
 
 
-def _skip_member(app: object, what: str, name: str, obj: object, skip: bool, options: object) -> bool:
+def _skip_member(
+    app: object, what: str, name: str, obj: object, skip: bool, options: object
+) -> bool:
     return skip or name in _PROTOCOL_CALLBACKS
 
 

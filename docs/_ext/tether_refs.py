@@ -68,7 +68,11 @@ def _tether_modules() -> list[Any]:
 
 def _is_alias(obj: Any) -> bool:
     """A type alias or type variable: text in a signature, not a documented object."""
-    return not isinstance(obj, type) and not callable(obj) or isinstance(obj, TypeVar)
+    return (not isinstance(obj, type) and not callable(obj)) or isinstance(obj, TypeVar)
+
+
+def _in_stdlib(obj: Any) -> bool:
+    return getattr(obj, "__module__", "").split(".")[0] in sys.stdlib_module_names
 
 
 def _from_tether_scope(target: str) -> Any:
@@ -121,7 +125,7 @@ def missing_reference(
             return None
         if id(obj) in by_id:
             name = by_id[id(obj)]
-        elif _is_alias(obj) or getattr(obj, "__module__", "").split(".")[0] in sys.stdlib_module_names:
+        elif _is_alias(obj) or _in_stdlib(obj):
             return contnode
         else:
             return None  # a tether class or function that the reference does not document

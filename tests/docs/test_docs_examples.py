@@ -281,9 +281,7 @@ def pages_with_code() -> list[Path]:
     return [page for page in pages() if parse(page)[0]]
 
 
-@pytest.mark.parametrize(
-    "page", pages_with_code(), ids=lambda page: str(page.relative_to(ROOT))
-)
+@pytest.mark.parametrize("page", pages_with_code(), ids=lambda page: str(page.relative_to(ROOT)))
 def test_page_code_runs(page: Path, tmp_path: Path) -> None:
     run_page(page, tmp_path)
 
