@@ -171,6 +171,11 @@ def prepare(block: Block, port: int, folder: Path) -> Path:
     return program
 
 
+def _text(data: str | bytes | None) -> str:
+    """What a timed-out process printed (bytes, even with ``text=True``)."""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+
+
 def run(block: Block, port: int, folder: Path) -> None:
     program = prepare(block, port, folder)
     try:
@@ -184,7 +189,8 @@ def run(block: Block, port: int, folder: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{block}: still running after {RUN_TIMEOUT} s\n{exc.stdout}\n{exc.stderr}")
+        output = f"{_text(exc.stdout)}\n{_text(exc.stderr)}"
+        pytest.fail(f"{block}: still running after {RUN_TIMEOUT} s\n{output}")
     assert done.returncode == 0, (
         f"{block}: exit status {done.returncode}\n--- stdout\n{done.stdout}\n"
         f"--- stderr\n{done.stderr}"
