@@ -76,5 +76,13 @@ def _skip_member(
     return skip or name in _PROTOCOL_CALLBACKS
 
 
+def _drop_object_base(
+    app: object, name: str, obj: object, options: object, bases: list[type]
+) -> None:
+    """ "Bases: object" says nothing; show bases only where there is one worth knowing."""
+    bases[:] = [base for base in bases if base is not object]
+
+
 def setup(app: object) -> None:
     app.connect("autodoc-skip-member", _skip_member)  # type: ignore[attr-defined]
+    app.connect("autodoc-process-bases", _drop_object_base)  # type: ignore[attr-defined]
