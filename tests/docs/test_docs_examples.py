@@ -61,6 +61,12 @@ MODES = {"run", "server", "client", "skip"}
 
 pytestmark = pytest.mark.timeout(300)
 
+HINT = (
+    "Every Python block in the docs runs as a program (tests/docs/test_docs_examples.py): "
+    "make it complete, or put <!-- test: client --> before a block that talks to a server on "
+    "port 8765, <!-- test: server --> before one that serves on it."
+)
+
 
 @dataclasses.dataclass
 class Block:
@@ -193,7 +199,7 @@ def run(block: Block, port: int, folder: Path) -> None:
         pytest.fail(f"{block}: still running after {RUN_TIMEOUT} s\n{output}")
     assert done.returncode == 0, (
         f"{block}: exit status {done.returncode}\n--- stdout\n{done.stdout}\n"
-        f"--- stderr\n{done.stderr}"
+        f"--- stderr\n{done.stderr}\n{HINT}"
     )
 
 
