@@ -30,6 +30,8 @@
     │                                     turns it into InvalidHTTP 431; never escapes)
     ├── ProtocolError                     the peer broke RFC 6455 / RFC 7692 (close code 1002)
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
+    ├── ConnectionFailed (also OSError)   connect() could not open the TCP/TLS connection
+    ├── OpenTimeout (also TimeoutError)   connect() or the handshake took over open_timeout
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
     └── ConnectionClosed                  the connection is closed
@@ -64,6 +66,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionFailed",
     "ConnectionLostDuringHandshake",
     "DuplicateParameter",
     "InvalidAccept",
@@ -89,6 +92,7 @@ __all__ = [
     "LineTooLong",
     "MultipleValuesError",
     "NegotiationError",
+    "OpenTimeout",
     "PayloadTooBig",
     "ProtocolError",
     "TetherError",
@@ -391,6 +395,19 @@ class ProtocolError(TetherError):
 
 class PayloadTooBig(TetherError):
     """A frame or a message is larger than a limit. Failing the connection sends 1009."""
+
+
+class ConnectionFailed(TetherError, OSError):
+    """``connect()`` could not open the connection (refused, unreachable, DNS, TLS...).
+
+    An ``OSError`` too, with the ``errno`` of the failure, so ``except OSError`` keeps working;
+    the original exception is the ``__cause__``.
+    """
+
+
+class OpenTimeout(TetherError, TimeoutError):
+    """``connect()`` did not open the connection and finish the handshake within
+    ``open_timeout`` (a ``TimeoutError`` too)."""
 
 
 class InvalidState(TetherError, AssertionError):

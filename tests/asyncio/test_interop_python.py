@@ -1505,7 +1505,7 @@ def test_broadcast_reaches_websockets_and_aiohttp_clients(monkeypatch: pytest.Mo
             assert sorted(e.local_max_window_bits for e in deflated) == [9, 10, 10]
 
             for message in messages:
-                assert await broadcast(server.connections, message) == 5
+                assert broadcast(server.connections, message) == 5
             # Compressed once per group (9 and 10 bits) for the three messages above the
             # 32-byte threshold; not once per connection.
             assert sorted(compressed) == [9, 9, 9, 10, 10, 10]

@@ -61,7 +61,7 @@ def test_request_is_correct() -> None:
         parse_uri("ws://example.com:8000/chat?room=1"),
         origin="https://example.com",
         subprotocols=["soap", "wamp"],
-        extra_headers=[("X-Token", "abc")],
+        additional_headers=[("X-Token", "abc")],
     )
     request = protocol.connect()
     protocol.send_request(request)
@@ -92,7 +92,7 @@ def test_host_header_omits_default_port_and_brackets_ipv6() -> None:
 
 def test_sec_websocket_headers_cannot_be_injected() -> None:
     with pytest.raises(ValueError):
-        ClientProtocol(parse_uri("ws://h/"), extra_headers=[("Sec-WebSocket-Key", "x")])
+        ClientProtocol(parse_uri("ws://h/"), additional_headers=[("Sec-WebSocket-Key", "x")])
 
 
 def test_mdn_response_opens() -> None:
@@ -305,6 +305,6 @@ def test_request_sent_twice_is_misuse() -> None:
 @pytest.mark.parametrize(
     "header", [("Bad Name", "x"), ("X-Ok", "a\r\nInjected: 1"), ("", "x"), ("X-Nul", "a\0")]
 )
-def test_invalid_extra_headers_are_refused_before_connecting(header: tuple[str, str]) -> None:
+def test_invalid_additional_headers_are_refused_before_connecting(header: tuple[str, str]) -> None:
     with pytest.raises(ValueError):
-        ClientProtocol(parse_uri("ws://h/"), extra_headers=[header])
+        ClientProtocol(parse_uri("ws://h/"), additional_headers=[header])

@@ -358,7 +358,8 @@ def test_no_overlap_rejected_when_required() -> None:
 
 
 def test_subprotocol_hook_replaces_policy() -> None:
-    def last(offered: Sequence[Subprotocol], supported: Sequence[Subprotocol]) -> Subprotocol:
+    def last(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol:
+        assert protocol.subprotocols == []
         return offered[-1]
 
     _, response = handshake(request(b"Sec-WebSocket-Protocol: a, b, c"), select_subprotocol=last)
@@ -367,7 +368,7 @@ def test_subprotocol_hook_replaces_policy() -> None:
 
 def test_subprotocol_hook_cannot_pick_unoffered() -> None:
     _, response = handshake(
-        request(b"Sec-WebSocket-Protocol: a"), select_subprotocol=lambda o, s: Subprotocol("z")
+        request(b"Sec-WebSocket-Protocol: a"), select_subprotocol=lambda p, o: Subprotocol("z")
     )
     assert response.status == 500
     assert "z" not in body(response)

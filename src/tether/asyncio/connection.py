@@ -39,7 +39,7 @@ from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.handshake import Handshake
 from ..sansio.http11 import Request, Response
-from ..sansio.protocol import Protocol, State
+from ..sansio.protocol import EncodedMessage, Protocol, State
 from ..typing import Data, LoggerLike
 
 __all__ = ["Connection"]
@@ -395,6 +395,22 @@ class Connection(asyncio.BufferedProtocol):
         """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""
         self.logger.info("! failing connection with code %d: %s", code, reason)
         self.protocol.fail(code, reason)
+        self._flush()
+
+    # --- for broadcast (layer-internal: used by tether.asyncio.fanout) ------------------------
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the write buffer is above its high-water mark (``send()`` would wait)."""
+        return self._writing_paused
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark."""
+        await self._drain()
+
+    def send_encoded(self, encoded: EncodedMessage) -> None:
+        """Send a message encoded once for several connections, without waiting."""
+        self.protocol.send_encoded(encoded)
         self._flush()
 
     # --- internals: receiving -------------------------------------------------------------------

@@ -461,6 +461,22 @@ class PerMessageDeflate(Extension):
         """Connections with equal keys produce identical payloads in :meth:`compress_message`."""
         return (self.local_max_window_bits, self.mem_level, self.compression_level)
 
+    def broadcast_key(self, size: int) -> tuple[object, ...] | None:
+        """Equal for connections that frame a message of ``size`` bytes identically: below
+        ``compress_threshold`` it is sent uncompressed, above it is compressed with the same
+        window, memory level and compression level. ``None`` with context takeover."""
+        if not self.can_share_encoding:
+            return None
+        if size < self.compress_threshold:
+            return (NAME, "uncompressed")
+        return (NAME, *self.shared_encoding_key)
+
+    def encode_for_broadcast(self, frame: Frame) -> Frame:
+        """The frame of a whole message, compressed apart from this connection's state."""
+        if len(frame.data) < self.compress_threshold:
+            return frame
+        return Frame(frame.opcode, self.compress_message(frame.data), frame.fin, True)
+
     def compress_message(self, data: bytes | bytearray | memoryview) -> bytes:
         """Compress a whole message for this connection without touching its state.
 

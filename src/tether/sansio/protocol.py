@@ -30,8 +30,10 @@ connection alone.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+from collections.abc import Hashable
 from typing import TypeAlias
 
 from ..exceptions import (
@@ -54,7 +56,7 @@ from .http11 import Request, Response
 from .messages import IncomingMessage
 from .streams import StreamReader
 
-__all__ = ["Event", "Protocol", "Side", "State"]
+__all__ = ["EncodedMessage", "Event", "MessageEncoder", "Protocol", "Side", "State"]
 
 Event: TypeAlias = (
     TextMessage | BinaryMessage | Fragment | Ping | Pong | CloseReceived | Request | Response
@@ -546,6 +548,73 @@ class Protocol:
         for start in range(size, len(payload), size):
             self.send_continuation(view[start : start + size], fin=start + size >= len(payload))
 
+    # --- encode once, send to many (broadcast) ---------------------------------------------
+
+    @property
+    def sending_fragmented(self) -> bool:
+        """Whether a fragmented message is being sent: a whole message must wait for its end."""
+        return self._out_opcode is not None
+
+    def encoding_key(self, size: int) -> Hashable | None:
+        """Protocols with equal keys put a message of ``size`` bytes on the wire as the same
+        bytes, so :meth:`encode_message` on one serves :meth:`send_encoded` on all. ``None``:
+        this protocol must encode the message itself (a client masks every frame; an
+        extension with state, such as a compressor with context takeover; a message that
+        ``max_outgoing_frame_size`` splits)."""
+        if self._mask:
+            return None
+        limit = self.limits.max_outgoing_frame_size
+        if limit is not None and 0 < limit < size:
+            return None
+        if not self.extensions:
+            return ()
+        keys = []
+        for extension in self.extensions:
+            key = extension.broadcast_key(size)
+            if key is None:
+                return None
+            keys.append(key)
+        return tuple(keys)
+
+    def encode_message(self, message: str | bytes | bytearray | memoryview) -> EncodedMessage:
+        """Encode ``message`` (text for ``str``) once for every protocol with the same
+        :meth:`encoding_key`; this protocol's state is not touched. When the key is ``None``
+        the result only carries the message, and :meth:`send_encoded` sends it normally."""
+        text = isinstance(message, str)
+        payload = message.encode() if isinstance(message, str) else bytes(message)
+        key = self.encoding_key(len(payload))
+        if key is None:
+            return EncodedMessage(
+                None, message if isinstance(message, str) else payload, b"", len(payload)
+            )
+        frame = Frame(Opcode.TEXT if text else Opcode.BINARY, payload)
+        for extension in self.extensions:
+            frame = extension.encode_for_broadcast(frame)
+        data = serialize_frame(frame, mask=False)
+        return EncodedMessage(
+            key, message if isinstance(message, str) else payload, data, len(payload)
+        )
+
+    def send_encoded(self, encoded: EncodedMessage) -> None:
+        """Send a message encoded by :meth:`encode_message` (of this protocol or of one with
+        the same :meth:`encoding_key`).
+
+        Raises:
+            InvalidState: the connection is not open, or a fragmented message is being sent.
+            ValueError: the message was encoded for other negotiated parameters.
+        """
+        self._check_open()
+        if self._out_opcode is not None:
+            raise InvalidState("a fragmented message is in progress: finish it first")
+        if encoded.key is None:
+            self.send_message(encoded.message)
+            return
+        if self.encoding_key(encoded.size) != encoded.key:
+            raise ValueError("this message was encoded for a connection with other parameters")
+        if self.debug:
+            self.logger.debug("> pre-encoded message, %d bytes", len(encoded.data))
+        self._writes.append(encoded.data)
+
     def send_ping(self, data: bytes = b"") -> None:
         """Send a ping; the matching ``Pong`` event lists it in ``acked``."""
         self._check_open()
@@ -609,3 +678,44 @@ class Protocol:
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
         if self.side is Side.SERVER and not self.eof_sent:
             self.send_eof()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncodedMessage:
+    """A message encoded once by :meth:`Protocol.encode_message`, for every protocol whose
+    :meth:`Protocol.encoding_key` equals ``key`` (``None``: not shared; ``data`` is empty and
+    each protocol encodes ``message`` itself)."""
+
+    key: Hashable | None
+    message: str | bytes
+    #: The frame as it goes on the wire.
+    data: bytes
+    #: The size of the payload before any extension (the UTF-8 size of a text message).
+    size: int
+
+
+class MessageEncoder:
+    """Encodes one message once per group of protocols that frame it alike (compress-once
+    broadcast)::
+
+        encoder = MessageEncoder(message)
+        for protocol in protocols:
+            protocol.send_encoded(encoder.encode_for(protocol))
+    """
+
+    __slots__ = ("_cache", "message", "size")
+
+    def __init__(self, message: str | bytes | bytearray | memoryview) -> None:
+        self.message: str | bytes = message if isinstance(message, str) else bytes(message)
+        self.size = len(message.encode()) if isinstance(message, str) else len(self.message)
+        self._cache: dict[Hashable, EncodedMessage] = {}
+
+    def encode_for(self, protocol: Protocol) -> EncodedMessage:
+        """The message encoded for ``protocol``, shared with the protocols of its group."""
+        key = protocol.encoding_key(self.size)
+        if key is None:
+            return EncodedMessage(None, self.message, b"", self.size)
+        encoded = self._cache.get(key)
+        if encoded is None:
+            encoded = self._cache[key] = protocol.encode_message(self.message)
+        return encoded
