@@ -3,19 +3,16 @@
 import asyncio
 from pathlib import Path
 
-from tether import Headers, Response, broadcast, serve
+from tether import broadcast, serve
 
-PAGE = (Path(__file__).parent / "page.html").read_bytes()
+PAGE = (Path(__file__).parent / "page.html").read_text()
 members = set()
 
 
 def page(connection, request):
     """Answer plain HTTP requests for / with the page; let WebSocket handshakes through."""
     if request.path == "/" and "websocket" not in request.headers.get("Upgrade", "").lower():
-        headers = Headers(
-            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE)))]
-        )
-        return Response(200, "OK", headers, PAGE)
+        return connection.respond_html(200, PAGE)
     if request.path != "/chat":
         return connection.respond(404, f"Nothing at {request.path}")
     return None
@@ -26,7 +23,7 @@ async def chat(ws):
     try:
         async for message in ws:
             if isinstance(message, str):
-                await broadcast(members, message[:500])
+                broadcast(members, message[:500])  # never waits: see below
     finally:
         members.discard(ws)
 
