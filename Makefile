@@ -30,8 +30,8 @@ run: $(RUN_STAMP)
 	$(BIN)/tether serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench compliance asgi_conformance tools examples setup.py
-	$(BIN)/ruff format --check src tests tools examples setup.py
+	$(BIN)/ruff check src tests bench compliance asgi_conformance tools docs examples setup.py
+	$(BIN)/ruff format --check src tests tools docs/conf.py docs/_ext examples setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -86,6 +86,18 @@ conformance: $(STAMP)
 conformance-perf: $(STAMP)
 	bash compliance/install.sh
 	$(BIN)/python compliance/run.py --mode both --with-perf
+
+.PHONY: docs
+# Sphinx and MyST, on top of the test install (docs/conf.py imports tether for autodoc).
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+# The documentation site, warnings as errors (nitpicky: every reference must resolve).
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
 
 clean:
 	rm -rf $(VENV) .venv-3.* .dist-tools build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

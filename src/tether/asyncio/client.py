@@ -116,8 +116,9 @@ class connect:
             ``CONNECT``), ``socks5://...`` (the name is resolved here) or ``socks5h://...``
             (by the proxy). Credentials in the URL authenticate to the proxy.
         sock: an already connected socket to use instead of connecting to the URI's host.
-        family, local_addr, happy_eyeballs_delay, interleave, ssl_handshake_timeout,
-            ssl_shutdown_timeout: passed to :meth:`asyncio.loop.create_connection`.
+        family, local_addr, happy_eyeballs_delay, interleave: passed to
+            :meth:`asyncio.loop.create_connection`.
+        ssl_handshake_timeout, ssl_shutdown_timeout: passed to it too.
 
     ``async for ws in connect(uri):`` reconnects: each iteration yields an open connection;
     when the body ends, the connection is closed and the next iteration connects again;

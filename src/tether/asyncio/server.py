@@ -211,8 +211,9 @@ class Server:
         ssl: an ``ssl.SSLContext`` to serve wss://.
         logger: where to log (``logging.getLogger("tether.server")`` by default).
         sock: an already bound socket to serve on instead of ``host``/``port``.
-        family, flags, backlog, reuse_address, reuse_port, ssl_handshake_timeout,
-            ssl_shutdown_timeout: passed to :meth:`asyncio.loop.create_server`.
+        family, flags, backlog, reuse_address, reuse_port: passed to
+            :meth:`asyncio.loop.create_server`.
+        ssl_handshake_timeout, ssl_shutdown_timeout: passed to it too.
 
     Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
     ``max_queue``, ``write_limit``, ``extra_headers``, ``create_connection``...) name tether's
