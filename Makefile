@@ -11,14 +11,14 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml src/tether/sansio/_speedups.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,asgi-test]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/tether serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench compliance docs examples
+	$(BIN)/ruff check src tests bench compliance asgi_conformance docs examples
 	$(BIN)/ruff format --check src tests docs/conf.py docs/_ext examples
 
 typecheck: $(STAMP)
@@ -59,3 +59,10 @@ docs: $(DOCS_STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
 	rm -f src/tether/sansio/*.so
+
+# uvicorn's own tests/protocols/test_websocket.py with tether's class added to its ws_protocol_cls
+# parametrization, beside websockets-sansio and wsproto (pinned sdist and venv in
+# asgi_conformance/.cache; about 50 s the first time, 30 s after).
+.PHONY: asgi-conformance
+asgi-conformance: $(STAMP)
+	$(BIN)/python asgi_conformance/run.py

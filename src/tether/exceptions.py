@@ -32,9 +32,10 @@
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
-    └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000, 1001 or 1005
-        └── ConnectionClosedError         with any other code, or without a close frame
+    ├── ConnectionClosed                  the connection is closed
+    │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
+    │   └── ConnectionClosedError         with any other code, or without a close frame
+    └── ClientDisconnected                ASGI: send() after the client left (also an OSError)
 
 Exceptions live here, with two kinds of exception to that rule: private refinements that only
 choose the answer's status (``sansio/server.py`` raises ``_MethodNotAllowed`` (405),
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from .sansio.http11 import Response
 
 __all__ = [
+    "ClientDisconnected",
     "ConcurrencyError",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -475,3 +477,11 @@ class InvalidProxy(TetherError):
 
 class InvalidUnixPath(TetherError, ValueError):
     """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""
+
+
+class ClientDisconnected(TetherError, OSError):
+    """ASGI (:mod:`tether.asgi`): the application sent a message to a WebSocket whose client
+    has closed it or gone away. It is an ``OSError`` because the ASGI spec asks servers to raise
+    one; frameworks turn it into their own disconnect exception (Starlette's
+    ``WebSocketDisconnect``). Stop sending: the application's next ``receive()`` returns the
+    ``websocket.disconnect`` message with the close code."""
