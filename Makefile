@@ -32,6 +32,12 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/frames.py
 
+# The hub against broadcaster+websockets through Redis, and broadcast to 10,000 connections.
+.PHONY: bench-hub
+bench-hub: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/hub.py
+
 # Autobahn Testsuite, both roles, all sections but 9 (about 15 minutes per role on 2 cores).
 # The suite lives in its own Python 2.7 virtualenv, compliance/.venv27; see compliance/README.md.
 conformance: $(STAMP)

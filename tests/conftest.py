@@ -22,6 +22,7 @@ if _TESTS not in sys.path:
 from helpers.browser import Browser, chromium_available  # noqa: E402
 from helpers.node import node_available, node_ws_dir  # noqa: E402
 from helpers.proxies import proxies_available  # noqa: E402
+from helpers.redis import RedisServer, redis_available  # noqa: E402
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -36,6 +37,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "proxy: needs tinyproxy and danted (apt: tinyproxy dante-server)"
+    )
+    config.addinivalue_line(
+        "markers", "redis: needs redis-server >= 7 (apt: redis-server) and redis-py"
     )
 
 
@@ -54,6 +58,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require(node_available())
     if item.get_closest_marker("proxy"):
         _require(proxies_available())
+    if item.get_closest_marker("redis"):
+        _require(redis_available())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -102,3 +108,11 @@ def node_ws() -> Path:
     """Folder whose node_modules holds the npm package ws (installed on first use)."""
     _require(node_available())
     return node_ws_dir()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port of 127.0.0.1 (append-only file, fsync always)."""
+    _require(redis_available())
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

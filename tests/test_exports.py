@@ -26,6 +26,7 @@ MODULES = [
     "tether.extensions.base",
     "tether.extensions.permessage_deflate",
     "tether.asyncio",
+    "tether.hub",
 ]
 
 

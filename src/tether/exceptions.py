@@ -32,9 +32,13 @@
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
-    └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000, 1001 or 1005
-        └── ConnectionClosedError         with any other code, or without a close frame
+    ├── ConnectionClosed                  the connection is closed
+    │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
+    │   └── ConnectionClosedError         with any other code, or without a close frame
+    └── HubError                          publish/subscribe (tether.hub)
+        ├── HubUnavailable                the backend (Redis) is unreachable or failed a command
+        ├── InvalidChannel                a channel name breaks the naming rules
+        └── MessageTooBig                 a message to publish is over the hub's limit
 
 Exceptions live here, with two kinds of exception to that rule: private refinements that only
 choose the answer's status (``sansio/server.py`` raises ``_MethodNotAllowed`` (405),
@@ -66,7 +70,10 @@ __all__ = [
     "ConnectionClosedOK",
     "ConnectionLostDuringHandshake",
     "DuplicateParameter",
+    "HubError",
+    "HubUnavailable",
     "InvalidAccept",
+    "InvalidChannel",
     "InvalidExtension",
     "InvalidHTTP",
     "InvalidHandshake",
@@ -87,6 +94,7 @@ __all__ = [
     "InvalidUpgrade",
     "InvalidVersion",
     "LineTooLong",
+    "MessageTooBig",
     "MultipleValuesError",
     "NegotiationError",
     "PayloadTooBig",
@@ -475,3 +483,40 @@ class InvalidProxy(TetherError):
 
 class InvalidUnixPath(TetherError, ValueError):
     """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""
+
+
+# --- publish/subscribe (tether.hub) ------------------------------------------------------------
+
+
+class HubError(TetherError):
+    """A publish/subscribe operation of :class:`tether.hub.Hub` failed."""
+
+
+class HubUnavailable(HubError):
+    """The hub's backend could not do what was asked: Redis is unreachable, or a command failed.
+
+    ``command`` names the backend command that failed (``"XADD tether:{chat}:s on redis://..."``);
+    ``reason`` is what the backend said. A publish that raises this was not confirmed: almost
+    always it was not stored and nobody will receive it; only if the connection broke after
+    Redis ran the command was it stored. A caller that retries gets at-least-once delivery (the
+    hub reconnects by itself, with backoff).
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(command, reason)
+        self.command = command
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"hub backend failed on {self.command}: {self.reason}; the message was not "
+            "confirmed as published (retry later: the hub reconnects by itself)"
+        )
+
+
+class InvalidChannel(HubError, ValueError):
+    """A channel name is empty, too long, or has characters outside ``[A-Za-z0-9_.:-]``."""
+
+
+class MessageTooBig(HubError, ValueError):
+    """A message to publish is longer than the hub's ``max_message_size``."""

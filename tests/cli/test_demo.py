@@ -23,7 +23,10 @@ async def joined_as(path: str) -> dict[str, Any]:
             await ws.send(json.dumps({"type": "message", "name": notice["name"], "text": "hi"}))
             message = json.loads(str(await asyncio.wait_for(ws.recv(), 5)))
             assert message["name"] == notice["name"]
-            return dict(notice)
+            # Every chat message carries the room's offset and epoch (for reconnecting pages).
+            assert message["offset"] == notice["offset"] + 1
+            assert message["epoch"] == notice["epoch"]
+            return {k: v for k, v in notice.items() if k not in ("offset", "epoch")}
 
 
 @pytest.mark.parametrize(

@@ -277,7 +277,9 @@ def test_connect_chats_and_waits_no_longer_than_wait(server: ServeProcess) -> No
     assert len(received) == 3, received
     assert received[0].startswith('< {"type": "join", "name": "guest-')
     assert re.fullmatch(
-        r'< \{"type": "message", "name": "ada", "text": "hi", "time": [\d.]+\}', received[1]
+        r'< \{"type": "message", "name": "ada", "text": "hi", "time": [\d.]+, '
+        r'"offset": 2, "epoch": "[\w-]+"\}',
+        received[1],
     )
     # A plain line is a message from the last name used.
     assert '"name": "ada", "text": "plain text"' in received[2]

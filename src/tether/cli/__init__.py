@@ -22,12 +22,13 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl as ssl_module
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .. import (
     PRESETS,
@@ -44,6 +45,7 @@ from .. import (
     __version__,
     connect,
 )
+from ..exceptions import HubError
 from ..sansio.masking import implementation
 from ..sansio.uri import parse_uri
 from .text import printable
@@ -131,6 +133,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM): serve wss://")
     serve.add_argument("--tls-key", metavar="FILE", help="private key (PEM), if not in --tls-cert")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the port (SO_REUSEPORT); the chat spans them with --redis",
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="redis://host:port/db: one chat room for every worker and host on this Redis",
+    )
+    serve.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="chat messages kept for reconnecting pages (1000)",
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -275,7 +296,10 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"--port {args.port}: expected 0-65535")
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(message)s",
+        # With workers, each line says which process wrote it (tether-worker-N or MainProcess).
+        format="%(asctime)s %(levelname)s "
+        + ("[%(processName)s] " if args.workers > 1 else "")
+        + "%(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
@@ -287,39 +311,68 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         origins=args.origin,
         certfile=args.tls_cert,
         keyfile=args.tls_key,
+        workers=args.workers,
+        redis=args.redis,
+        history=args.history,
     )
     secure = options.certfile is not None
+    if args.workers < 1 or args.history < 1:
+        parser.error("--workers and --history must be >= 1")
+    if args.redis and not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        parser.error(f"--redis {args.redis}: expected redis://host:port/db (or rediss://, unix://)")
+    if args.workers > 1:
+        from .demo import serve_workers
+
+        if not hasattr(socket, "SO_REUSEPORT"):
+            parser.error("--workers needs SO_REUSEPORT, which this platform lacks")
+
+        return serve_workers(options, banner=lambda bases: _banner(args, options, bases, secure))
 
     def ready(server: Server, demo: DemoServer) -> None:
-        bases = urls(server, secure)
-        ws = "wss" if secure else "ws"
-        base = bases[0]
-        socket_base = ws + base[base.index(":") :]
-        compression = args.compression if args.compression != "deflate" else "deflate (balanced)"
-        print(f"tether {__version__} serving on {base}/  (open it in a browser)")
-        for other in bases[1:]:
-            print(f"  also on {other}/")
-        print(f"  echo     {socket_base}/echo")
-        print(f"  chat     {socket_base}/chat")
-        print(f"  health   {base}/healthz")
-        print(f"  subprotocols: {', '.join(options.subprotocols) or 'none'}")
-        print(f"  compression:  {compression}")
-        if options.origins:
-            print(f"  origins:      {', '.join(options.origins)}")
-        print("Press Ctrl-C to stop.", flush=True)
+        _banner(args, options, urls(server, secure), secure)
 
     try:
         asyncio.run(run(options, ready=ready))
     except OSError as exc:
         print(f"tether serve: error: {exc}", file=sys.stderr)
         return 1
-    except (ssl_module.SSLError, ValueError) as exc:
+    except (ssl_module.SSLError, ValueError, HubError) as exc:
         print(f"tether serve: error: {exc}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:
         return 130
     print("Server stopped.", flush=True)
     return 0
+
+
+def _banner(args: argparse.Namespace, options: Any, bases: list[str], secure: bool) -> None:
+    ws = "wss" if secure else "ws"
+    base = bases[0]
+    socket_base = ws + base[base.index(":") :]
+    compression = args.compression if args.compression != "deflate" else "deflate (balanced)"
+    print(f"tether {__version__} serving on {base}/  (open it in a browser)")
+    for other in bases[1:]:
+        print(f"  also on {other}/")
+    print(f"  echo     {socket_base}/echo")
+    print(f"  chat     {socket_base}/chat")
+    print(f"  health   {base}/healthz")
+    print(f"  subprotocols: {', '.join(options.subprotocols) or 'none'}")
+    print(f"  compression:  {compression}")
+    if options.origins:
+        print(f"  origins:      {', '.join(options.origins)}")
+    if options.workers > 1:
+        print(f"  workers:      {options.workers} (SO_REUSEPORT)")
+    if options.redis:
+        print(f"  hub:          {_redacted(options.redis)}")
+    elif options.workers > 1:
+        print("  hub:          in-process: each worker has its own chat room (use --redis)")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _redacted(url: str) -> str:
+    from ..hub.redis_backend import _redact
+
+    return _redact(url)
 
 
 # --- connect -----------------------------------------------------------------------------------
