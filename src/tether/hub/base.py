@@ -122,7 +122,9 @@ class Backend(abc.ABC):
     Subclasses: :class:`~tether.hub.MemoryBackend` (one process) and
     :class:`~tether.hub.RedisBackend` (many processes and hosts).
 
-    Args (shared by both):
+    Both subclasses take these arguments.
+
+    Args:
         history_size: messages kept per channel (older ones are trimmed).
         history_age: seconds after which a message is no longer replayed to a recovering
             client (``None``: no age limit). The message may still take memory until
