@@ -185,7 +185,7 @@ def test_fragmented_send_is_never_interleaved() -> None:
             await ws.send([b"x", b"y"])
             assert await ws.recv() == b"xy"
             with pytest.raises(TypeError):
-                await ws.send({"a": 1})  # type: ignore[arg-type]
+                await ws.send({"a": 1})
 
     run(main())
 
@@ -271,6 +271,7 @@ def test_redirects_are_followed_with_a_fresh_key() -> None:
     async def main() -> None:
         async with serve(echo, "127.0.0.1", 0, process_request=redirect) as server:
             async with connect(uri(server, "/old")) as ws:
+                assert ws.request is not None
                 assert ws.request.path == "/new"
                 await ws.send("x")
                 assert await ws.recv() == "x"

@@ -221,6 +221,7 @@ class CountingProxy:
         self.downstream = 0  # server -> client
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
 
     @property
     def port(self) -> int:
@@ -237,10 +238,14 @@ class CountingProxy:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Since Python 3.12.1, wait_closed() also waits for the accepted connections to close.
+        for writer in self._writers:
+            writer.close()
         await self._server.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
 
         async def pump(
             source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: bool
@@ -1666,6 +1671,7 @@ def test_redirects_between_tether_and_python_peers() -> None:
             port = runner.addresses[0][1]
             for path, target in [("/old", "/new?from=old"), ("/abs", "/new")]:
                 async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                    assert ws.request is not None
                     assert ws.request.path == target
                     await ws.send("redirected")
                     assert await ws.recv() == "redirected"

@@ -11,6 +11,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,7 @@ from tether.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
-from tether.extensions.base import RSV1, Extension
+from tether.extensions.base import RSV1, RSV2, Extension
 from tether.extensions.permessage_deflate import (
     DEFAULT_COMPRESS_THRESHOLD,
     PRESETS,
@@ -153,9 +154,9 @@ class TestSettings:
             {"compress_threshold": -1},
         ],
     )
-    def test_out_of_range_values_are_refused(self, kwargs: dict[str, int]) -> None:
+    def test_out_of_range_values_are_refused(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):
-            DeflateSettings(**kwargs)  # type: ignore[arg-type]
+            DeflateSettings(**kwargs)
 
     def test_defaults_are_the_balanced_preset(self) -> None:
         assert PRESETS["balanced"] == DeflateSettings()
@@ -197,7 +198,7 @@ class TestSettings:
             engine(local_max_window_bits=bits)
 
     @pytest.mark.parametrize("kwargs", [{"mem_level": 0}, {"compression_level": 10}])
-    def test_engine_refuses_bad_zlib_options_up_front(self, kwargs: dict[str, int]) -> None:
+    def test_engine_refuses_bad_zlib_options_up_front(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):
             PerMessageDeflate(False, False, 15, 15, **kwargs)
 
@@ -998,7 +999,7 @@ try:
     import websockets.extensions.permessage_deflate as ws_deflate
     import websockets.frames as ws_frames
 except ImportError:  # pragma: no cover - websockets is a test dependency
-    ws_deflate = ws_frames = None
+    ws_deflate = ws_frames = None  # type: ignore[assignment]
 
 needs_websockets = pytest.mark.skipif(ws_deflate is None, reason="websockets is not installed")
 
@@ -1050,7 +1051,7 @@ def exchange(ours: PerMessageDeflate, theirs: WebsocketsSide) -> None:
     ],
 )
 def test_tether_client_with_websockets_server(
-    settings_: DeflateSettings | str, ws_kwargs: dict[str, object]
+    settings_: DeflateSettings | str, ws_kwargs: dict[str, Any]
 ) -> None:
     factory = ClientPerMessageDeflateFactory(settings_)
     answer, extension = ws_deflate.ServerPerMessageDeflateFactory(
@@ -1072,7 +1073,7 @@ def test_tether_client_with_websockets_server(
     ],
 )
 def test_websockets_client_with_tether_server(
-    settings_: DeflateSettings | str, ws_kwargs: dict[str, object]
+    settings_: DeflateSettings | str, ws_kwargs: dict[str, Any]
 ) -> None:
     factory = ws_deflate.ClientPerMessageDeflateFactory(**ws_kwargs)
     answer, ours = ServerPerMessageDeflateFactory(settings_).process_request_params(
@@ -1080,3 +1081,26 @@ def test_websockets_client_with_tether_server(
     )
     extension = factory.process_response_params(answer, [])
     exchange(ours, WebsocketsSide(extension))
+
+
+class OtherRsv2Extension(Extension):
+    """An extension that leaves RSV1 alone and has no parameters (the base class's default)."""
+
+    name = ExtensionName("x-rsv2")
+    rsv_mask = RSV2
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return frame
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+
+def test_another_extension_on_another_bit_goes_with_permessage_deflate() -> None:
+    other = OtherRsv2Extension()
+    assert other.params == []
+    server = ServerPerMessageDeflateFactory(OPEN)
+    _, agreed = server.process_request_params([], [other])
+    assert isinstance(agreed, PerMessageDeflate)
+    client = ClientPerMessageDeflateFactory(OPEN)
+    assert isinstance(client.process_response_params([], [other]), PerMessageDeflate)

@@ -486,7 +486,8 @@ class FrameParser:
             # not per byte; everything after the frame goes back to _parts, unmerged.
             needed = length
             count = 0
-            for part in parts:
+            # have > length, so some part always reaches needed: the loop never runs out.
+            for part in parts:  # pragma: no branch
                 if len(part) >= needed:
                     break
                 needed -= len(part)
