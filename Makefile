@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench conformance clean
+.PHONY: run test lint typecheck pytest bench bench-quick conformance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,18 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/frames.py
+# Issue 13's table: picows, aiohttp, websockets and tether from one interleaved run (~4 min;
+# bench-quick ~1 min). Needs gcc and taskset; the peers come from the `bench` extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/compare.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python bench/compare.py --quick
 
 # Autobahn Testsuite, both roles, all sections but 9 (about 15 minutes per role on 2 cores).
 # The suite lives in its own Python 2.7 virtualenv, compliance/.venv27; see compliance/README.md.
