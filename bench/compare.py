@@ -547,6 +547,73 @@ def report(bench: Bench, servers: list[str], args: argparse.Namespace) -> None:
         )
 
 
+# --- profiling -----------------------------------------------------------------------------------
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Sample one server with py-spy under one load: --py-spy SERVER:MODE[:SIZE:CONNS]."""
+    from echo import report_py_spy, start_py_spy
+
+    name, mode, *rest = args.py_spy.split(":")
+    size = int(rest[0]) if rest else 16
+    conns = int(rest[1]) if len(rest) > 1 else 64
+    deflate = mode == "deflate"
+    bench = Bench(args)
+    server = Server(name, deflate, args.tether_alt)
+    output = str(bench.tmp / "py-spy.txt")
+    spy = start_py_spy(server.pid, output)
+    try:
+        params: dict[str, Any] = {"conns": conns, "warmup": 0.2, "duration": args.duration}
+        if mode == "handshake":
+            params["mode"] = "handshake"
+        else:
+            params.update(mode="echo", frame=bench.frame(size, deflate), deflate=int(deflate))
+        result = run_loadgen(server, **params)
+    finally:
+        spy.send_signal(2)
+        spy.wait(30)
+        server.stop()
+    print(f"{name} under {mode} load ({conns} connections): {short(result)}; load {load()}")
+    report_py_spy(output, args.top)
+    print()
+    print("self time by where the sampled leaf frame is (share of busy samples):")
+    groups: dict[str, int] = {}
+    busy = 0
+    with open(output) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            leaf = stack.split(";")[-1]
+            if leaf.split(" (")[0] in ("select", "poll"):
+                continue
+            busy += int(count)
+            group = next(
+                (g for g in GROUPS if g in leaf.replace("\\", "/")), "other (stdlib, C calls)"
+            )
+            groups[group] = groups.get(group, 0) + int(count)
+    for group, count in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"{100 * count / max(busy, 1):6.1f}%  {group}")
+
+
+#: Where a sampled frame's file lives, for the grouped profile summary.
+GROUPS = (
+    "tether/sansio/",
+    "tether/extensions/",
+    "tether/asyncio/",
+    "tether/",
+    "asyncio/selector_events",
+    "asyncio/",
+    "selectors.py",
+    "socket.py",
+    "uuid.py",
+    "logging/",
+    "picows",
+    "aiohttp/",
+    "websockets/",
+)
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -572,6 +639,13 @@ def main() -> None:
     parser.add_argument("--tether-alt", metavar="DIR", help="add a column: tether from DIR")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument("--silent", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--py-spy",
+        metavar="SERVER:MODE[:SIZE:CONNS]",
+        help="profile one server with py-spy instead (MODE: echo, handshake or deflate), "
+        "e.g. tether:handshake:0:64 or tether:echo:16:64; --duration sets the seconds",
+    )
+    parser.add_argument("--top", type=int, default=25, help="functions shown by --py-spy")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 0.5, 0.2
@@ -594,6 +668,9 @@ def main() -> None:
             parser.error(f"unknown section {name!r}")
 
     loadgen()
+    if args.py_spy:
+        profile(args)
+        return
     bench = Bench(args)
     started = time.perf_counter()
     load_before = load()
