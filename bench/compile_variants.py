@@ -161,7 +161,7 @@ def test(name: str) -> None:
     check = "import tether.sansio.protocol as p; print('testing', p.__file__)"
     subprocess.run([sys.executable, "-c", check], env=env, check=True)
     code = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         env=env,
         cwd=HERE.parent,
     ).returncode
