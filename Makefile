@@ -11,7 +11,7 @@ PY312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
 PY313 ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
 PYTHONS ?= $(PY311) $(PY312) $(PY313)
 
-.PHONY: run test lint typecheck pytest pytest-plain test-all dist bench conformance clean
+.PHONY: run test lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +66,18 @@ dist:
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/frames.py
+# Issue 13's table: picows, aiohttp, websockets and tether from one interleaved run (~4 min;
+# bench-quick ~1 min). Needs gcc and taskset; the peers come from the `bench` extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/compare.py
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python bench/compare.py --quick
 
 # The hub against broadcaster+websockets through Redis, and broadcast to 10,000 connections.
 .PHONY: bench-hub

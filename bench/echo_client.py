@@ -56,7 +56,7 @@ sys.path.insert(
 #: Same limit as the servers (echo_servers.MAX_SIZE).
 MAX_SIZE = 2 * 2**20
 
-CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp")
+CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp", "picows")
 
 
 def make_payload(size: int, *, text: bool, compressible: bool) -> bytes:
@@ -618,6 +618,62 @@ class LibraryClient:
         self.tasks = []
 
 
+class PicowsClient:
+    """picows' client in its own style: a listener whose ``on_ws_frame`` sends the next message
+    (no task, no future per message). The clients send and receive whole messages as single
+    frames, so a frame is a message here."""
+
+    def __init__(self, host: str, port: int, compression: bool, text: bool) -> None:
+        if compression:
+            raise SystemExit("picows has no permessage-deflate")
+        self.uri = f"ws://{host}:{port}/"
+        self.text = text
+        self.stats = Stats()
+        self.transports: list[Any] = []
+        self.message = b""
+
+    async def open(self, size: int, conns: int) -> None:
+        from picows import WSListener, WSMsgType, ws_connect
+
+        stats = self.stats
+        self.message = make_payload(size, text=self.text, compressible=False)
+        msg_type = WSMsgType.TEXT if self.text else WSMsgType.BINARY
+
+        class Loop(WSListener):  # type: ignore[misc]
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                if frame.msg_type == WSMsgType.CLOSE:
+                    return
+                stats.count += 1
+                if stats.running:
+                    transport.send(msg_type, message)
+                else:
+                    stats.finished_one()
+
+        message = self.message
+        self.msg_type = msg_type
+        for _ in range(conns):
+            transport, _listener = await ws_connect(Loop, self.uri, max_frame_size=MAX_SIZE)
+            self.transports.append(transport)
+
+    def go(self) -> None:
+        self.stats.running = True
+        self.stats.in_flight = len(self.transports)
+        for transport in self.transports:
+            transport.send(self.msg_type, self.message)
+
+    async def stop(self) -> None:
+        self.stats.idle = asyncio.Event()
+        self.stats.running = False
+        if self.stats.in_flight:
+            await asyncio.wait_for(self.stats.idle.wait(), 30)
+        for transport in self.transports:
+            transport.send_close()
+            transport.disconnect()
+        for transport in self.transports:
+            await asyncio.wait_for(transport.wait_disconnected(), 10)
+        self.transports = []
+
+
 # --- control loop --------------------------------------------------------------------------------
 
 
@@ -626,7 +682,7 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def control(client: RawClient | LibraryClient) -> None:
+async def control(client: RawClient | LibraryClient | PicowsClient) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -664,12 +720,14 @@ def main() -> None:
     parser.add_argument("--compression", action="store_true")
     parser.add_argument("--text", action="store_true")
     args = parser.parse_args()
-    client: RawClient | LibraryClient
+    client: RawClient | LibraryClient | PicowsClient
     if args.client == "raw":
         SyncRawClient(args.host, args.port, args.compression, args.text).run()
         return
     if args.client == "raw-asyncio":
         client = RawClient(args.host, args.port, args.compression, args.text)
+    elif args.client == "picows":
+        client = PicowsClient(args.host, args.port, args.compression, args.text)
     else:
         client = LibraryClient(args.client, args.host, args.port, args.compression, args.text)
     asyncio.run(control(client))

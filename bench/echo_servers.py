@@ -1,6 +1,6 @@
 """Echo servers for ``bench/echo.py``: one process, one library, one port.
 
-Usage: ``python bench/echo_servers.py {tether,websockets,aiohttp} [--compression]
+Usage: ``python bench/echo_servers.py {tether,websockets,aiohttp,picows} [--compression]
 [--profile FILE]``
 
 The server listens on 127.0.0.1 with an ephemeral port, prints ``PORT <n> PID <pid>`` on
@@ -34,7 +34,7 @@ sys.path.insert(
 #: Largest message and frame accepted by every server: 1 MiB plus a margin.
 MAX_SIZE = 2 * 2**20
 
-SERVERS = ("tether", "websockets", "aiohttp")
+SERVERS = ("tether", "websockets", "aiohttp", "picows")
 
 
 async def _wait_for_stdin_eof() -> None:
@@ -121,7 +121,37 @@ async def run_aiohttp(compression: bool) -> None:
         await runner.cleanup()
 
 
-RUNNERS = {"tether": run_tether, "websockets": run_websockets, "aiohttp": run_aiohttp}
+async def run_picows(compression: bool) -> None:
+    # picows has no permessage-deflate; its API is per frame (the clients send whole messages
+    # as single frames, so echoing frames is echoing messages).
+    if compression:
+        raise SystemExit("picows has no permessage-deflate")
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class Echo(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            else:
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
+
+    server = await ws_create_server(
+        lambda _request: Echo(), "127.0.0.1", 0, max_frame_size=MAX_SIZE
+    )
+    _announce(server.sockets[0].getsockname()[1])
+    try:
+        await _wait_for_stdin_eof()
+    finally:
+        server.close()
+
+
+RUNNERS = {
+    "tether": run_tether,
+    "websockets": run_websockets,
+    "aiohttp": run_aiohttp,
+    "picows": run_picows,
+}
 
 
 def main() -> None:
