@@ -684,8 +684,11 @@ class Connection:
             if not waiter.done():
                 waiter.set_result(self.latency)
         if self._keepalive_payload is not None and self._keepalive_payload in event.acked:
+            # As the asyncio layer does: the next keepalive ping one interval after the pong.
             self._keepalive_payload = None
             self._pong_deadline = None
+            if self.ping_interval is not None:
+                self._next_ping = now + self.ping_interval
 
     # --- internals: sending -------------------------------------------------------------------
 
@@ -948,9 +951,10 @@ class Connection:
         while payload in self._pings:
             payload = os.urandom(4)
         self._send_ping(payload)
-        if self.ping_timeout is not None and self._pong_deadline is None:
+        if self.ping_timeout is not None:
             self._keepalive_payload = payload
             self._pong_deadline = now + self.ping_timeout
+            self._next_ping = None  # until the pong
 
     def _release_socket(self) -> None:
         """Close the socket once nobody reads or writes it, and settle what waits."""

@@ -400,7 +400,7 @@ class Server:
         connection: ServerConnection | None = None
         try:
             connection = self._open(sock)
-            if connection is not None:
+            if connection is not None and connection._thread is not None:  # it opened
                 self._run_handler(connection)
         except Exception:
             self.logger.error("! connection thread failed", exc_info=True)
@@ -415,8 +415,8 @@ class Server:
                 self._threads.discard(threading.current_thread())
 
     def _open(self, sock: socket.socket) -> ServerConnection | None:
-        """The opening handshake; the connection if it succeeded, else ``None`` (the refusal
-        written and the socket closed)."""
+        """The opening handshake. Returns the connection, started if the handshake succeeded,
+        else closed after writing the refusal; ``None`` when the TLS handshake failed."""
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         timeout = self.open_timeout
@@ -450,7 +450,7 @@ class Server:
             connection.logger.info("! opening handshake timed out")
             transport.abort()
             connection.wait_closed()
-            return None
+            return connection
         request = protocol.request
         if request is not None and protocol.state is State.CONNECTING:
             response = self._decide(connection, request)
@@ -471,7 +471,7 @@ class Server:
                     transport.shutdown_write()
         except OSError:
             connection.wait_closed()
-            return None
+            return connection
         if protocol.state is State.OPEN:
             connection.start()
             return connection
@@ -482,7 +482,7 @@ class Server:
             while transport.recv(READ_SIZE, max(0.0, until - time.monotonic())):
                 pass
         connection.wait_closed()
-        return None
+        return connection
 
     def _decide(self, connection: ServerConnection, request: Request) -> Response:
         protocol = connection.protocol
