@@ -244,10 +244,7 @@ def test_ping_returns_a_future_of_the_round_trip_time() -> None:
         latency = ws.ping().result(timeout=5)
         assert 0 < latency < 5
         assert ws.latency == latency
-        waiter = ws.ping("custom")
-        with pytest.raises(ConcurrencyError):
-            ws.ping("custom")
-        assert waiter.result(timeout=5) > 0
+        assert ws.ping("custom").result(timeout=5) > 0
         ws.pong("heartbeat")  # unsolicited: no answer expected
         ws.send("still fine")
         assert ws.recv() == "still fine"
@@ -365,10 +362,15 @@ def test_close_is_bounded_by_close_timeout_when_the_peer_never_answers() -> None
     thread.start()
     ws = connect(f"ws://127.0.0.1:{port}/", close_timeout=0.3, compression=None)
     thread.join(5)
+    waiter = ws.ping("unanswered")
+    with pytest.raises(ConcurrencyError):
+        ws.ping("unanswered")
     start = time.monotonic()
     ws.close()  # the fake server never answers the close frame
     assert time.monotonic() - start < 2
     assert ws.close_code == 1006
+    with pytest.raises(ConnectionClosedError):
+        waiter.result(timeout=1)
     for conn in accepted:
         conn.close()
     listener.close()

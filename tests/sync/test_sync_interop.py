@@ -199,7 +199,7 @@ def test_sync_client_with_peer_server(peer: str) -> None:
             assert code == 4001 and reason in (None, "bye")
 
 
-# --- peers' clients against the sync server ---------------------------------------------------------
+# --- peers' clients against the sync server ---------------------------------------------------
 
 
 def websockets_asyncio_client(url: str) -> tuple[list[Any], str | None, bool]:
