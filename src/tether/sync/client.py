@@ -236,8 +236,10 @@ def _attempt(
                 protocol.receive_eof()
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
-        if protocol.state is not State.OPEN:
+        if protocol.response is None:
             raise EOFError("connection closed during the opening handshake")
+        # Open, or already closing or closed by what came with the response: either way the
+        # handshake succeeded, and the application reads the rest.
         return connection
     except BaseException:
         sock.close()
