@@ -293,6 +293,7 @@ class Connection:
         # send() and recv() does not wake it for every message).
         self._bg_wake_on_recv_exit = False
         self._bg_wake_on_read_done = False
+        self._data_waiters = 0  # threads in _data_cond.wait()
 
         # Output, in the protocol's order; item i is written once _written > i.
         self._out: collections.deque[bytes] = collections.deque()
@@ -404,27 +405,37 @@ class Connection:
             ConnectionClosed: the connection is closed and no message is left.
             ConcurrencyError: another thread is already in ``recv()`` or ``recv_streaming()``.
         """
-        with self._mutex:
+        # The mutex is held throughout, except while blocking (_read_or_wait releases it).
+        mutex = self._mutex
+        mutex.acquire()
+        try:
             if self._recv_busy:
                 raise ConcurrencyError(
                     "cannot call recv() while another thread is already running recv() or "
                     "recv_streaming()"
                 )
-            message = self._assembler.pop_message()
-            if message is not None:
-                self._after_pop()
-                self._recv_left = _monotonic()
-                return message
-            self._recv_busy = True
-        try:
-            return self._recv_wait(timeout)
+            assembler = self._assembler
+            message = assembler.pop_message()
+            if message is None:
+                self._recv_busy = True
+                try:
+                    deadline = None if timeout is None else _monotonic() + timeout
+                    while message is None:
+                        self._read_or_wait(deadline)
+                        message = assembler.pop_message()
+                finally:
+                    self._recv_busy = False
+                    if self._bg_wake_on_recv_exit:
+                        self._bg_wake_on_recv_exit = False
+                        self._bg_cond.notify()
+            self._recv_left = _monotonic()
+            # Parse on at once if nothing was held back (else the next call does).
+            protocol = self.protocol
+            if assembler.complete == 0 and protocol._paused and protocol.buffered == 0:
+                protocol.resume_parsing()
+            return message
         finally:
-            with self._mutex:
-                self._recv_busy = False
-                self._recv_left = _monotonic()
-                if self._bg_wake_on_recv_exit:
-                    self._bg_wake_on_recv_exit = False
-                    self._bg_cond.notify()
+            mutex.release()
 
     def recv_streaming(self, timeout: float | None = None) -> Iterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``).
@@ -473,10 +484,25 @@ class Connection:
                         raise protocol.close_exc
                     protocol.send_message(message)
                     writes = protocol.data_to_send()
-                    self._out.extend(writes)
-                    self._queued += len(writes)
-                    mine = self._queued
-                self._write_until(mine)
+                    # The usual case: nobody is writing, nothing is queued. Write directly.
+                    direct = not self._out and self._write_lock.acquire(blocking=False)
+                    if not direct:
+                        self._out.extend(writes)
+                        self._queued += len(writes)
+                        mine = self._queued
+                if not direct:
+                    self._write_until(mine)
+                    return
+                try:
+                    for data in writes:
+                        self.transport.sendall(data)
+                except OSError as exc:
+                    self.logger.debug("! write failed: %s", exc)
+                    with self._mutex:
+                        self._connection_lost()
+                        self._write_lock.release()
+                        raise protocol.close_exc from None
+                self._write_out()  # what others queued meanwhile; releases the write lock
             return
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
@@ -567,20 +593,10 @@ class Connection:
         if self._assembler.complete == 0 and protocol.parsing_paused and protocol.buffered == 0:
             protocol.resume_parsing()
 
-    def _recv_wait(self, timeout: float | None) -> Data:
-        deadline = None if timeout is None else _monotonic() + timeout
-        while True:
-            with self._mutex:
-                message = self._assembler.pop_message()
-                if message is not None:
-                    self._after_pop()
-                    return message
-                self._read_or_wait(deadline)
-
     def _wait_fragment(self, timeout: float | None) -> Fragment:
         deadline = None if timeout is None else _monotonic() + timeout
-        while True:
-            with self._mutex:
+        with self._mutex:
+            while True:
                 fragment = self._assembler.pop_fragment()
                 if fragment is not None:
                     if fragment.last:
@@ -589,17 +605,13 @@ class Connection:
                 self._read_or_wait(deadline)
 
     def _read_or_wait(self, deadline: float | None) -> None:
-        """Nothing to return yet (mutex held, released on return or while blocking): parse
-        what was held back, or read the socket, or wait for the thread reading it."""
+        """Nothing to return yet (mutex held; released while blocking): parse what was held
+        back, or read the socket, or wait for the thread reading it."""
         protocol = self.protocol
         if protocol.parsing_paused:
             protocol.resume_parsing()
             if self._process_events():
-                self._mutex.release()
-                try:
-                    self._flush()
-                finally:
-                    self._mutex.acquire()
+                self._flush_unlocked()
             return
         if self._socket_closed or protocol.state is State.CLOSED:
             raise protocol.close_exc
@@ -609,42 +621,50 @@ class Connection:
             if remaining <= 0:
                 raise TimeoutError("no message within the timeout")
         if self._reading:
-            self._data_cond.wait(remaining)
+            self._data_waiters += 1
+            try:
+                self._data_cond.wait(remaining)
+            finally:
+                self._data_waiters -= 1
             return
         self._reading = True
-        self._mutex.release()
         try:
-            self._read_and_process(remaining)
+            self._read(remaining)
         except TimeoutError:
             raise TimeoutError("no message within the timeout") from None
-        finally:
-            self._mutex.acquire()
 
-    def _read_and_process(self, timeout: float | None) -> None:
-        """Read once (the caller holds the read role, not the mutex), feed the protocol, give
-        up the role and write what the protocol answered."""
+    def _read(self, timeout: float | None) -> None:
+        """Read once and feed the protocol. Called with the mutex held and the read role taken;
+        releases the mutex while blocking on the socket and while writing what the protocol
+        answered, gives up the role, and returns with the mutex held."""
+        mutex = self._mutex
+        mutex.release()
         try:
             data = self.transport.recv(READ_SIZE, timeout)
-        except BaseException:
-            with self._mutex:
-                self._reading = False
-                if self._bg_wake_on_read_done:
-                    self._bg_wake_on_read_done = False
-                    self._bg_cond.notify()
-            raise
-        with self._mutex:
+        finally:
+            mutex.acquire()
             self._reading = False
-            if data:
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
-            output = self._process_events()
-            self._data_cond.notify_all()
             if self._bg_wake_on_read_done:
                 self._bg_wake_on_read_done = False
                 self._bg_cond.notify()
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        output = self._process_events()
+        if self._data_waiters:
+            self._data_cond.notify_all()
         if output:
-            self._flush()
+            self._flush_unlocked()
+
+    def _flush_unlocked(self) -> None:
+        """:meth:`_flush` from a caller holding the mutex."""
+        if self._write_lock.acquire(blocking=False):
+            self._mutex.release()
+            try:
+                self._write_out()
+            finally:
+                self._mutex.acquire()
 
     def _process_events(self) -> bool:
         """Take the protocol's events and output (mutex held). Returns whether there is output
@@ -656,21 +676,20 @@ class Connection:
             elif type(event) is Pong:
                 self._pong_received(event)
         writes = protocol.data_to_send()
-        if writes:
-            if self._lost:
-                writes = []
+        if writes and not self._lost:
             self._out.extend(writes)
             self._queued += len(writes)
-        if (
-            self._close_deadline is None
-            and self.close_timeout is not None
-            and protocol.close_expected()
-        ):
-            self._close_deadline = _monotonic() + self.close_timeout
-            self._bg_cond.notify()
-        if protocol.state is State.CLOSED:
-            self._data_cond.notify_all()
-            self._bg_cond.notify()
+        if protocol.state is not State.OPEN:
+            if (
+                self._close_deadline is None
+                and self.close_timeout is not None
+                and protocol.close_expected()
+            ):
+                self._close_deadline = _monotonic() + self.close_timeout
+                self._bg_cond.notify()
+            if protocol.state is State.CLOSED:
+                self._data_cond.notify_all()
+                self._bg_cond.notify()
         return bool(self._out)
 
     def _pong_received(self, event: Pong) -> None:
@@ -908,22 +927,11 @@ class Connection:
                         # behind a message it has not read yet are seen.
                         protocol.resume_parsing()
                         if self._process_events():
-                            mutex.release()
-                            try:
-                                self._flush()
-                            finally:
-                                mutex.acquire()
+                            self._flush_unlocked()
                         continue
                     self._reading = True
-                    timeout = self._next_deadline(now)
-                    mutex.release()
-                    try:
-                        try:
-                            self._read_and_process(timeout)
-                        except TimeoutError:
-                            pass
-                    finally:
-                        mutex.acquire()
+                    with contextlib.suppress(TimeoutError):
+                        self._read(self._next_deadline(now))
                     continue
                 deadline = self._next_deadline(now)
                 if deadline is not None and (wait is None or deadline < wait):
@@ -963,7 +971,11 @@ class Connection:
                 self._connection_lost()
             while self._reading:
                 self.transport.abort()
-                self._data_cond.wait(0.1)
+                self._data_waiters += 1
+                try:
+                    self._data_cond.wait(0.1)
+                finally:
+                    self._data_waiters -= 1
             closed = self.protocol.close_exc
             for waiter, _ in self._pings.values():
                 if not waiter.done():
