@@ -21,6 +21,7 @@ if _TESTS not in sys.path:
 
 from helpers.browser import Browser, chromium_available  # noqa: E402
 from helpers.node import node_available, node_ws_dir  # noqa: E402
+from helpers.proxies import proxies_available  # noqa: E402
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -32,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "node: needs Node.js; installs the npm package ws on first use (skipped if absent)",
+    )
+    config.addinivalue_line(
+        "markers", "proxy: needs tinyproxy and danted (apt: tinyproxy dante-server)"
     )
 
 
@@ -48,6 +52,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require(chromium_available())
     if item.get_closest_marker("node"):
         _require(node_available())
+    if item.get_closest_marker("proxy"):
+        _require(proxies_available())
 
 
 @pytest.hookimpl(wrapper=True)

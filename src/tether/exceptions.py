@@ -61,10 +61,12 @@ __all__ = [
     "InvalidOrigin",
     "InvalidParameterName",
     "InvalidParameterValue",
+    "InvalidProxy",
     "InvalidRequest",
     "InvalidState",
     "InvalidStatus",
     "InvalidSubprotocol",
+    "InvalidUnixPath",
     "InvalidUpgrade",
     "InvalidVersion",
     "NegotiationError",
@@ -354,3 +356,30 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection closed with an error code, or without a close handshake."""
+
+
+# --- client transports: proxies and Unix sockets --------------------------------------------
+
+
+class InvalidProxy(TetherError):
+    """A proxy refused to open the tunnel, or answered something that is not its protocol.
+
+    ``proxy`` is the proxy URL without its password; ``reason`` says what happened (the HTTP
+    status of a ``CONNECT``, or the SOCKS5 reply). ``retryable`` is true when the proxy
+    reports that the target could not be reached (HTTP 500/502/503/504, SOCKS5 replies 1, 3, 4,
+    5, 6), so that a reconnecting client tries again later; a refusal (HTTP 403, 407, SOCKS5
+    authentication failure or "not allowed by ruleset") is not retried.
+    """
+
+    def __init__(self, proxy: str, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(proxy, reason)
+        self.proxy = proxy
+        self.reason = reason
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return f"proxy {self.proxy} failed: {self.reason}"
+
+
+class InvalidUnixPath(TetherError, ValueError):
+    """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""

@@ -5,16 +5,23 @@ from __future__ import annotations
 from .client import ClientConnection, InvalidRedirect, connect
 from .compression import Compression
 from .connection import Connection
+from .router import Router, route
 from .server import Server, ServerConnection, broadcast, serve
+from .unix import UnixServer, unix_connect, unix_serve
 
 __all__ = [
     "ClientConnection",
     "Compression",
     "Connection",
     "InvalidRedirect",
+    "Router",
     "Server",
     "ServerConnection",
+    "UnixServer",
     "broadcast",
     "connect",
+    "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]

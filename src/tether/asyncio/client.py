@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl as ssl_module
 import urllib.parse
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any, Literal
 
 from ..exceptions import InvalidHandshake, InvalidStatus
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
+from ..sansio.backoff import Backoff
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.http11 import Response
+from ..sansio.proxy import Proxy, parse_proxy, proxy_from_environment
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
 from .compression import Compression, client_extensions
 from .connection import Connection
+from .proxy import open_through_proxy
+from .reconnect import ProcessException, reconnect
 
 __all__ = ["ClientConnection", "connect"]
 
@@ -83,10 +88,26 @@ class connect:
         limits: a :class:`~tether.limits.Limits`.
         ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
         server_hostname: name to check the certificate against.
+        backoff: the delays between attempts of ``async for ws in connect(uri)``, a
+            :class:`~tether.sansio.backoff.Backoff` (exponential with jitter).
+        process_exception: ``(exc) -> exc | None`` for ``async for``: ``None`` retries, an
+            exception is raised. The default retries network errors, timeouts, a connection
+            lost during the handshake and 500/502/503/504; it raises on any other refusal.
+        proxy: ``True`` (default) takes the proxy from ``https_proxy`` (wss) or
+            ``http_proxy`` (ws), then ``all_proxy``, unless ``no_proxy`` lists the host;
+            ``None`` connects directly; or a URL: ``http://user:password@host:port`` (HTTP
+            ``CONNECT``), ``socks5://...`` (the name is resolved here) or ``socks5h://...``
+            (by the proxy). Credentials in the URL authenticate to the proxy.
+
+    ``async for ws in connect(uri):`` reconnects: each iteration yields an open connection;
+    when the body ends, the connection is closed and the next iteration connects again;
+    failed attempts are retried as ``process_exception`` says, each retry logged at INFO.
 
     Raises:
         InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
             answered wrongly; ``TimeoutError`` when ``open_timeout`` elapses.
+        InvalidProxy: the proxy refused the tunnel (its HTTP status or SOCKS5 reply is in
+            the message) or its URL is not usable.
     """
 
     def __init__(
@@ -109,6 +130,9 @@ class connect:
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
         logger: LoggerLike | None = None,
+        backoff: Backoff | None = None,
+        process_exception: ProcessException | None = None,
+        proxy: str | Literal[True] | None = True,
         **create_connection_kwargs: Any,
     ) -> None:
         self.uri = uri
@@ -130,6 +154,9 @@ class connect:
             logger if logger is not None else logging.getLogger("tether.client")
         )
         self.create_connection_kwargs = create_connection_kwargs
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.process_exception = process_exception
+        self.proxy = proxy
         self.connection: ClientConnection | None = None
 
     def _protocol(self, uri: WebSocketURI) -> ClientProtocol:
@@ -148,8 +175,29 @@ class connect:
             **kwargs,
         )
 
-    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
+    async def _open(
+        self, factory: Callable[[], ClientConnection], uri: WebSocketURI, kwargs: dict[str, Any]
+    ) -> ClientConnection:
+        """Open the transport (``kwargs`` holds ``ssl`` and ``server_hostname`` for wss)."""
         loop = asyncio.get_running_loop()
+        proxy = self._proxy_for(uri)
+        if proxy is not None:
+            self.logger.debug("connecting to %s through proxy %s", uri, proxy)
+            opened = await open_through_proxy(
+                proxy, factory, uri, user_agent=self.user_agent, **kwargs
+            )
+            assert isinstance(opened, ClientConnection)
+            return opened
+        _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+        return connection
+
+    def _proxy_for(self, uri: WebSocketURI) -> Proxy | None:
+        if self.proxy is None:
+            return None
+        url = proxy_from_environment(uri, os.environ) if self.proxy is True else self.proxy
+        return None if url is None else parse_proxy(url)
+
+    async def _attempt(self, uri: WebSocketURI) -> ClientConnection:
         ssl: ssl_module.SSLContext | None = None
         if uri.secure:
             ssl = self.ssl if self.ssl is not None else ssl_module.create_default_context()
@@ -169,7 +217,7 @@ class connect:
                 logger=self.logger,
             )
 
-        _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+        connection = await self._open(factory, uri, kwargs)
         try:
             await connection.handshake_waiter
         except BaseException:
@@ -211,6 +259,15 @@ class connect:
     async def __aexit__(self, *exc_info: object) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+    def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        return reconnect(
+            lambda: self,
+            backoff=self.backoff,
+            process_exception=self.process_exception,
+            logger=self.logger,
+            target=self.uri,
+        )
 
 
 class InvalidRedirect(InvalidHandshake):

@@ -239,7 +239,10 @@ class Server:
         for sock in self._server.sockets:
             name = sock.getsockname()
             scheme = "wss" if self.ssl is not None else "ws"
-            self.logger.info("server listening on %s://%s:%s", scheme, name[0], name[1])
+            if isinstance(name, tuple):
+                self.logger.info("server listening on %s://%s:%s", scheme, name[0], name[1])
+            else:  # AF_UNIX: the path (bytes for a Linux abstract name)
+                self.logger.info("server listening on %s over Unix socket %r", scheme, name)
         return self
 
     def __await__(self) -> Generator[Any, None, Server]:

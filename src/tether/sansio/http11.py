@@ -416,8 +416,14 @@ class Response:
         read_exact: _ReadExact,
         read_to_eof: _ReadToEOF,
         limits: Limits,
+        *,
+        method: str = "GET",
     ) -> Generator[None, None, Response]:
         """Read a response head and, unless the status forbids one, its body.
+
+        ``method`` is the request's: a 2xx answer to ``CONNECT`` has no body, whatever its
+        headers say; the tunnel starts after its head (RFC 9112 section 6.3, rule 2). Proxies
+        answer ``CONNECT`` in HTTP/1.0 as well (tinyproxy does), so that is accepted there.
 
         The body is read for error reporting only, within ``limits.max_body_size``: by
         ``Content-Length``, by chunked transfer coding, or up to the end of the stream (RFC 9112
@@ -431,20 +437,25 @@ class Response:
         """
         budget = _HeadBudget(limits)
         line = yield from budget.read_line(read_line, "status line")
-        status, reason = cls._parse_status_line(line)
+        versions = (b"HTTP/1.1", b"HTTP/1.0") if method == "CONNECT" else (b"HTTP/1.1",)
+        status, reason, version = cls._parse_status_line(line, versions)
         headers = yield from budget.read_headers(read_line)
+        if method == "CONNECT" and 200 <= status < 300:
+            return cls(status, reason, headers, version=version)
         body = yield from cls._read_body(
             status, headers, read_line, read_exact, read_to_eof, limits
         )
-        return cls(status, reason, headers, body)
+        return cls(status, reason, headers, body, version)
 
     @staticmethod
-    def _parse_status_line(line: bytes) -> tuple[int, str]:
+    def _parse_status_line(
+        line: bytes, versions: tuple[bytes, ...] = (b"HTTP/1.1",)
+    ) -> tuple[int, str, str]:
         # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
         version, _, rest = line.partition(b" ")
         if _VERSION_RE.fullmatch(version) is None:
             raise InvalidHTTP("invalid HTTP version in status line", 400)
-        if version != b"HTTP/1.1":
+        if version not in versions:
             raise InvalidHTTP(
                 f"unsupported HTTP version {version.decode()}; expected HTTP/1.1", 400
             )
@@ -458,7 +469,7 @@ class Response:
         # of field-value characters. A missing SP before an empty reason is tolerated.
         if _FIELD_VALUE_RE.fullmatch(reason) is None:
             raise InvalidHTTP("invalid character in reason phrase", 400)
-        return status, reason.decode("latin-1")
+        return status, reason.decode("latin-1"), version.decode()
 
     @classmethod
     def _read_body(
