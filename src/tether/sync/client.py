@@ -12,22 +12,31 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl as ssl_module
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 # The shared option handling (compression presets -> extension factories) still lives in the
 # asyncio layer; it moves to a shared module, which this imports from once it lands.
 from ..asyncio.client import InvalidRedirect
 from ..asyncio.compression import Compression, client_extensions
-from ..exceptions import InvalidStatus
+from ..exceptions import InvalidProxy, InvalidStatus
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.protocol import State
+from ..sansio.proxy import (
+    HTTPConnectTunnel,
+    Proxy,
+    SOCKS5Tunnel,
+    Tunnel,
+    parse_proxy,
+    proxy_from_environment,
+)
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
 from .connection import READ_SIZE, Connection, TLSTransport, Transport
@@ -97,6 +106,7 @@ def connect(
     limits: Limits | None = None,
     logger: LoggerLike | None = None,
     # The socket.
+    proxy: str | Literal[True] | None = True,
     sock: socket.socket | None = None,
 ) -> ClientConnection:
     """Open a WebSocket connection: ``with connect(uri) as ws: ...`` or ``ws = connect(uri)``.
@@ -119,12 +129,19 @@ def connect(
         close_timeout: seconds to wait for the closing handshake.
         limits: a :class:`~tether.limits.Limits`.
         logger: where to log (``logging.getLogger("tether.client")`` by default).
+        proxy: ``True`` (default) takes the proxy from ``https_proxy`` (wss) or
+            ``http_proxy`` (ws), then ``all_proxy``, unless ``no_proxy`` lists the host;
+            ``None`` connects directly; or a proxy URL: ``http://`` (CONNECT), ``socks5://``
+            (the name resolved here) or ``socks5h://`` (by the proxy). Credentials in the URL
+            authenticate to the proxy.
         sock: a connected socket to use instead of opening one (no redirects then).
 
     Raises:
         InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
             answered wrongly; ``InvalidRedirect`` for too many redirects or one from wss://
             to ws://.
+        InvalidProxy: the proxy cannot be reached (``retryable``) or refused the tunnel (its
+            HTTP status or SOCKS5 reply is in the message).
         TimeoutError: ``open_timeout`` elapsed.
         OSError: the TCP connection could not be opened.
     """
@@ -151,6 +168,8 @@ def connect(
                 protocol,
                 deadline,
                 sock=sock,
+                proxy=proxy,
+                user_agent=user_agent,
                 ssl=ssl,
                 server_hostname=server_hostname,
                 ping_interval=ping_interval,
@@ -185,12 +204,61 @@ def _remaining(deadline: float | None) -> float | None:
     return remaining
 
 
+def _open_tunnel(
+    proxy: Proxy, uri: WebSocketURI, deadline: float | None, user_agent: str | None
+) -> socket.socket:
+    """A socket to ``uri``'s host and port through ``proxy`` (HTTP CONNECT or SOCKS5)."""
+    tunnel: Tunnel
+    if proxy.scheme == "http":
+        tunnel = HTTPConnectTunnel(proxy, uri.host, uri.port, user_agent=user_agent)
+    else:
+        host = uri.host
+        if proxy.scheme == "socks5":  # resolve here; socks5h lets the proxy do it
+            infos = socket.getaddrinfo(host, uri.port, type=socket.SOCK_STREAM)
+            host = str(infos[0][4][0])
+        tunnel = SOCKS5Tunnel(proxy, host, uri.port)
+    try:
+        sock = socket.create_connection((proxy.host, proxy.port), timeout=_remaining(deadline))
+    except OSError as exc:
+        raise InvalidProxy(
+            str(proxy), f"cannot connect to the proxy: {exc}", retryable=True
+        ) from exc
+    try:
+        sock.sendall(tunnel.data_to_send())
+        while not tunnel.established:
+            sock.settimeout(_remaining(deadline))
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ConnectionError, ssl_module.SSLError) as exc:
+                raise InvalidProxy(
+                    str(proxy),
+                    f"connection to the proxy lost during its handshake: {exc}",
+                    retryable=True,
+                ) from exc
+            if data:
+                tunnel.receive_data(data)
+            else:
+                tunnel.receive_eof()
+            output = tunnel.data_to_send()
+            if output:
+                sock.sendall(output)
+        if tunnel.leftover:
+            # The target speaks after the client (TLS ClientHello, WebSocket request).
+            raise InvalidProxy(str(proxy), "the tunnel sent data before the client spoke")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _attempt(
     uri: WebSocketURI,
     protocol: ClientProtocol,
     deadline: float | None,
     *,
     sock: socket.socket | None,
+    proxy: str | Literal[True] | None,
+    user_agent: str | None,
     ssl: ssl_module.SSLContext | None,
     server_hostname: str | None,
     ping_interval: float | None,
@@ -199,7 +267,15 @@ def _attempt(
     logger: LoggerLike,
 ) -> ClientConnection:
     if sock is None:
-        sock = socket.create_connection((uri.host, uri.port), timeout=_remaining(deadline))
+        through = None
+        if proxy is not None:
+            url = proxy_from_environment(uri, os.environ) if proxy is True else proxy
+            through = None if url is None else parse_proxy(url)
+        if through is None:
+            sock = socket.create_connection((uri.host, uri.port), timeout=_remaining(deadline))
+        else:
+            logger.debug("connecting to %s through proxy %s", uri, through)
+            sock = _open_tunnel(through, uri, deadline, user_agent)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
