@@ -28,6 +28,7 @@ MODULES = [
     "tether.sync.server",
     "tether.sync.connection",
     "tether.sync.messages",
+    "tether.sync.router",
 ]
 
 

@@ -57,9 +57,7 @@ def test_ws_and_wss_through_tinyproxy(tinyproxy: Tinyproxy) -> None:
     assert tinyproxy.logs().count("CONNECT") >= 2
 
 
-def test_proxy_from_the_environment(
-    tinyproxy: Tinyproxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_proxy_from_the_environment(tinyproxy: Tinyproxy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", tinyproxy.url)
     with running(echo) as server:
         assert round_trip(uri(server)) == "through"

@@ -13,6 +13,16 @@ from __future__ import annotations
 
 from .client import ClientConnection, connect
 from .connection import Connection
+from .router import Router, route
 from .server import Server, ServerConnection, serve
 
-__all__ = ["ClientConnection", "Connection", "Server", "ServerConnection", "connect", "serve"]
+__all__ = [
+    "ClientConnection",
+    "Connection",
+    "Router",
+    "Server",
+    "ServerConnection",
+    "connect",
+    "route",
+    "serve",
+]
