@@ -252,6 +252,21 @@ def test_ping_returns_a_future_of_the_round_trip_time() -> None:
     assert pending == {}
 
 
+def test_a_ping_callback_may_use_the_connection() -> None:
+    """Futures run their callbacks where they are resolved: in a thread that was reading.
+    They are resolved outside the connection's lock, so a callback may send."""
+    with running(echo) as server, connect(uri(server)) as ws:
+        sent = threading.Event()
+
+        def callback(future: Any) -> None:
+            ws.send(f"pong after {future.result():.0f} s")
+            sent.set()
+
+        ws.ping().add_done_callback(callback)
+        assert sent.wait(5)
+        assert ws.recv(timeout=5) == "pong after 0 s"
+
+
 def test_keepalive_is_answered_while_neither_application_reads() -> None:
     """Both ends ping every 0.1 s and give up after 0.5 s; neither application reads for 1 s.
     The background threads answer the pings, so the connection stays open."""

@@ -192,7 +192,7 @@ def test_shutdown_closes_every_connection_with_1001_and_joins_threads() -> None:
 
 
 SCRIPT = """
-import sys
+import signal, sys
 sys.path.insert(0, {src!r})
 from tether.sync import serve
 
@@ -201,15 +201,24 @@ def echo(ws):
         ws.send(message)
 
 with serve(echo, "127.0.0.1", 0, close_timeout=3) as server:
+    # SIGTERM: shut down from a signal handler, in the thread running serve_forever().
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.shutdown())
     print(server.port_number, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("interrupted", flush=True)
+    else:
+        print("shut down", flush=True)
 """
 
 
-def test_sigint_in_a_script_closes_connections_with_1001_and_exits() -> None:
+@pytest.mark.parametrize(
+    ("signum", "said"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "shut down")]
+)
+def test_a_signal_in_a_script_closes_connections_with_1001_and_exits(
+    signum: int, said: str
+) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SCRIPT.format(src=str(SRC)))],
         stdout=subprocess.PIPE,
@@ -222,7 +231,7 @@ def test_sigint_in_a_script_closes_connections_with_1001_and_exits() -> None:
         with connect(f"ws://127.0.0.1:{port}/") as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             with pytest.raises(ConnectionClosed):
                 ws.recv(timeout=10)
             assert ws.close_code == 1001
@@ -232,7 +241,7 @@ def test_sigint_in_a_script_closes_connections_with_1001_and_exits() -> None:
             process.kill()
             process.communicate()
     assert process.returncode == 0, err
-    assert out.strip() == "interrupted"
+    assert out.strip() == said
     assert "Traceback" not in err, err
 
 

@@ -311,6 +311,9 @@ class Connection:
         self._next_ping: float | None = None
         self._pong_deadline: float | None = None
         self._keepalive_payload: bytes | None = None
+        # Ping futures answered, resolved once the mutex is released: a future's callbacks
+        # run where it is resolved, and they may well call send().
+        self._settled: list[tuple[concurrent.futures.Future[float], float]] = []
         self._close_deadline: float | None = None
 
         self._thread: threading.Thread | None = None
@@ -436,6 +439,8 @@ class Connection:
             return message
         finally:
             mutex.release()
+            if self._settled:
+                self._settle()
 
     def recv_streaming(self, timeout: float | None = None) -> Iterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``).
@@ -595,14 +600,26 @@ class Connection:
 
     def _wait_fragment(self, timeout: float | None) -> Fragment:
         deadline = None if timeout is None else _monotonic() + timeout
+        try:
+            with self._mutex:
+                while True:
+                    fragment = self._assembler.pop_fragment()
+                    if fragment is not None:
+                        if fragment.last:
+                            self._after_pop()
+                        return fragment
+                    self._read_or_wait(deadline)
+        finally:
+            if self._settled:
+                self._settle()
+
+    def _settle(self) -> None:
+        """Resolve the ping futures answered meanwhile (mutex not held)."""
         with self._mutex:
-            while True:
-                fragment = self._assembler.pop_fragment()
-                if fragment is not None:
-                    if fragment.last:
-                        self._after_pop()
-                    return fragment
-                self._read_or_wait(deadline)
+            settled, self._settled = self._settled, []
+        for waiter, latency in settled:
+            if not waiter.done():
+                waiter.set_result(latency)
 
     def _read_or_wait(self, deadline: float | None) -> None:
         """Nothing to return yet (mutex held; released while blocking): parse what was held
@@ -700,8 +717,7 @@ class Connection:
                 continue
             waiter, sent = entry
             self.latency = now - sent
-            if not waiter.done():
-                waiter.set_result(self.latency)
+            self._settled.append((waiter, self.latency))
         if self._keepalive_payload is not None and self._keepalive_payload in event.acked:
             # As the asyncio layer does: the next keepalive ping one interval after the pong.
             self._keepalive_payload = None
@@ -789,7 +805,10 @@ class Connection:
                 raise self.protocol.close_exc
 
     def _flush(self) -> None:
-        """Write queued output unless another thread is writing (that thread writes it)."""
+        """Write queued output unless another thread is writing (that thread writes it).
+        Called without the mutex, so it also resolves the ping futures answered meanwhile."""
+        if self._settled:
+            self._settle()
         with self._mutex:
             if not self._out or not self._write_lock.acquire(blocking=False):
                 return
@@ -939,6 +958,8 @@ class Connection:
                 self._bg_cond.wait(wait)
             finally:
                 mutex.release()
+                if self._settled:
+                    self._settle()
 
     def _next_deadline(self, now: float) -> float | None:
         """Seconds until the background thread has something to do on a timer (mutex held)."""
@@ -977,10 +998,12 @@ class Connection:
                 finally:
                     self._data_waiters -= 1
             closed = self.protocol.close_exc
-            for waiter, _ in self._pings.values():
-                if not waiter.done():
-                    waiter.set_exception(closed)
+            unanswered = [waiter for waiter, _ in self._pings.values()]
             self._pings.clear()
+        self._settle()
+        for waiter in unanswered:
+            if not waiter.done():
+                waiter.set_exception(closed)
         with self._write_lock:
             with self._mutex:
                 self._socket_closed = True

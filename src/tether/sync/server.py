@@ -176,6 +176,7 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
         self._serving = False
+        self._serving_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._stopped.set()
         self._shut_down = threading.Event()
@@ -212,6 +213,7 @@ class Server:
             if self._serving:
                 raise RuntimeError("serve_forever() is already running")
             self._serving = True
+            self._serving_thread = threading.current_thread()
             self._stopped.clear()
         try:
             self._accept_loop()
@@ -221,6 +223,8 @@ class Server:
             raise
         finally:
             self._stopped.set()
+            if self._closing:
+                self._close_sockets()
 
     def _accept_loop(self) -> None:
         selector = selectors.DefaultSelector()
@@ -344,8 +348,12 @@ class Server:
             return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        self._stopped.wait()
-        self.socket.close()
+        in_loop = threading.current_thread() is self._serving_thread and not self._stopped.is_set()
+        if not in_loop:
+            self._stopped.wait()
+            self._close_sockets()
+        # else: a signal handler interrupted serve_forever() in this thread; the loop ends,
+        # and closes the sockets, once the handler returns (it was woken above).
         current = threading.current_thread()
         with self._lock:
             connections = list(self.connections)
@@ -373,9 +381,12 @@ class Server:
             alive = [t.name for t in stragglers if t.is_alive()]
             if alive:
                 self.logger.warning("! handler threads still running after shutdown: %s", alive)
+        self._shut_down.set()
+
+    def _close_sockets(self) -> None:
+        self.socket.close()
         self._wake_r.close()
         self._wake_w.close()
-        self._shut_down.set()
 
     # --- one connection -----------------------------------------------------------------------
 
