@@ -98,6 +98,25 @@ def test_tls_between_sync_peers(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> N
             connect(uri(server), ssl=client_context)
 
 
+def test_max_connections_over_tls_answers_503(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_context, client_context = tls
+    release = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        ws.send("in")
+        release.wait(10)
+
+    with running(handler, ssl=server_context, max_connections=1) as server:
+        target = f"wss://127.0.0.1:{server.port_number}/"
+        with connect(target, ssl=client_context) as first:
+            assert first.recv(timeout=5) == "in"
+            with pytest.raises(InvalidStatus) as caught:
+                connect(target, ssl=client_context)
+            assert caught.value.response.status == 503
+            assert caught.value.response.headers["Retry-After"] == "5"
+            release.set()
+
+
 def test_tls_with_the_asyncio_layer_both_ways(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
     server_context, client_context = tls
 

@@ -576,10 +576,12 @@ class Connection:
             if not self._socket_closed:
                 self._release_socket()
             return True
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-            return not thread.is_alive()
-        return self._closed_event.wait(timeout)
+        if thread is threading.current_thread():
+            # From a ping future's callback, in the background thread: it releases the socket
+            # once this returns.
+            return self._closed_event.is_set()
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""

@@ -15,7 +15,9 @@ A thread accepts connections (the one that calls :meth:`Server.serve_forever`); 
 gets a thread that runs the opening handshake and then the handler, plus the connection's
 background thread (keepalive, close timeout, reading while the handler does not).
 ``max_connections`` bounds them: past it, the accepting thread answers ``503 Service
-Unavailable`` with a reason and ``Retry-After`` itself, without starting a thread.
+Unavailable`` with a reason and ``Retry-After`` itself, without starting a thread (over TLS,
+whose handshake must come first, a short-lived thread answers, at most
+:data:`MAX_TLS_REFUSALS` at a time).
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ ProcessResponse = Callable[["ServerConnection", Request, Response], Response | N
 #: Refused connections (over ``max_connections``) whose request is drained before closing, at
 #: most; past it they are closed at once.
 MAX_LINGERING = 256
+
+#: Refusals over TLS (which need a thread for the TLS handshake) at a time, at most.
+MAX_TLS_REFUSALS = 8
+
+#: Seconds a refusal over TLS may take, handshake and answer included.
+TLS_REFUSAL_TIMEOUT = 5.0
 
 
 class ServerConnection(Connection):
@@ -172,6 +180,8 @@ class Server:
         #: The connections, from the accepted socket to the end of the handler.
         self.connections: set[ServerConnection] = set()
         self._threads: set[threading.Thread] = set()
+        self._refusal_threads: set[threading.Thread] = set()
+        self._tls_refusals = threading.BoundedSemaphore(MAX_TLS_REFUSALS)
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closing = False
@@ -312,10 +322,19 @@ class Server:
         response = ServerProtocol(server_header=self._server_header()).reject(
             503, text, [("Retry-After", str(self.retry_after))]
         )
+        if self.ssl is not None:
+            # The answer needs a TLS handshake first: a short-lived thread does it, at most
+            # MAX_TLS_REFUSALS at a time (past that, extras are closed without an answer).
+            if not self._tls_refusals.acquire(blocking=False):
+                sock.close()
+                return
+            thread = threading.Thread(target=self._refuse_tls, args=(sock, response), daemon=True)
+            thread.name = f"tether-refusal-{thread.name}"
+            with self._lock:
+                self._refusal_threads.add(thread)
+            thread.start()
+            return
         try:
-            if self.ssl is not None:
-                # TLS needs a handshake before any answer: there is no cheap 503 to give.
-                raise OSError("no answer over TLS without a thread")
             sock.setblocking(False)
             sock.send(response.serialize())
             sock.shutdown(socket.SHUT_WR)
@@ -327,6 +346,25 @@ class Server:
             return
         lingering[sock] = time.monotonic() + (self.close_timeout or 10)
         selector.register(sock, selectors.EVENT_READ, "linger")
+
+    def _refuse_tls(self, sock: socket.socket, response: Response) -> None:
+        deadline = time.monotonic() + min(
+            self.open_timeout or TLS_REFUSAL_TIMEOUT, TLS_REFUSAL_TIMEOUT
+        )
+        try:
+            assert self.ssl is not None
+            transport = TLSTransport(sock, self.ssl, server_side=True, deadline=deadline)
+            transport.sendall(response.serialize())
+            transport.shutdown_write()
+            while transport.recv(READ_SIZE, max(0.0, deadline - time.monotonic())):
+                pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            sock.close()
+            self._tls_refusals.release()
+            with self._lock:
+                self._refusal_threads.discard(threading.current_thread())
 
     def _server_header(self) -> str | None:
         if self.server_header is not None:
@@ -357,7 +395,7 @@ class Server:
         current = threading.current_thread()
         with self._lock:
             connections = list(self.connections)
-            threads = [t for t in self._threads if t is not current]
+            threads = [t for t in (*self._threads, *self._refusal_threads) if t is not current]
         for connection in connections:
             if connection.state is State.OPEN:
                 try:
