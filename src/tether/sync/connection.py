@@ -113,12 +113,10 @@ class Transport:
             if timeout is not None and not _wait_readable(self.sock, timeout):
                 raise TimeoutError("timed out waiting for data")
             return self.sock.recv(size)
-        except (ConnectionError, ssl_module.SSLError):
-            return b""
-        except OSError:
-            if self.sock.fileno() < 0:
-                return b""
+        except TimeoutError:
             raise
+        except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
+            return b""
 
     def sendall(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -554,7 +552,14 @@ class Connection:
         ``close_timeout`` seconds, after which the TCP connection is dropped. Returns at once
         when it is already closed; safe to call from any thread and more than once."""
         self.start_closing(code, reason)
-        self.wait_closed()
+        timeout = self.close_timeout
+        if not self.wait_closed(None if timeout is None else timeout + 0.1):
+            # The background thread may be blocked in the socket with a longer timeout: the
+            # one who waits enforces the close timeout.
+            self.logger.info("! timed out waiting for the peer to close the connection")
+            with self._mutex:
+                self._connection_lost()
+            self.wait_closed()
 
     def start_closing(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send the close frame without waiting for the closing handshake to finish."""
