@@ -6,26 +6,19 @@ extensions in :mod:`tether.extensions`.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING, Any
 
-from .asyncio import (
-    ClientConnection,
-    Connection,
-    InvalidRedirect,
-    Server,
-    ServerConnection,
-    broadcast,
-    connect,
-    serve,
-)
 from .exceptions import (
     ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionLostDuringHandshake,
     InvalidHandshake,
+    InvalidRedirect,
     InvalidState,
     InvalidStatus,
+    InvalidURI,
     PayloadTooBig,
     ProtocolError,
     TetherError,
@@ -34,6 +27,33 @@ from .extensions.permessage_deflate import PRESETS, DeflateSettings
 from .limits import Limits
 from .sansio.codes import CloseCode
 from .sansio.http11 import Headers, Request, Response
+from .version import __version__
+
+if TYPE_CHECKING:
+    # Static tools see the asyncio names as ordinary imports; at run time they are loaded on
+    # first use (below), so that ``import tether.sansio`` does not start tether.asyncio.
+    from .asyncio import (
+        ClientConnection,
+        Connection,
+        Server,
+        ServerConnection,
+        broadcast,
+        connect,
+        serve,
+    )
+
+# The names of the I/O layer, imported from tether.asyncio when first looked up.
+_ASYNCIO_NAMES = frozenset(
+    {
+        "ClientConnection",
+        "Connection",
+        "Server",
+        "ServerConnection",
+        "broadcast",
+        "connect",
+        "serve",
+    }
+)
 
 __all__ = [
     "PRESETS",
@@ -44,12 +64,14 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionLostDuringHandshake",
     "DeflateSettings",
     "Headers",
     "InvalidHandshake",
     "InvalidRedirect",
     "InvalidState",
     "InvalidStatus",
+    "InvalidURI",
     "Limits",
     "PayloadTooBig",
     "ProtocolError",
@@ -63,3 +85,18 @@ __all__ = [
     "connect",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the asyncio layer on first use of one of its names (PEP 562)."""
+    if name in _ASYNCIO_NAMES:
+        from . import asyncio as _asyncio
+
+        value = getattr(_asyncio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

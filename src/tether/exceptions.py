@@ -1,4 +1,4 @@
-"""Every exception tether raises, in one tree.
+"""Every exception tether defines, in one tree.
 
 ::
 
@@ -15,11 +15,19 @@
     │   │   ├── InvalidSubprotocol        subprotocol not offered, or none agreed
     │   │   └── InvalidExtension          an extension was not offered or its parameters are wrong
     │   ├── InvalidStatus                 the server did not answer 101 (client side)
+    │   ├── InvalidRedirect               too many redirects, or one from wss:// to ws://
     │   ├── InvalidRequest                the request cannot upgrade (method, no Upgrade)
+    │   ├── ConnectionLostDuringHandshake the peer closed before a complete request/response
     │   └── NegotiationError              an extension factory declines an offer or a response
     │       ├── DuplicateParameter
     │       ├── InvalidParameterName
     │       └── InvalidParameterValue
+    ├── InvalidURI                        not a ws:// or wss:// URI (also a ValueError)
+    ├── InvalidProxy                      a proxy refused the tunnel or broke its protocol
+    ├── InvalidUnixPath                   a Unix socket path is unusable (also a ValueError)
+    ├── MultipleValuesError               headers[name] on a repeated header (also a KeyError)
+    ├── LineTooLong                       a line over the reader's limit (the HTTP parser
+    │                                     turns it into InvalidHTTP 431; never escapes)
     ├── ProtocolError                     the peer broke RFC 6455 / RFC 7692 (close code 1002)
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
     ├── InvalidState                      API misuse: not allowed in this state
@@ -27,6 +35,11 @@
     └── ConnectionClosed                  the connection is closed
         ├── ConnectionClosedOK            with 1000, 1001 or 1005
         └── ConnectionClosedError         with any other code, or without a close frame
+
+Exceptions live here, with two kinds of exception to that rule: private refinements that only
+choose the answer's status (``sansio/server.py`` raises ``_MethodNotAllowed`` (405),
+``_NotWebSocket`` (426) and ``_ServerError`` (500), all caught as :class:`InvalidRequest`), and
+``CannotConnect``, internal to ``tether inspect``.
 
 Peer misbehaviour (``ProtocolError``, ``PayloadTooBig``, ``UnicodeDecodeError``) is turned
 into a close code at one place, :meth:`tether.sansio.protocol.Protocol.receive_data`. API misuse
@@ -41,7 +54,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .sansio.codes import CloseCode
+    # For annotations only: this module imports nothing from tether at run time (it is a leaf
+    # of the layering, see tests/test_layering.py).
     from .sansio.frames import Close
     from .sansio.http11 import Response
 
@@ -50,6 +64,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionLostDuringHandshake",
     "DuplicateParameter",
     "InvalidAccept",
     "InvalidExtension",
@@ -62,18 +77,26 @@ __all__ = [
     "InvalidParameterName",
     "InvalidParameterValue",
     "InvalidProxy",
+    "InvalidRedirect",
     "InvalidRequest",
     "InvalidState",
     "InvalidStatus",
     "InvalidSubprotocol",
+    "InvalidURI",
     "InvalidUnixPath",
     "InvalidUpgrade",
     "InvalidVersion",
+    "LineTooLong",
+    "MultipleValuesError",
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
     "TetherError",
 ]
+
+
+# CloseCode.ABNORMAL_CLOSURE (sansio/codes.py), repeated here so that this module stays a leaf.
+ABNORMAL_CLOSURE = 1006
 
 
 class TetherError(Exception):
@@ -248,6 +271,44 @@ class InvalidStatus(InvalidHandshake):
         return text
 
 
+class InvalidRedirect(InvalidHandshake):
+    """Too many redirects, or a redirect that would drop TLS (``wss://`` to ``ws://``).
+
+    ``response`` is the redirect that was refused, or ``None`` when the limit was reached.
+    """
+
+    def __init__(self, response: Response | None, reason: str) -> None:
+        super().__init__(reason)
+        self.response = response
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ConnectionLostDuringHandshake(InvalidHandshake):
+    """The peer closed the connection before sending a complete HTTP request or response.
+
+    ``peer`` is ``"client"`` or ``"server"``; ``received`` counts the bytes it sent before it
+    went away. When the HTTP parser ran out of input, the :class:`EOFError` it raised is the
+    ``__cause__``. Nothing can be answered: the connection is gone. Retry, or check that the
+    peer speaks HTTP/1.1 WebSocket on this port (a TLS server reached with ``ws://`` does this).
+    """
+
+    def __init__(self, peer: str, received: int) -> None:
+        super().__init__(peer, received)
+        self.peer = peer
+        self.received = received
+
+    def __str__(self) -> str:
+        what = "response" if self.peer == "server" else "request"
+        unit = "byte" if self.received == 1 else "bytes"
+        return (
+            f"the {self.peer} closed the connection before sending a complete HTTP {what} "
+            f"({self.received} {unit} received)"
+        )
+
+
 class NegotiationError(InvalidHandshake):
     """An extension factory declines an offer (server) or an answer (client)."""
 
@@ -288,6 +349,39 @@ class InvalidParameterValue(NegotiationError):
         return f"invalid value for parameter {self.name}: {self.value}"
 
 
+# --- URIs and HTTP parsing ----------------------------------------------------------------------
+
+
+class InvalidURI(TetherError, ValueError):
+    """The string is not a ``ws://`` or ``wss://`` URI; ``reason`` says what is wrong with it."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(uri, reason)
+        self.uri = uri
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.uri} isn't a valid WebSocket URI: {self.reason}"
+
+
+class MultipleValuesError(TetherError, KeyError):
+    """``headers[name]`` was used for a header that appears more than once.
+
+    Use ``headers.get_all(name)`` for a header that may be repeated.
+    """
+
+    def __str__(self) -> str:
+        return f"multiple values for header {self.args[0]}" if self.args else "multiple values"
+
+
+class LineTooLong(TetherError):
+    """A line is longer than the limit given to ``StreamReader.read_line``.
+
+    The HTTP parser turns it into :class:`InvalidHTTP` (431) naming the limit; it does not
+    reach the user.
+    """
+
+
 # --- frames and connection ---------------------------------------------------------------------
 
 
@@ -326,12 +420,10 @@ class ConnectionClosed(TetherError):
         self.rcvd_then_sent = rcvd_then_sent
 
     @property
-    def code(self) -> CloseCode | int:
+    def code(self) -> int:
         """The close code received, or 1006 (abnormal closure) when none was."""
-        from .sansio.codes import CloseCode
-
         if self.rcvd is None:
-            return CloseCode.ABNORMAL_CLOSURE
+            return ABNORMAL_CLOSURE
         return self.rcvd.code
 
     @property

@@ -29,7 +29,7 @@ from tether import (
     connect,
     serve,
 )
-from tether.asyncio.client import InvalidRedirect
+from tether.exceptions import InvalidRedirect
 from tether.sansio.frames import FrameParser
 
 pytestmark = pytest.mark.timeout(30)

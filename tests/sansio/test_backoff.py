@@ -7,6 +7,7 @@ import random
 import pytest
 
 from tether.exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidAccept,
     InvalidHTTP,
     InvalidProxy,
@@ -68,6 +69,7 @@ def response(status: int) -> Response:
         OSError("no route"),
         TimeoutError(),
         EOFError("stream ended after 0 bytes, before end of line"),
+        ConnectionLostDuringHandshake("server", 0),  # no EOFError behind it
         InvalidStatus(response(500)),
         InvalidStatus(response(502)),
         InvalidStatus(response(503)),

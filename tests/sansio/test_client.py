@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from tether.exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidAccept,
     InvalidExtension,
     InvalidHTTP,
@@ -185,7 +186,12 @@ def test_malformed_response_is_invalid_http() -> None:
 def test_eof_before_response() -> None:
     protocol = client()
     protocol.receive_eof()
-    assert isinstance(protocol.handshake_exc, EOFError)
+    exc = protocol.handshake_exc
+    assert isinstance(exc, ConnectionLostDuringHandshake)
+    assert str(exc) == (
+        "the server closed the connection before sending a complete HTTP response "
+        "(0 bytes received)"
+    )
     assert protocol.state is State.CLOSED
 
 

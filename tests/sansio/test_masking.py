@@ -377,6 +377,20 @@ def test_environment_variable_selects_pure_python() -> None:
     assert active_implementation("") == built
 
 
+def test_implementation_report_names_the_way_to_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(masking, "IMPLEMENTATION", "c")
+    assert "compiled C" in masking.implementation()
+    assert "TETHER_NO_SPEEDUPS=1" in masking.implementation()
+    monkeypatch.setattr(masking, "IMPLEMENTATION", "python")
+    monkeypatch.setattr(masking, "_why_python", "TETHER_NO_SPEEDUPS is set")
+    assert masking.implementation().startswith("pure Python (TETHER_NO_SPEEDUPS is set; unset")
+    monkeypatch.setattr(masking, "_why_python", "the C speedups are not built (no module)")
+    assert masking.implementation() == (
+        "pure Python: the C speedups are not built (no module); install from source with a "
+        "working C compiler to build them"
+    )
+
+
 # --- the frame codec with each implementation -----------------------------------------------------
 
 

@@ -284,8 +284,7 @@ def with_extensions(side: Side, *extensions: Extension, **kwargs: object) -> Pro
     """A protocol that agreed ``extensions``, opened the way the two roles do it."""
     protocol = Protocol(side, state=State.CONNECTING, **kwargs)  # type: ignore[arg-type]
     protocol.extensions = list(extensions)
-    protocol.state = OPEN
-    protocol._start_frames()
+    protocol._open()
     return protocol
 
 

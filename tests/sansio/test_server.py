@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from tether.exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidHTTP,
     InvalidKey,
     InvalidOrigin,
@@ -294,7 +295,11 @@ def test_eof_during_request_closes_without_answer() -> None:
     server.receive_data(MDN_REQUEST)
     server.receive_eof()
     assert server.state is State.CLOSED
-    assert isinstance(server.handshake_exc, EOFError)
+    exc = server.handshake_exc
+    assert isinstance(exc, ConnectionLostDuringHandshake)
+    assert isinstance(exc.__cause__, EOFError)
+    assert exc.received == len(MDN_REQUEST)
+    assert "the client closed the connection before sending a complete HTTP request" in str(exc)
     assert written(server) == b""
 
 

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from helpers.sync_server import running, uri
-from tether import InvalidRedirect, InvalidStatus, Request, Response
+from tether import (
+    ConnectionLostDuringHandshake,
+    InvalidRedirect,
+    InvalidStatus,
+    Request,
+    Response,
+)
 from tether import connect as asyncio_connect
 from tether import serve as asyncio_serve
 from tether.sync import ServerConnection, connect
@@ -160,6 +166,24 @@ def test_open_timeout_bounds_a_silent_server() -> None:
     thread.join(5)
     for sock in accepted:
         sock.close()
+    listener.close()
+
+
+def test_a_server_hanging_up_during_the_handshake_is_named() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 101 Switching")  # and nothing more
+        conn.close()
+
+    thread = threading.Thread(target=hang_up)
+    thread.start()
+    with pytest.raises(ConnectionLostDuringHandshake) as caught:
+        connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
+    assert caught.value.received == len("HTTP/1.1 101 Switching")
+    thread.join(5)
     listener.close()
 
 

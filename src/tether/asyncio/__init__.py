@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .client import ClientConnection, InvalidRedirect, connect
+from ..exceptions import InvalidRedirect
+from .client import ClientConnection, connect
 from .compression import Compression
 from .connection import Connection
 from .router import Router, route

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Literal
 
-from ..exceptions import InvalidHandshake, InvalidStatus
+from ..exceptions import ConnectionLostDuringHandshake, InvalidRedirect, InvalidStatus
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..sansio.backoff import Backoff
@@ -62,7 +62,7 @@ class ClientConnection(Connection):
             error = (
                 self.protocol.handshake_exc
                 or exc
-                or EOFError("connection closed during the opening handshake")
+                or ConnectionLostDuringHandshake("server", self.protocol.reader.received)
             )
             self.handshake_waiter.set_exception(error)
             self.handshake_waiter.exception()  # retrieved by connect(); no warning if not
@@ -268,15 +268,3 @@ class connect:
             logger=self.logger,
             target=self.uri,
         )
-
-
-class InvalidRedirect(InvalidHandshake):
-    """Too many redirects, or a redirect that would drop TLS."""
-
-    def __init__(self, response: Response | None, reason: str) -> None:
-        super().__init__(reason)
-        self.response = response
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason

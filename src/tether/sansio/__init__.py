@@ -1,7 +1,9 @@
 """The sans-I/O core: bytes in, events out. Nothing here touches a socket or a clock.
 
 A test (tests/test_layering.py) checks that no module of this package or of
-:mod:`tether.extensions` imports asyncio, socket, ssl, select or time.
+:mod:`tether.extensions` imports asyncio, socket, ssl, select, selectors, time or threading, nor
+anything above it (the package root, the I/O layers, the command); and that importing it does
+not load :mod:`tether.asyncio`.
 """
 
 from __future__ import annotations

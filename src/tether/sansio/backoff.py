@@ -20,7 +20,7 @@ import dataclasses
 import random
 from collections.abc import Iterator
 
-from ..exceptions import InvalidProxy, InvalidStatus, TetherError
+from ..exceptions import ConnectionLostDuringHandshake, InvalidProxy, InvalidStatus, TetherError
 
 __all__ = ["RETRYABLE_STATUSES", "Backoff", "should_reconnect"]
 
@@ -78,16 +78,19 @@ def should_reconnect(exc: BaseException) -> bool:
     """Whether a failed connection attempt (or a lost connection) is worth retrying.
 
     Retried: network errors (``OSError``: refused, reset, unreachable, DNS), timeouts, the
-    connection ending during the handshake (``EOFError``, or any handshake error caused by
-    one), statuses in :data:`RETRYABLE_STATUSES`, and proxy failures that say the target
-    could not be reached (``InvalidProxy.retryable``). Not retried: any other refusal (a 4xx
-    says "no", and asking again will not change the answer), an invalid handshake (a bug or
-    a misconfiguration on one side), and anything that is not a connection failure.
+    connection ending during the handshake (``ConnectionLostDuringHandshake``, ``EOFError``,
+    or any handshake error caused by one), statuses in :data:`RETRYABLE_STATUSES`, and proxy
+    failures that say the target could not be reached (``InvalidProxy.retryable``). Not
+    retried: any other refusal (a 4xx says "no", and asking again will not change the
+    answer), an invalid handshake (a bug or a misconfiguration on one side), and anything that
+    is not a connection failure.
     """
     if isinstance(exc, InvalidStatus):
         return exc.response.status in RETRYABLE_STATUSES
     if isinstance(exc, InvalidProxy):
         return exc.retryable
+    if isinstance(exc, ConnectionLostDuringHandshake):
+        return True
     if isinstance(exc, (OSError, TimeoutError, EOFError)):
         return True
     # A handshake error that reports a lost connection ("stream ended before ...").

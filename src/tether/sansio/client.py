@@ -14,8 +14,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Generator, Sequence
 
-from .. import __version__
 from ..exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidAccept,
     InvalidHandshake,
     InvalidHTTP,
@@ -27,6 +27,7 @@ from ..exceptions import (
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..typing import LoggerLike, Subprotocol
+from ..version import __version__
 from .handshake import (
     Handshake,
     accept_key,
@@ -162,16 +163,15 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
         except EOFError as exc:
             self._response_parser = None
-            self._handshake_failed(exc)
+            error = ConnectionLostDuringHandshake("server", self.reader.received)
+            error.__cause__ = exc
+            self._handshake_failed(error)
 
     def _handshake_failed(self, exc: Exception) -> None:
         self.handshake_exc = exc
         if self.debug:
             self.logger.debug("! handshake failed: %s", exc)
-        self._discard = True
-        if not self.eof_sent:
-            self.send_eof()
-        self.state = State.CLOSED
+        self._end_failed_handshake()
 
     def _process_response(self, response: Response) -> None:
         self.response = response
@@ -186,9 +186,7 @@ class ClientProtocol(Protocol):
             self._handshake_failed(exc)
             return
         self._events.append(response)
-        self.state = State.OPEN
-        self._start_frames()
-        self._receive_frames()
+        self._open()
 
     def _check_response(self, response: Response) -> None:
         """4.2.2 item 5 and 4.1: "If the server's response does not conform ... the client

@@ -7,7 +7,6 @@ import enum
 __all__ = [
     "CLOSE_CODE_EXPLANATIONS",
     "CONTROL_OPCODES",
-    "DATA_OPCODES",
     "OK_CLOSE_CODES",
     "CloseCode",
     "Opcode",
@@ -26,7 +25,6 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
-DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
 CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
 

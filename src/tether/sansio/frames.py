@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 
 from ..exceptions import PayloadTooBig, ProtocolError
-from .codes import CONTROL_OPCODES, CloseCode, Opcode, explain, is_valid_close_code
+from .codes import CloseCode, Opcode, explain, is_valid_close_code
 from .masking import (
     IMPLEMENTATION,
     KEEP,
@@ -66,30 +66,11 @@ class Frame:
             shown = shown[: MAX_LOG_SIZE - 11] + "..." + shown[-8:]
         return f"{self.opcode.name} {shown} [{length}]{flags}"
 
-    @property
-    def is_control(self) -> bool:
-        """Whether this is a close, ping or pong frame (opcode 0x8 or above, 5.5)."""
-        return self.opcode >= 0x8
-
-    @property
-    def rsv(self) -> int:
-        """The reserved bits as they sit in the first header byte: ``RSV1 | RSV2 | RSV3``."""
-        return (self.rsv1 << 6) | (self.rsv2 << 5) | (self.rsv3 << 4)
-
-    def check(self) -> None:
-        """Check the rules every frame must follow whatever the extensions (5.5).
-
-        Raises:
-            ProtocolError: a control frame is longer than 125 bytes or is fragmented.
-        """
-        if self.opcode in CONTROL_OPCODES:
-            _check_control(self.fin, len(self.data))
-
 
 def _check_control(fin: bool | int, length: int) -> None:
     # 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT be
-    # fragmented." Shared by Frame.check and by the parser, which applies it to the header
-    # alone so that a bad control frame fails before its payload arrives.
+    # fragmented." Shared by serialize_frame, unmasked_header and the parser, which applies it
+    # to the header alone so that a bad control frame fails before its payload arrives.
     if length > 125:
         raise ProtocolError("control frame too long")
     if not fin:
@@ -244,6 +225,14 @@ def serialize_frame(
 def unmasked_header(frame: Frame) -> bytes:
     """The header that :func:`serialize_frame` puts before ``frame.data`` when not masking,
     for a caller that writes the payload separately (no copy of a large payload).
+
+    It repeats the unmasked branch of :func:`serialize_frame` rather than sharing a helper
+    with it, so that serialize_frame (once per message sent) pays no extra call;
+    ``tests/sansio/test_frames.py::test_unmasked_header_is_serialize_frame_without_the_data``
+    proves the two agree. What it buys (``bench/split_write.py``, 2-core CI machine, CPU time
+    per echo through the asyncio server): 64 KiB 13.5 us instead of 14.6 us, 1 MiB 169 us
+    instead of 232 us, as the protocol writes the payload of a frame of
+    ``SPLIT_WRITE_SIZE`` bytes or more apart from this header instead of copying it.
 
     Raises:
         ProtocolError: a control frame is longer than 125 bytes or is fragmented (5.5).

@@ -29,9 +29,8 @@ import dataclasses
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator
 
-from ..exceptions import InvalidHTTP
+from ..exceptions import InvalidHTTP, LineTooLong, MultipleValuesError
 from ..limits import Limits
-from .streams import LineTooLong
 
 __all__ = [
     "DEFAULT_REASONS",
@@ -104,13 +103,6 @@ def reason_phrase(status: int) -> str:
 
 
 # --- headers -----------------------------------------------------------------------------------
-
-
-class MultipleValuesError(KeyError):
-    """``headers[name]`` was used for a header that appears more than once."""
-
-    def __str__(self) -> str:
-        return f"multiple values for header {self.args[0]}" if self.args else "multiple values"
 
 
 class Headers:

@@ -47,7 +47,14 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-__all__ = ["IMPLEMENTATION", "MaskSource", "apply_mask", "join_masked", "mask_in_place"]
+__all__ = [
+    "IMPLEMENTATION",
+    "MaskSource",
+    "apply_mask",
+    "implementation",
+    "join_masked",
+    "mask_in_place",
+]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -159,13 +166,34 @@ apply_mask = py_apply_mask
 mask_in_place = py_mask_in_place
 join_masked = py_join_masked
 
+# Why the pure-Python functions are active, for implementation().
+_why_python = "TETHER_NO_SPEEDUPS is set"
+
 if os.environ.get("TETHER_NO_SPEEDUPS", "") in ("", "0"):
     try:
         from ._speedups import apply_mask, join_masked, mask_in_place
-    except ImportError:  # not built: no compiler at install time, or an unusual platform
-        pass
+    except ImportError as exc:  # not built: no compiler at install time, or an unusual platform
+        _why_python = f"the C speedups are not built ({exc})"
     else:
         IMPLEMENTATION = "c"
+
+
+def implementation() -> str:
+    """One line that says which masking code runs and how to pick the other one.
+
+    ``tether --version`` prints it. The compiled module is used unless the environment
+    variable ``TETHER_NO_SPEEDUPS`` is set (to anything but ``0``) before tether is imported.
+    """
+    if IMPLEMENTATION == "c":
+        return (
+            "compiled C speedups (tether.sansio._speedups); "
+            "set TETHER_NO_SPEEDUPS=1 to force pure Python"
+        )
+    if _why_python == "TETHER_NO_SPEEDUPS is set":
+        return "pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled C speedups)"
+    return (
+        f"pure Python: {_why_python}; install from source with a working C compiler to build them"
+    )
 
 
 # --- masking keys -------------------------------------------------------------------------------

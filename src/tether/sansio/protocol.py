@@ -10,7 +10,9 @@ Drive it with five calls::
 and send with ``send_text``, ``send_binary``, ``send_message``, ``send_continuation``,
 ``send_ping``, ``send_pong`` and ``send_close``.
 
-States and who moves them (the only place they change)::
+States and who moves them. They change only in this module, through :meth:`Protocol._set_state`
+(which logs each transition); the two roles call :meth:`Protocol._open` and
+:meth:`Protocol._end_failed_handshake`, and ``state`` is read-only (a test checks both)::
 
     CONNECTING --handshake succeeds--> OPEN --close sent or received--> CLOSING --EOF--> CLOSED
     CONNECTING --handshake fails-----> CLOSED (after the rejection is written)
@@ -28,7 +30,6 @@ connection alone.
 
 from __future__ import annotations
 
-import codecs
 import enum
 import logging
 from typing import TypeAlias
@@ -37,6 +38,7 @@ from ..exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionLostDuringHandshake,
     InvalidState,
     PayloadTooBig,
     ProtocolError,
@@ -49,6 +51,7 @@ from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMess
 from .frames import Close, Frame, FrameParser, serialize_frame, unmasked_header
 from .handshake import Handshake
 from .http11 import Request, Response
+from .messages import IncomingMessage
 from .streams import StreamReader
 
 __all__ = ["Event", "Protocol", "Side", "State"]
@@ -56,8 +59,6 @@ __all__ = ["Event", "Protocol", "Side", "State"]
 Event: TypeAlias = (
     TextMessage | BinaryMessage | Fragment | Ping | Pong | CloseReceived | Request | Response
 )
-
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 #: Unmasked payloads of at least this many bytes are written apart from their header.
 SPLIT_WRITE_SIZE = 65536
@@ -80,21 +81,6 @@ class State(enum.IntEnum):
     OPEN = 1
     CLOSING = 2
     CLOSED = 3
-
-
-def _decode_fragment(decoder: codecs.IncrementalDecoder, data: bytes, final: bool) -> str:
-    """Decode one fragment of a text message, failing on the fragment that breaks the text.
-
-    CPython's incremental UTF-8 decoder refuses every impossible prefix at once except one: it
-    keeps a trailing ED A0..ED BF (the start of a UTF-16 surrogate, which UTF-8 forbids) pending
-    until the next bytes arrive. No continuation can make it valid, so refuse it now (8.1).
-    """
-    text = decoder.decode(data, final)
-    if not final:
-        pending = decoder.getstate()[0]
-        if len(pending) == 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-            raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
-    return text
 
 
 def _truncate_reason(reason: str) -> str:
@@ -167,16 +153,9 @@ class Protocol:
         self.parser_exc: Exception | None = None
         self.handshake_exc: Exception | None = None
 
-        # Incoming message being assembled.
-        self._in_opcode: Opcode | None = None  # TEXT or BINARY while a message is fragmented
-        self._in_compressed = False
-        # Validation of a text frame still arriving: a decoder, and how far it got.
-        self._probe: codecs.IncrementalDecoder | None = None
-        self._probe_pos = 0
-        self._in_size = 0
-        self._in_chunks: list[bytes] = []
-        self._in_text: list[str] = []
-        self._in_decoder: codecs.IncrementalDecoder | None = None
+        # The fragmented message being received, and the UTF-8 probe of a text frame still
+        # arriving (one object for the connection's lifetime: loops may hold it in a local).
+        self._message = IncomingMessage()
 
         # Outgoing fragmented message in progress (send_text(fin=False) ... send_continuation).
         self._out_opcode: Opcode | None = None
@@ -195,11 +174,24 @@ class Protocol:
     def state(self) -> State:
         return self._state
 
-    @state.setter
-    def state(self, state: State) -> None:
+    def _set_state(self, state: State) -> None:
+        """The one place where the state changes after ``__init__``."""
         if self.debug:
             self.logger.debug("= connection is %s", state.name)
         self._state = state
+
+    def _open(self) -> None:
+        """The opening handshake succeeded: OPEN, and what followed the head is frames."""
+        self._set_state(State.OPEN)
+        self._start_frames()
+        self._receive_frames()
+
+    def _end_failed_handshake(self) -> None:
+        """The opening handshake failed (and any answer is written): drop input, close."""
+        self._discard = True
+        if not self.eof_sent:
+            self.send_eof()
+        self._set_state(State.CLOSED)
 
     @property
     def subprotocol(self) -> str | None:
@@ -298,10 +290,10 @@ class Protocol:
             self._receive_handshake()
             if self._state is State.CONNECTING:
                 # The peer went away in the middle of the handshake.
-                self.handshake_exc = self.handshake_exc or EOFError(
-                    "connection closed during the opening handshake"
-                )
-                self.state = State.CLOSED
+                if self.handshake_exc is None:
+                    peer = "server" if self.side is Side.CLIENT else "client"
+                    self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
+                self._set_state(State.CLOSED)
             return
         if self._paused:
             # The peer is gone: whatever it sent before, a close frame included, counts now.
@@ -309,7 +301,7 @@ class Protocol:
             self.resume_parsing()
         if self.debug:
             self.logger.debug("< EOF")
-        if self.close_rcvd is None and self._in_opcode is not None and self.debug:
+        if self.close_rcvd is None and self._message.opcode is not None and self.debug:
             # 7.1.5: closed without a close frame, in the middle of a message: code 1006.
             self.logger.debug("connection lost in the middle of a message")
         self._discard = True
@@ -318,7 +310,7 @@ class Protocol:
         # having written exactly one EOF.
         if not self.eof_sent:
             self.send_eof()
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
 
     def _receive_handshake(self) -> None:
         """Overridden by the two roles to parse the request or the response."""
@@ -328,15 +320,16 @@ class Protocol:
         """The choke point: every frame, and every peer error turned into a close code."""
         parser = self._parser
         assert parser is not None
+        message = self._message
         try:
             while not self._discard and not self._paused:
                 frame = parser.next_frame()
                 if frame is None:
-                    if self._in_decoder is not None or parser.pending_frame() is not None:
-                        self._check_partial_text(parser)
+                    if message.decoder is not None or parser.pending_frame() is not None:
+                        message.check_partial(parser, self.limits.max_message_size)
                     break
-                if self._probe is not None:
-                    self._probe = None
+                if message.probe is not None:
+                    message.probe = None
                 if self.debug:
                     self.logger.debug("< %s", frame)
                 if frame.opcode <= 2:  # CONT, TEXT, BINARY
@@ -357,39 +350,6 @@ class Protocol:
         except Exception as exc:  # a bug of ours or of an extension: no details to the peer
             self.logger.error("! error while processing a frame", exc_info=True)
             self._peer_failed(exc, CloseCode.INTERNAL_ERROR, "")
-
-    def _check_partial_text(self, parser: FrameParser) -> None:
-        """Validate the UTF-8 of a text frame whose payload is still arriving, so that the
-        connection fails on the bytes that break the text, not when the frame is complete
-        (RFC 6455 8.1 asks to fail "as soon as" invalid UTF-8 is seen; Autobahn 6.4.3-6.4.4)."""
-        pending = parser.pending_frame()
-        if pending is None:
-            return
-        opcode, rsv1, have, length = pending
-        if rsv1 or (have <= self._probe_pos and self._probe is not None):
-            return  # compressed (validated once inflated), or nothing new
-        max_size = self.limits.max_message_size
-        if (
-            opcode <= 2
-            and (opcode is Opcode.CONT) == (self._in_opcode is not None)  # else 1002 comes first
-            and max_size is not None
-            and self._in_size + length > max_size
-        ):
-            # The frame will not fit the message limit: say so now, as the whole frame would.
-            raise PayloadTooBig(f"message over {max_size} bytes")
-        if self._probe is None:
-            if opcode is Opcode.TEXT and self._in_opcode is None:
-                probe = _utf8_decoder()
-            elif opcode is Opcode.CONT and self._in_decoder is not None and not self._in_compressed:
-                probe = _utf8_decoder()
-                probe.setstate(self._in_decoder.getstate())
-            else:
-                return
-            self._probe = probe
-            self._probe_pos = 0
-        data = parser.partial_payload(self._probe_pos)
-        self._probe_pos = have
-        _decode_fragment(self._probe, data, False)
 
     def _peer_failed(self, exc: Exception, code: int, reason: str) -> None:
         if self.debug:
@@ -429,9 +389,9 @@ class Protocol:
         self.close_rcvd = close
         if self.close_sent is None:
             self.close_rcvd_then_sent = True
-        if self._in_opcode is not None:
+        if self._message.opcode is not None:
             # The message in progress will never end: drop it.
-            self._reset_incoming()
+            self._message.reset()
         self._events.append(CloseReceived(close))
         if self._state is State.OPEN:
             # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
@@ -445,75 +405,46 @@ class Protocol:
             self.send_eof()
 
     def _receive_data_frame(self, frame: Frame) -> None:
+        # The order of frames (5.4) and the message limit are checked here; a fragmented
+        # message is then assembled by IncomingMessage (sansio/messages.py).
         opcode = frame.opcode
+        message = self._message
         if opcode is Opcode.CONT:
-            if self._in_opcode is None:
+            if message.opcode is None:
                 raise ProtocolError("unexpected continuation frame")
-        elif self._in_opcode is not None:
+        elif message.opcode is not None:
             raise ProtocolError(f"expected a continuation frame, got {opcode.name}")
 
         compressed = frame.rsv1
         max_size = self.limits.max_message_size
         if self.extensions:
-            remaining = None if max_size is None else max_size - self._in_size
+            remaining = None if max_size is None else max_size - message.size
             for extension in reversed(self.extensions):
                 frame = extension.decode(frame, max_size=remaining)
         data = frame.data
-        size = self._in_size + len(data)
+        size = message.size + len(data)
         if max_size is not None and size > max_size:
             raise PayloadTooBig(f"message over {max_size} bytes")
 
-        if opcode is not Opcode.CONT:
-            if frame.fin:
-                # The common case, a whole message in one frame: no bookkeeping at all.
-                if self.assemble:
-                    if opcode is Opcode.TEXT:
-                        self._events.append(TextMessage(data.decode()))
-                    else:
-                        self._events.append(BinaryMessage(data))
-                elif opcode is Opcode.TEXT:
-                    self._events.append(Fragment(data.decode(), True, True))
+        if frame.fin and opcode is not Opcode.CONT:
+            # The common case, a whole message in one frame: no bookkeeping at all.
+            if self.assemble:
+                if opcode is Opcode.TEXT:
+                    self._events.append(TextMessage(data.decode()))
                 else:
-                    self._events.append(Fragment(data, True, True))
-                self._message_done = True
-                return
-            self._in_opcode = opcode
-            self._in_compressed = compressed
-            if opcode is Opcode.TEXT:
-                self._in_decoder = _utf8_decoder()
-            first = True
-        else:
-            first = False
-        self._in_size = size
-
-        fin = frame.fin
-        decoder = self._in_decoder
-        if self.assemble:
-            if decoder is not None:
-                # Validate as the fragments arrive: fail on the fragment that breaks the
-                # text, not at the end of the message.
-                self._in_text.append(_decode_fragment(decoder, data, fin))
-                if fin:
-                    self._events.append(TextMessage("".join(self._in_text)))
+                    self._events.append(BinaryMessage(data))
+            elif opcode is Opcode.TEXT:
+                self._events.append(Fragment(data.decode(), True, True))
             else:
-                self._in_chunks.append(data)
-                if fin:
-                    self._events.append(BinaryMessage(b"".join(self._in_chunks)))
-        else:
-            piece: str | bytes = (
-                _decode_fragment(decoder, data, fin) if decoder is not None else data
-            )
-            self._events.append(Fragment(piece, first, fin))
-        if fin:
-            self._reset_incoming()
+                self._events.append(Fragment(data, True, True))
             self._message_done = True
+            return
 
-    def _reset_incoming(self) -> None:
-        self._in_opcode = None
-        self._in_size = 0
-        self._in_chunks = []
-        self._in_text = []
-        self._in_decoder = None
+        event = message.receive(opcode, compressed, data, size, frame.fin, self.assemble)
+        if event is not None:
+            self._events.append(event)
+        if frame.fin:
+            self._message_done = True
 
     # --- output -------------------------------------------------------------------------------
 
@@ -665,7 +596,7 @@ class Protocol:
             self.close_rcvd_then_sent = False
         self._out_opcode = None
         self._send_frame(Frame(Opcode.CLOSE, payload))
-        self.state = State.CLOSING
+        self._set_state(State.CLOSING)
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the WebSocket connection (7.1.7): send a close frame with ``code`` once if
@@ -673,7 +604,7 @@ class Protocol:
         if self._state is State.OPEN:
             self._send_close_frame(Close(code, _truncate_reason(reason)))
         self._discard = True
-        self._reset_incoming()
+        self._message.reset()
         # 7.1.7: "the endpoint MUST Close the WebSocket Connection". The server closes the TCP
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
         if self.side is Side.SERVER and not self.eof_sent:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Generator, Sequence
 
-from .. import __version__
 from ..exceptions import (
+    ConnectionLostDuringHandshake,
     InvalidHandshake,
     InvalidHeader,
     InvalidHTTP,
@@ -32,6 +32,7 @@ from ..exceptions import (
 from ..extensions.base import Extension, ServerExtensionFactory
 from ..limits import Limits
 from ..typing import LoggerLike, Subprotocol
+from ..version import __version__
 from .handshake import (
     SUPPORTED_VERSIONS,
     Handshake,
@@ -45,7 +46,7 @@ from .handshake import (
     single_value,
 )
 from .headers import parse_extension_list
-from .http11 import DEFAULT_REASONS, Headers, Request, Response
+from .http11 import Headers, Request, Response, reason_phrase
 from .protocol import Protocol, Side, State
 
 __all__ = ["OriginRule", "SelectSubprotocol", "ServerProtocol"]
@@ -141,7 +142,8 @@ class ServerProtocol(Protocol):
             self.send_response(self.reject(exc.status, f"Invalid HTTP request: {exc}."))
         except EOFError as exc:
             self._request_parser = None
-            self.handshake_exc = exc
+            self.handshake_exc = ConnectionLostDuringHandshake("client", self.reader.received)
+            self.handshake_exc.__cause__ = exc
 
     # --- deciding -----------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class ServerProtocol(Protocol):
             return self.reject(
                 exc.status, f"Failed to open a WebSocket connection: {exc}.", exc.extra_headers
             )
-        return Response(101, DEFAULT_REASONS[101], headers)
+        return Response(101, reason_phrase(101), headers)
 
     def _check_request(self, request: Request) -> Headers:
         headers = request.headers
@@ -272,7 +274,7 @@ class ServerProtocol(Protocol):
             response_headers[name] = value
         if "Connection" not in response_headers:
             response_headers["Connection"] = "close"
-        return Response(status, DEFAULT_REASONS.get(status, ""), response_headers, body)
+        return Response(status, reason_phrase(status), response_headers, body)
 
     # --- answering ----------------------------------------------------------------------------
 
@@ -288,17 +290,13 @@ class ServerProtocol(Protocol):
         self._writes.append(response.serialize())
         if response.status == 101:
             self.extensions = self._pending_extensions
-            self.state = State.OPEN
-            self._start_frames()
-            self._receive_frames()
+            self._open()
         else:
             if self.handshake_exc is None and response.status >= 400:
                 self.handshake_exc = InvalidRequest(
                     f"rejected with HTTP {response.status}", response.status
                 )
-            self._discard = True
-            self.send_eof()
-            self.state = State.CLOSED
+            self._end_failed_handshake()
 
 
 class _NotWebSocket(InvalidRequest):

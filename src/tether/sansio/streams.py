@@ -10,26 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-__all__ = ["LineTooLong", "StreamReader"]
+from ..exceptions import LineTooLong
 
-
-class LineTooLong(Exception):
-    """A line is longer than the limit given to :meth:`StreamReader.read_line`."""
+__all__ = ["StreamReader"]
 
 
 class StreamReader:
-    """Bytes received but not consumed yet, plus an end-of-stream flag."""
+    """Bytes received but not consumed yet, an end-of-stream flag, and a count of all bytes fed.
 
-    __slots__ = ("buffer", "eof")
+    The generators raise :class:`EOFError` when the stream ends too early; the code that drives a
+    parser turns that into the error that names what was cut short (for the opening handshake,
+    :class:`~tether.exceptions.ConnectionLostDuringHandshake`).
+    """
+
+    __slots__ = ("buffer", "eof", "received")
 
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.eof = False
+        self.received = 0
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> None:
         if self.eof:
             raise EOFError("stream ended")
         self.buffer += data
+        self.received += len(data)
 
     def feed_eof(self) -> None:
         self.eof = True
@@ -81,9 +86,3 @@ class StreamReader:
         data = bytes(self.buffer[:m])
         del self.buffer[:]
         return data
-
-    def at_eof(self) -> Generator[None, None, bool]:
-        """Wait until data arrives or the stream ends; return whether it ended with no data."""
-        while not self.buffer and not self.eof:
-            yield
-        return not self.buffer and self.eof

@@ -5,19 +5,9 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 
-__all__ = ["InvalidURI", "WebSocketURI", "parse_uri"]
+from ..exceptions import InvalidURI
 
-
-class InvalidURI(ValueError):
-    """The string is not a ws:// or wss:// URI."""
-
-    def __init__(self, uri: str, reason: str) -> None:
-        super().__init__(uri, reason)
-        self.uri = uri
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.uri} isn't a valid WebSocket URI: {self.reason}"
+__all__ = ["WebSocketURI", "parse_uri"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,9 +22,13 @@ from typing import Any, Literal
 
 # The shared option handling (compression presets -> extension factories) still lives in the
 # asyncio layer; it moves to a shared module, which this imports from once it lands.
-from ..asyncio.client import InvalidRedirect
 from ..asyncio.compression import Compression, client_extensions
-from ..exceptions import InvalidProxy, InvalidStatus
+from ..exceptions import (
+    ConnectionLostDuringHandshake,
+    InvalidProxy,
+    InvalidRedirect,
+    InvalidStatus,
+)
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
 from ..sansio.client import ClientProtocol, HeadersLike
@@ -313,7 +317,7 @@ def _attempt(
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
         if protocol.response is None:
-            raise EOFError("connection closed during the opening handshake")
+            raise ConnectionLostDuringHandshake("server", protocol.reader.received)
         # Open, or already closing or closed by what came with the response: either way the
         # handshake succeeded, and the application reads the rest.
         return connection

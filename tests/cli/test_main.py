@@ -332,6 +332,15 @@ def test_connect_with_options_against_a_server_with_options() -> None:
         assert accepted.stdout == "< ok\n"
         assert "* subprotocol: kv.v1" in accepted.stderr
         assert "* extensions: none" in accepted.stderr
+        # --origin, as `tether inspect` has it.
+        accepted = tether("connect", url, "--origin", "https://good.example", input="ok\n")
+        assert accepted.returncode == 0, accepted.stderr
+        assert accepted.stdout == "< ok\n"
+        refused = tether("connect", url, "--origin", "https://evil.example", input="x\n")
+        assert refused.returncode == 1
+        assert "invalid Origin header: https://evil.example (origin not allowed)" in (
+            refused.stderr
+        )
 
 
 def test_connect_to_nothing_exits_non_zero() -> None:
@@ -389,4 +398,75 @@ def test_console_script_is_installed() -> None:
         pytest.skip(f"console script not installed next to {sys.executable}")
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
-    assert result.stdout == f"tether {__version__}\n"
+    assert result.stdout.startswith(f"tether {__version__}\nimplementation: ")
+
+
+def version_output(no_speedups: str | None, *argv: str) -> str:
+    env = dict(os.environ)
+    env.pop("TETHER_NO_SPEEDUPS", None)
+    if no_speedups is not None:
+        env["TETHER_NO_SPEEDUPS"] = no_speedups
+    done = subprocess.run(
+        [sys.executable, *argv, "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_version_says_pure_python_when_forced() -> None:
+    assert version_output("1", "-m", "tether") == (
+        f"tether {__version__}\n"
+        "implementation: pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled "
+        "C speedups)\n"
+    )
+
+
+def test_version_says_which_implementation_runs_by_default() -> None:
+    output = version_output(None, "-m", "tether")
+    first, second = output.splitlines()
+    assert first == f"tether {__version__}"
+    try:
+        import tether.sansio._speedups  # noqa: F401
+    except ImportError as exc:
+        assert second.startswith("implementation: pure Python: the C speedups are not built (")
+        assert str(exc) in second
+    else:
+        assert second == (
+            "implementation: compiled C speedups (tether.sansio._speedups); "
+            "set TETHER_NO_SPEEDUPS=1 to force pure Python"
+        )
+
+
+def test_connect_reports_a_server_that_hangs_up_during_the_handshake() -> None:
+    # A TCP server that reads the request, answers half a status line and closes.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        with listener, contextlib.suppress(OSError):
+            peer, _ = listener.accept()
+            with peer:
+                peer.settimeout(10)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = peer.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                peer.sendall(b"HTTP/1.1 101 ")
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    result = tether("connect", f"ws://127.0.0.1:{port}/", input="x\n")
+    thread.join(10)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "tether connect: the server closed the connection before sending a complete HTTP "
+        "response (13 bytes received)\n"
+    )

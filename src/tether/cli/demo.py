@@ -27,10 +27,11 @@ import logging
 import signal
 import ssl as ssl_module
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import Headers, Request, Response, Server, ServerConnection, __version__, broadcast, serve
+from .. import Headers, Request, Response, Server, ServerConnection, __version__, broadcast, serve
 
 __all__ = [
     "DEFAULT_SUBPROTOCOLS",
@@ -69,7 +70,7 @@ class ServeOptions:
 
 def load_page() -> bytes:
     """The demo page, from the installed package."""
-    return importlib.resources.files("tether").joinpath("demo.html").read_bytes()
+    return importlib.resources.files("tether.cli").joinpath("demo.html").read_bytes()
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -142,10 +143,9 @@ class DemoServer:
             await ws.send(message)
 
     async def chat(self, ws: ServerConnection) -> None:
-        self._guests += 1
-        name = f"guest-{self._guests}"
+        name = self._join_name(ws)
         self.room.add(ws)
-        logger.info("%s joined the chat as %s (%d online)", _peer(ws), name, len(self.room))
+        logger.info("%s joined the chat as %r (%d online)", _peer(ws), name, len(self.room))
         await self._announce("join", name)
         try:
             async for message in ws:
@@ -157,6 +157,21 @@ class DemoServer:
         finally:
             self.room.discard(ws)
             await self._announce("leave", name)
+
+    def _join_name(self, ws: ServerConnection) -> str:
+        """The name to announce: the page's own (``/chat?name=...``), else ``guest-N``.
+
+        The page sends the name it shows in its name field, so that the join notice and the
+        messages that follow carry the same name.
+        """
+        self._guests += 1
+        guest = f"guest-{self._guests}"
+        request = ws.request
+        if request is None:
+            return guest
+        query = urllib.parse.parse_qs(request.path.partition("?")[2])
+        name = query.get("name", [""])[0].strip()[:MAX_NAME]
+        return name or guest
 
     def _relay(self, message: str | bytes, guest: str) -> dict[str, Any] | None:
         """The chat message to send to everyone for ``message``, or ``None`` to drop it."""

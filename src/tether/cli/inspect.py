@@ -33,29 +33,29 @@ import json
 import os
 import ssl as ssl_module
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import __version__
-from .asyncio.client import connect
-from .exceptions import (
+from ..asyncio.client import connect
+from ..exceptions import (
     ConnectionClosed,
     InvalidHandshake,
     InvalidHeaderFormat,
     InvalidHTTP,
     InvalidStatus,
 )
-from .extensions.permessage_deflate import DeflateSettings
-from .limits import Limits
-from .sansio.codes import Opcode
-from .sansio.frames import Close, Frame, serialize_frame
-from .sansio.handshake import accept_key, generate_key
-from .sansio.headers import parse_extension_list, parse_token_list, parse_upgrade
-from .sansio.http11 import Headers, Request, Response
-from .sansio.streams import StreamReader
-from .sansio.uri import WebSocketURI, parse_uri
-from .typing import ExtensionParameter
+from ..extensions.permessage_deflate import DeflateSettings
+from ..limits import Limits
+from ..sansio.codes import Opcode
+from ..sansio.frames import Close, Frame, serialize_frame
+from ..sansio.handshake import accept_key, generate_key
+from ..sansio.headers import parse_extension_list, parse_token_list, parse_upgrade
+from ..sansio.http11 import Headers, Request, Response
+from ..sansio.streams import StreamReader
+from ..sansio.uri import WebSocketURI, parse_uri
+from ..typing import ExtensionParameter
+from ..version import __version__
+from .text import printable
 
 __all__ = [
     "NOTE",
@@ -69,7 +69,6 @@ __all__ = [
     "Inspector",
     "Report",
     "inspect",
-    "printable",
     "report_json",
 ]
 
@@ -102,31 +101,6 @@ _PMD_PARAMS = {
     "server_max_window_bits",
     "client_max_window_bits",
 }
-
-# Characters that must never reach a terminal as they are: C0 and C1 controls, DEL, and the
-# bidirectional formatting characters that can make text read differently from what it is.
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with terminal control characters escaped (``\\x1b``, ``\\n``, ``\\u202e``).
-
-    Everything that comes from the network goes through this before it is printed, so that a
-    peer cannot move the cursor, change colours, rewrite the title or reorder what we show.
-    """
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if char in _NAMED_ESCAPES:
-            out.append(_NAMED_ESCAPES[char])
-        elif unicodedata.category(char) == "Cc" or char in _BIDI or char in "\u2028\u2029":
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 class CannotConnect(Exception):

@@ -29,21 +29,24 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import (
+from .. import (
     PRESETS,
     ClientConnection,
     ConnectionClosed,
     ConnectionClosedOK,
+    ConnectionLostDuringHandshake,
     Headers,
     InvalidHandshake,
     InvalidStatus,
+    InvalidURI,
     Request,
     Server,
     __version__,
     connect,
 )
-from .inspector import printable
-from .sansio.uri import InvalidURI, parse_uri
+from ..sansio.masking import implementation
+from ..sansio.uri import parse_uri
+from .text import printable
 
 __all__ = ["main"]
 
@@ -63,12 +66,38 @@ Any other line is sent as a text message. Empty lines are skipped.
 # --- argument parsing --------------------------------------------------------------------------
 
 
+def version_text() -> str:
+    """What ``tether --version`` prints: the version, then which implementation runs."""
+    return f"tether {__version__}\nimplementation: {implementation()}\n"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, printed as written (argparse's own would re-wrap the lines)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tether",
         description="WebSocket tools: a demo server, an interactive client, a handshake inspector.",
     )
-    parser.add_argument("--version", action="version", version=f"tether {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and which implementation runs (compiled or pure Python)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(
@@ -127,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="'NAME: VALUE'",
         help="an extra request header, repeatable",
+    )
+    client.add_argument(
+        "--origin",
+        help="Origin header to send (servers with an allow-list of origins check it)",
     )
     client.add_argument(
         "--compression",
@@ -234,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .demo_server import DEFAULT_SUBPROTOCOLS, DemoServer, ServeOptions, run, urls
+    from .demo import DEFAULT_SUBPROTOCOLS, DemoServer, ServeOptions, run, urls
 
     if args.tls_key and not args.tls_cert:
         parser.error("--tls-key needs --tls-cert")
@@ -471,6 +504,7 @@ async def _connect_session(
     try:
         ws = await connect(
             args.url,
+            origin=args.origin,
             subprotocols=args.subprotocol,
             compression=_compression(args.compression),
             additional_headers=headers or None,
@@ -490,14 +524,14 @@ async def _connect_session(
         if exc.supported_versions:
             print(f"  supported versions: {', '.join(exc.supported_versions)}", file=sys.stderr)
         return 1
+    except ConnectionLostDuringHandshake as exc:
+        print(f"tether connect: {exc}", file=sys.stderr)
+        return 1
     except InvalidHandshake as exc:
         print(f"tether connect: invalid handshake response: {printable(str(exc))}", file=sys.stderr)
         return 1
     except TimeoutError:
         print(f"tether connect: no handshake within {args.timeout:g} s", file=sys.stderr)
-        return 1
-    except EOFError:
-        print("tether connect: the connection closed during the handshake", file=sys.stderr)
         return 1
     except (OSError, ssl_module.SSLError) as exc:
         print(f"tether connect: cannot connect to {args.url}: {exc}", file=sys.stderr)
@@ -565,7 +599,7 @@ def _report_close(ws: ClientConnection) -> int:
 
 
 def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .inspector import CannotConnect, InspectOptions, inspect, report_json
+    from .inspect import CannotConnect, InspectOptions, inspect, report_json
 
     if args.timeout <= 0:
         parser.error("--timeout must be positive")

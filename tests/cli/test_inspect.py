@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_main import ServeProcess, free_port, tether
 from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
 
-from test_cli import ServeProcess, free_port, tether
-from tether.inspector import (
+from tether.cli.inspect import (
     NOTE,
     OK,
     VIOLATION,
@@ -35,7 +35,6 @@ from tether.inspector import (
     Report,
     _check_deflate_answer,
     inspect,
-    printable,
 )
 from tether.sansio.handshake import accept_key
 
@@ -446,9 +445,3 @@ def test_summary_wording_and_colours() -> None:
     assert "400 \\x1b[2J" in plain  # text from the server is escaped
     coloured = report.render(color=True)
     assert "\x1b[1;31mviolation\x1b[0m" in coloured
-
-
-def test_printable_escapes_terminal_controls_only() -> None:
-    assert printable("héllo wörld ✓") == "héllo wörld ✓"
-    assert printable("a\x1b[31mb\x07\n\t\x7f\x9b") == "a\\x1b[31mb\\x07\\n\\t\\x7f\\x9b"
-    assert printable("abc\u202edef\u2066") == "abc\\u202edef\\u2066"
