@@ -11,7 +11,7 @@ from typing import Any
 
 from tether.sync import Server, serve
 
-__all__ = ["open_fds", "running", "uri"]
+__all__ = ["open_fds", "running", "running_on", "uri"]
 
 
 def open_fds() -> dict[int, str]:
@@ -23,11 +23,23 @@ def open_fds() -> dict[int, str]:
     return fds
 
 
+def _echo(ws: Any) -> None:
+    for message in ws:
+        ws.send(message)
+
+
 @contextlib.contextmanager
-def running(handler: Any, **kwargs: Any) -> Iterator[Server]:
-    """``serve(handler, "127.0.0.1", 0, **kwargs)`` with ``serve_forever`` in a thread; shut
-    down (and every thread joined) on the way out."""
-    server = serve(handler, "127.0.0.1", 0, **kwargs)
+def running_on(host: str, handler: Any = _echo, **kwargs: Any) -> Iterator[Server]:
+    """:func:`running` on another loopback address (``"::1"``)."""
+    with running(handler, host=host, **kwargs) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running(handler: Any, host: str = "127.0.0.1", **kwargs: Any) -> Iterator[Server]:
+    """``serve(handler, host, 0, **kwargs)`` with ``serve_forever`` in a thread; shut down (and
+    every thread joined) on the way out."""
+    server = serve(handler, host, 0, **kwargs)
     thread = threading.Thread(target=server.serve_forever, name="test-serve-forever")
     thread.start()
     try:

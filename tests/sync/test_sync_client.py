@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers.sync_server import running, uri
+from helpers.sync_server import running, running_on, uri
 from tether import (
     ConnectionLostDuringHandshake,
     InvalidRedirect,
@@ -185,6 +185,20 @@ def test_a_server_hanging_up_during_the_handshake_is_named() -> None:
     assert caught.value.received == len("HTTP/1.1 101 Switching")
     thread.join(5)
     listener.close()
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        probe = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    probe.close()
+    with running_on("::1") as server, connect(f"ws://[::1]:{server.port_number}/") as ws:
+        ws.send("six")
+        assert ws.recv(timeout=5) == "six"
+        assert ws.remote_address[0] == "::1"
 
 
 def test_connection_refused_is_an_oserror() -> None:

@@ -173,8 +173,12 @@ class Server:
             logger if logger is not None else logging.getLogger("tether.server")
         )
         if sock is None:
+            family = socket.AF_INET
+            if host:  # the family of the address to bind: IPv6 for "::1", a name's first
+                infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+                family = infos[0][0]
             sock = socket.create_server(
-                (host or "", port or 0), backlog=backlog, reuse_port=reuse_port
+                (host or "", port or 0), family=family, backlog=backlog, reuse_port=reuse_port
             )
         self.socket = sock
         #: The connections, from the accepted socket to the end of the handler.
