@@ -430,10 +430,7 @@ class Connection:
                         self._bg_wake_on_recv_exit = False
                         self._bg_cond.notify()
             self._recv_left = _monotonic()
-            # Parse on at once if nothing was held back (else the next call does).
-            protocol = self.protocol
-            if assembler.complete == 0 and protocol._paused and protocol.buffered == 0:
-                protocol.resume_parsing()
+            self._after_pop()
             return message
         finally:
             mutex.release()
@@ -600,7 +597,8 @@ class Connection:
     # --- internals: receiving -------------------------------------------------------------------
 
     def _after_pop(self) -> None:
-        """The application took a message (mutex held): parse on if nothing was held back."""
+        """The application took a message (mutex held): parse on at once if nothing was held
+        back (else its next call to ``recv()`` does)."""
         protocol = self.protocol
         if self._assembler.complete == 0 and protocol.parsing_paused and protocol.buffered == 0:
             protocol.resume_parsing()
