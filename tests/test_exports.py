@@ -10,6 +10,7 @@ MODULES = [
     "tether",
     "tether.exceptions",
     "tether.limits",
+    "tether.options",
     "tether.typing",
     "tether.version",
     "tether.sansio",
@@ -26,6 +27,7 @@ MODULES = [
     "tether.extensions.base",
     "tether.extensions.permessage_deflate",
     "tether.asyncio",
+    "tether.asyncio.fanout",
     "tether.sync",
     "tether.sync.client",
     "tether.sync.server",
@@ -47,5 +49,14 @@ def test_all_names_exist_once(name: str) -> None:
 def test_top_level_api() -> None:
     import tether
 
-    for attribute in ["serve", "connect", "broadcast", "Limits", "ConnectionClosed"]:
+    for attribute in [
+        "serve",
+        "connect",
+        "broadcast",
+        "broadcast_and_wait",
+        "Limits",
+        "ConnectionClosed",
+        "ConnectionFailed",
+        "OpenTimeout",
+    ]:
         assert attribute in tether.__all__

@@ -28,6 +28,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("extension interface", ("tether.extensions.base",)),
     ("sans-I/O core", ("tether.sansio",)),
     ("extensions", ("tether.extensions",)),
+    # The options of serve()/connect(), validated, shared by every I/O layer.
+    ("shared options", ("tether.options",)),
     ("I/O layers", ("tether.asyncio", "tether.sync", "tether.asgi")),
     ("hub", ("tether.hub",)),
     ("package root", ("tether",)),

@@ -30,11 +30,14 @@
     │                                     turns it into InvalidHTTP 431; never escapes)
     ├── ProtocolError                     the peer broke RFC 6455 / RFC 7692 (close code 1002)
     ├── PayloadTooBig                     a frame or message is over a limit (close code 1009)
+    ├── ConnectionFailed (also OSError)   connect() could not open the TCP/TLS connection
+    ├── OpenTimeout (also TimeoutError)   connect() or the handshake took over open_timeout
     ├── InvalidState                      API misuse: not allowed in this state
     ├── ConcurrencyError                  API misuse: two coroutines read or write at once
-    └── ConnectionClosed                  the connection is closed
-        ├── ConnectionClosedOK            with 1000, 1001 or 1005
-        └── ConnectionClosedError         with any other code, or without a close frame
+    ├── ConnectionClosed                  the connection is closed
+    │   ├── ConnectionClosedOK            with 1000, 1001 or 1005
+    │   └── ConnectionClosedError         with any other code, or without a close frame
+    └── ClientDisconnected                ASGI: send() after the client left (also an OSError)
 
 Exceptions live here, with two kinds of exception to that rule: private refinements that only
 choose the answer's status (``sansio/server.py`` raises ``_MethodNotAllowed`` (405),
@@ -60,10 +63,12 @@ if TYPE_CHECKING:
     from .sansio.http11 import Response
 
 __all__ = [
+    "ClientDisconnected",
     "ConcurrencyError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionFailed",
     "ConnectionLostDuringHandshake",
     "DuplicateParameter",
     "InvalidAccept",
@@ -89,6 +94,7 @@ __all__ = [
     "LineTooLong",
     "MultipleValuesError",
     "NegotiationError",
+    "OpenTimeout",
     "PayloadTooBig",
     "ProtocolError",
     "TetherError",
@@ -393,6 +399,19 @@ class PayloadTooBig(TetherError):
     """A frame or a message is larger than a limit. Failing the connection sends 1009."""
 
 
+class ConnectionFailed(TetherError, OSError):
+    """``connect()`` could not open the connection (refused, unreachable, DNS, TLS...).
+
+    An ``OSError`` too, with the ``errno`` of the failure, so ``except OSError`` keeps working;
+    the original exception is the ``__cause__``.
+    """
+
+
+class OpenTimeout(TetherError, TimeoutError):
+    """``connect()`` did not open the connection and finish the handshake within
+    ``open_timeout`` (a ``TimeoutError`` too)."""
+
+
 class InvalidState(TetherError, AssertionError):
     """An operation is not allowed in the connection's current state (API misuse)."""
 
@@ -475,3 +494,11 @@ class InvalidProxy(TetherError):
 
 class InvalidUnixPath(TetherError, ValueError):
     """A Unix socket path cannot be used: too long for ``sun_path``, or not a socket."""
+
+
+class ClientDisconnected(TetherError, OSError):
+    """ASGI (:mod:`tether.asgi`): the application sent a message to a WebSocket whose client
+    has closed it or gone away. It is an ``OSError`` because the ASGI spec asks servers to raise
+    one; frameworks turn it into their own disconnect exception (Starlette's
+    ``WebSocketDisconnect``). Stop sending: the application's next ``receive()`` returns the
+    ``websocket.disconnect`` message with the close code."""

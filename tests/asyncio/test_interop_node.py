@@ -420,7 +420,7 @@ def test_tether_client_without_compression_with_node_server(node_ws: Path) -> No
 def test_tether_client_ping_node_server(node_ws: Path) -> None:
     async def main(url: str) -> None:
         async with connect(url) as ws:
-            latency = await ws.ping(b"from tether")
+            latency = await (await ws.ping(b"from tether"))
             assert 0 <= latency < 5
             await ws.send("still open")
             assert await ws.recv() == "still open"

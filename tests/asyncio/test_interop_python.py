@@ -221,6 +221,7 @@ class CountingProxy:
         self.downstream = 0  # server -> client
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
 
     @property
     def port(self) -> int:
@@ -237,10 +238,14 @@ class CountingProxy:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Since Python 3.12.1, wait_closed() also waits for the accepted connections to close.
+        for writer in self._writers:
+            writer.close()
         await self._server.wait_closed()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
 
         async def pump(
             source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: bool
@@ -292,7 +297,7 @@ def tether_echo(
         seen.messages = []
         try:
             if ping is not None:
-                seen.latency = await ws.ping(ping)
+                seen.latency = await (await ws.ping(ping))
             if close_with is not None:
                 message = await ws.recv()
                 await ws.send(message)
@@ -615,7 +620,7 @@ def test_ping_pong_between_tether_client_and_websockets_server() -> None:
     async def main() -> None:
         async with websockets_server(handler) as url, connect(url) as ws:
             assert await ws.recv() == "pinged"  # tether answered websockets' ping
-            latency = await ws.ping(b"from tether")
+            latency = await (await ws.ping(b"from tether"))
             assert 0 <= latency < 5
             assert ws.latency == latency
         assert len(latencies) == 1 and 0 <= latencies[0] < 5
@@ -1151,7 +1156,7 @@ def test_ping_pong_between_tether_client_and_aiohttp_server() -> None:
                 assert await ws.recv() == "after ping"
         assert seen.pong == b"from aiohttp"
         async with aiohttp_server(aiohttp_echo(AioSeen())) as url, connect(url) as ws:
-            latency = await ws.ping(b"from tether")
+            latency = await (await ws.ping(b"from tether"))
             assert 0 <= latency < 5
 
     run(main())
@@ -1505,7 +1510,7 @@ def test_broadcast_reaches_websockets_and_aiohttp_clients(monkeypatch: pytest.Mo
             assert sorted(e.local_max_window_bits for e in deflated) == [9, 10, 10]
 
             for message in messages:
-                assert await broadcast(server.connections, message) == 5
+                assert broadcast(server.connections, message) == 5
             # Compressed once per group (9 and 10 bits) for the three messages above the
             # 32-byte threshold; not once per connection.
             assert sorted(compressed) == [9, 9, 9, 10, 10, 10]
@@ -1666,6 +1671,7 @@ def test_redirects_between_tether_and_python_peers() -> None:
             port = runner.addresses[0][1]
             for path, target in [("/old", "/new?from=old"), ("/abs", "/new")]:
                 async with connect(f"ws://127.0.0.1:{port}{path}") as ws:
+                    assert ws.request is not None
                     assert ws.request.path == target
                     await ws.send("redirected")
                     assert await ws.recv() == "redirected"

@@ -25,6 +25,7 @@ import pytest
 from test_main import ServeProcess, free_port, tether
 from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
+from websockets.typing import Subprotocol as WebsocketsSubprotocol
 
 from tether.cli.inspect import (
     NOTE,
@@ -89,7 +90,11 @@ def websockets_echo_server() -> Iterator[int]:
 
     async def start() -> Any:
         return await websockets_serve(
-            echo, "127.0.0.1", 0, subprotocols=["chat", "chat.v2"], compression="deflate"
+            echo,
+            "127.0.0.1",
+            0,
+            subprotocols=[WebsocketsSubprotocol("chat"), WebsocketsSubprotocol("chat.v2")],
+            compression="deflate",
         )
 
     with thread_server(start, lambda server: server.close()) as port:

@@ -11,6 +11,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,7 +26,7 @@ from tether.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
-from tether.extensions.base import RSV1, Extension
+from tether.extensions.base import RSV1, RSV2, Extension
 from tether.extensions.permessage_deflate import (
     DEFAULT_COMPRESS_THRESHOLD,
     PRESETS,
@@ -153,9 +154,9 @@ class TestSettings:
             {"compress_threshold": -1},
         ],
     )
-    def test_out_of_range_values_are_refused(self, kwargs: dict[str, int]) -> None:
+    def test_out_of_range_values_are_refused(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):
-            DeflateSettings(**kwargs)  # type: ignore[arg-type]
+            DeflateSettings(**kwargs)
 
     def test_defaults_are_the_balanced_preset(self) -> None:
         assert PRESETS["balanced"] == DeflateSettings()
@@ -197,7 +198,7 @@ class TestSettings:
             engine(local_max_window_bits=bits)
 
     @pytest.mark.parametrize("kwargs", [{"mem_level": 0}, {"compression_level": 10}])
-    def test_engine_refuses_bad_zlib_options_up_front(self, kwargs: dict[str, int]) -> None:
+    def test_engine_refuses_bad_zlib_options_up_front(self, kwargs: dict[str, Any]) -> None:
         with pytest.raises(ValueError):
             PerMessageDeflate(False, False, 15, 15, **kwargs)
 
@@ -552,6 +553,19 @@ class TestRfcExamples:
     def test_7_2_3_3_block_with_no_compression(self) -> None:
         payload = bytes.fromhex("00 05 00 fa ff 48 65 6c 6c 6f 00")
         assert engine().decode(Frame(TEXT, payload, rsv1=True)).data == b"Hello"
+
+    def test_7_2_1_ending_with_an_empty_final_stored_block(self) -> None:
+        # 7.2.3.3's stored block, then 7.2.1 step 2's empty stored block with BFINAL set
+        # (01 00 00 ff ff), whose last four bytes step 3 removes: the payload ends with 01.
+        payload = bytes.fromhex("00 05 00 fa ff 48 65 6c 6c 6f") + bytes.fromhex("01")
+        receiver = engine()
+        assert receiver.decode(Frame(TEXT, payload, rsv1=True)).data == b"Hello"
+        # The stream ended: the next message starts a new one.
+        assert receiver.decode(Frame(TEXT, HELLO, rsv1=True)).data == b"Hello"
+        # The same across two frames, the final block in the last one.
+        first = Frame(TEXT, payload[:-1], fin=False, rsv1=True)
+        assert receiver.decode(first).data == b"Hello"
+        assert receiver.decode(Frame(CONT, payload[-1:])).data == b""
 
     def test_7_2_3_4_block_with_bfinal_set(self) -> None:
         receiver = engine()
@@ -998,7 +1012,7 @@ try:
     import websockets.extensions.permessage_deflate as ws_deflate
     import websockets.frames as ws_frames
 except ImportError:  # pragma: no cover - websockets is a test dependency
-    ws_deflate = ws_frames = None
+    ws_deflate = ws_frames = None  # type: ignore[assignment]
 
 needs_websockets = pytest.mark.skipif(ws_deflate is None, reason="websockets is not installed")
 
@@ -1050,7 +1064,7 @@ def exchange(ours: PerMessageDeflate, theirs: WebsocketsSide) -> None:
     ],
 )
 def test_tether_client_with_websockets_server(
-    settings_: DeflateSettings | str, ws_kwargs: dict[str, object]
+    settings_: DeflateSettings | str, ws_kwargs: dict[str, Any]
 ) -> None:
     factory = ClientPerMessageDeflateFactory(settings_)
     answer, extension = ws_deflate.ServerPerMessageDeflateFactory(
@@ -1072,7 +1086,7 @@ def test_tether_client_with_websockets_server(
     ],
 )
 def test_websockets_client_with_tether_server(
-    settings_: DeflateSettings | str, ws_kwargs: dict[str, object]
+    settings_: DeflateSettings | str, ws_kwargs: dict[str, Any]
 ) -> None:
     factory = ws_deflate.ClientPerMessageDeflateFactory(**ws_kwargs)
     answer, ours = ServerPerMessageDeflateFactory(settings_).process_request_params(
@@ -1080,3 +1094,26 @@ def test_websockets_client_with_tether_server(
     )
     extension = factory.process_response_params(answer, [])
     exchange(ours, WebsocketsSide(extension))
+
+
+class OtherRsv2Extension(Extension):
+    """An extension that leaves RSV1 alone and has no parameters (the base class's default)."""
+
+    name = ExtensionName("x-rsv2")
+    rsv_mask = RSV2
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return frame
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+
+def test_another_extension_on_another_bit_goes_with_permessage_deflate() -> None:
+    other = OtherRsv2Extension()
+    assert other.params == []
+    server = ServerPerMessageDeflateFactory(OPEN)
+    _, agreed = server.process_request_params([], [other])
+    assert isinstance(agreed, PerMessageDeflate)
+    client = ClientPerMessageDeflateFactory(OPEN)
+    assert isinstance(client.process_response_params([], [other]), PerMessageDeflate)

@@ -82,7 +82,12 @@ class DemoThread:
 
     def broadcast_raw(self, text: str) -> None:
         """Send ``text`` as is to everyone in the chat room."""
-        self._call(broadcast(list(self.demo.room), text))
+        room = list(self.demo.room)
+
+        async def send() -> None:  # broadcast() is synchronous: run it in the loop's thread
+            broadcast(room, text)
+
+        self._call(send())
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every WebSocket connection with ``code`` and ``reason``; keep serving."""

@@ -25,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = [
     "Danted",
@@ -97,7 +98,7 @@ class _Process:
             text += out.read_text(errors="replace")
         return text[-4000:]
 
-    def __enter__(self) -> _Process:
+    def __enter__(self) -> Self:
         config = self.folder / f"{self.name}.conf"
         config.write_text(self.config())
         with open(self.folder / f"{self.name}.out", "wb") as out:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -38,8 +40,8 @@ MDN_RESPONSE = (
 )
 
 
-def client(uri: str = "ws://example.com:8000/chat", **kwargs: object) -> ClientProtocol:
-    protocol = ClientProtocol(parse_uri(uri), **kwargs)  # type: ignore[arg-type]
+def client(uri: str = "ws://example.com:8000/chat", **kwargs: Any) -> ClientProtocol:
+    protocol = ClientProtocol(parse_uri(uri), **kwargs)
     request = protocol.connect()
     # Use the key of the MDN example so that the MDN response fits.
     del request.headers["Sec-WebSocket-Key"]
@@ -61,7 +63,7 @@ def test_request_is_correct() -> None:
         parse_uri("ws://example.com:8000/chat?room=1"),
         origin="https://example.com",
         subprotocols=["soap", "wamp"],
-        extra_headers=[("X-Token", "abc")],
+        additional_headers=[("X-Token", "abc")],
     )
     request = protocol.connect()
     protocol.send_request(request)
@@ -92,7 +94,7 @@ def test_host_header_omits_default_port_and_brackets_ipv6() -> None:
 
 def test_sec_websocket_headers_cannot_be_injected() -> None:
     with pytest.raises(ValueError):
-        ClientProtocol(parse_uri("ws://h/"), extra_headers=[("Sec-WebSocket-Key", "x")])
+        ClientProtocol(parse_uri("ws://h/"), additional_headers=[("Sec-WebSocket-Key", "x")])
 
 
 def test_mdn_response_opens() -> None:
@@ -305,6 +307,70 @@ def test_request_sent_twice_is_misuse() -> None:
 @pytest.mark.parametrize(
     "header", [("Bad Name", "x"), ("X-Ok", "a\r\nInjected: 1"), ("", "x"), ("X-Nul", "a\0")]
 )
-def test_invalid_extra_headers_are_refused_before_connecting(header: tuple[str, str]) -> None:
+def test_invalid_additional_headers_are_refused_before_connecting(header: tuple[str, str]) -> None:
     with pytest.raises(ValueError):
-        ClientProtocol(parse_uri("ws://h/"), extra_headers=[header])
+        ClientProtocol(parse_uri("ws://h/"), additional_headers=[header])
+
+
+def test_user_info_becomes_basic_authorization() -> None:
+    request = ClientProtocol(parse_uri("ws://al%20ice:s%3Ame@h/")).connect()
+    assert request.headers["Authorization"] == "Basic YWwgaWNlOnM6bWU="  # "al ice:s:me"
+
+
+def test_user_agent_from_extra_headers_or_none() -> None:
+    own = ClientProtocol(
+        parse_uri("ws://h/"), additional_headers=[("User-Agent", "mine/1")]
+    ).connect()
+    assert own.headers.get_all("User-Agent") == ["mine/1"]
+    anonymous = ClientProtocol(parse_uri("ws://h/"), user_agent=None).connect()
+    assert "User-Agent" not in anonymous.headers
+
+
+def test_response_bytes_before_the_request_is_sent_are_kept() -> None:
+    protocol = ClientProtocol(parse_uri("ws://example.com:8000/chat"))
+    protocol.receive_data(MDN_RESPONSE + b"\r\n")  # nothing to parse yet: no request
+    assert protocol.events_received() == []
+    request = protocol.connect()
+    del request.headers["Sec-WebSocket-Key"]
+    request.headers["Sec-WebSocket-Key"] = KEY
+    protocol.send_request(request)
+    (event,) = protocol.events_received()
+    assert isinstance(event, Response) and event.status == 101
+    assert protocol.state is State.OPEN
+
+
+def test_debug_logs_the_handshake(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tether.test.client")
+    protocol = client(logger=logging.getLogger("tether.test.client"))
+    respond(protocol, b"X-Extra: 1")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "> GET /chat HTTP/1.1" in messages
+    assert "> Sec-WebSocket-Key: " + KEY in messages
+    assert "< HTTP/1.1 101 Switching Protocols" in messages
+    assert "< X-Extra: 1" in messages
+
+
+def test_debug_logs_a_failed_handshake(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tether.test.client")
+    protocol = client(logger=logging.getLogger("tether.test.client"))
+    protocol.receive_data(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(protocol.handshake_exc, InvalidStatus)
+    assert any(r.getMessage().startswith("! handshake failed: ") for r in caplog.records)
+
+
+def test_handshake_failure_after_eof_sent_sends_no_second_eof() -> None:
+    protocol = client()
+    protocol.data_to_send()
+    protocol.send_eof()
+    assert protocol.data_to_send() == [b""]
+    respond(protocol, base=b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n")
+    assert isinstance(protocol.handshake_exc, InvalidStatus)
+    assert protocol.state is State.CLOSED
+    assert protocol.data_to_send() == []
+
+
+def test_empty_subprotocol_header_fails() -> None:
+    protocol = client(subprotocols=["chat"])
+    respond(protocol, b"Sec-WebSocket-Protocol: ")
+    assert isinstance(protocol.handshake_exc, InvalidSubprotocol)
+    assert "empty" in str(protocol.handshake_exc)

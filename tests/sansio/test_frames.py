@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -59,10 +60,10 @@ RFC_IDS = ["text", "masked-text", "fragment-1", "fragment-2", "ping", "pong", "2
 
 
 def parse_all(
-    wire: bytes, *, mask_expected: bool, chunk: int | None = None, **kwargs: object
+    wire: bytes, *, mask_expected: bool, chunk: int | None = None, **kwargs: Any
 ) -> list[Frame]:
     """Feed ``wire`` (at once, or in chunks of ``chunk`` bytes) and collect every frame."""
-    parser = FrameParser(mask_expected=mask_expected, **kwargs)  # type: ignore[arg-type]
+    parser = FrameParser(mask_expected=mask_expected, **kwargs)
     result: list[Frame] = []
     step = chunk or max(len(wire), 1)
     for i in range(0, len(wire), step):
@@ -73,8 +74,8 @@ def parse_all(
     return result
 
 
-def parse_one(wire: bytes, *, mask_expected: bool, **kwargs: object) -> Frame | None:
-    parser = FrameParser(mask_expected=mask_expected, **kwargs)  # type: ignore[arg-type]
+def parse_one(wire: bytes, *, mask_expected: bool, **kwargs: Any) -> Frame | None:
+    parser = FrameParser(mask_expected=mask_expected, **kwargs)
     parser.feed(wire)
     return parser.next_frame()
 
@@ -675,3 +676,38 @@ def test_close_frame_round_trip_through_codec() -> None:
 
 def test_module_exports() -> None:
     assert set(frames.__all__) >= {"Close", "Frame", "FrameParser", "serialize_frame"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "text"),
+    [
+        (Frame(Opcode.TEXT, b"hi", fin=False), "TEXT 'hi' [2 bytes] [continued]"),
+        (Frame(Opcode.BINARY, b"\x01", rsv1=True), "BINARY 01 [1 byte] [rsv1]"),
+        (Frame(Opcode.CONT, b"\xff"), "CONT ff [1 byte]"),
+        (Frame(Opcode.CONT, b"\xff", rsv1=True), "CONT ff [1 byte] [rsv1]"),
+        (Frame(Opcode.CLOSE, b"\x03\xe8"), "CLOSE 1000 (OK) [2 bytes]"),
+        (Frame(Opcode.CLOSE, b"\x03"), "CLOSE 03 [1 byte]"),  # invalid close payload: hex
+        (Frame(Opcode.CLOSE, b"\x03\xe8\xff"), "CLOSE 03 e8 ff [3 bytes]"),  # invalid UTF-8
+        (Frame(Opcode.TEXT, b"a" * 100), f"TEXT '{'a' * 63}...{'a' * 7}' [100 bytes]"),
+    ],
+)
+def test_frame_str(frame: Frame, text: str) -> None:
+    assert str(frame) == text
+    assert len(text.split(" [")[0]) <= len(frame.opcode.name) + 1 + frames.MAX_LOG_SIZE
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY, Opcode.CONT])
+def test_unmasked_header_is_what_serialize_frame_puts_first(opcode: Opcode, length: int) -> None:
+    for fin, rsv1 in itertools.product([True, False], repeat=2):
+        frame = Frame(opcode, noise(length), fin=fin, rsv1=rsv1)
+        assert frames.unmasked_header(frame) + frame.data == serialize_frame(frame, mask=False)
+
+
+def test_unmasked_header_of_control_frames() -> None:
+    ping = Frame(Opcode.PING, b"x" * 125)
+    assert frames.unmasked_header(ping) + ping.data == serialize_frame(ping, mask=False)
+    with pytest.raises(ProtocolError, match="control frame too long"):
+        frames.unmasked_header(Frame(Opcode.PING, b"x" * 126))
+    with pytest.raises(ProtocolError, match="fragmented control frame"):
+        frames.unmasked_header(Frame(Opcode.PONG, b"", fin=False))

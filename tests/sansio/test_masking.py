@@ -500,3 +500,17 @@ def test_forked_child_drops_inherited_keys(monkeypatch: pytest.MonkeyPatch) -> N
     assert fake.calls == 2
     assert child_key != first_pool[8:12]
     assert child_key == bytes((2 + i) % 251 for i in range(4))
+
+
+def test_masking_falls_back_to_python_without_the_compiled_module() -> None:
+    code = (
+        "import sys; sys.modules['tether.sansio._speedups'] = None\n"
+        "from tether.sansio import masking\n"
+        "print(masking.IMPLEMENTATION, masking.apply_mask is masking.py_apply_mask)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_NO_SPEEDUPS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["python", "True"]

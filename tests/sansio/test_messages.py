@@ -17,8 +17,10 @@ from tether.sansio.messages import IncomingMessage, decode_fragment
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 
-def feed(message: IncomingMessage, pieces: list[bytes], opcode: Opcode, assemble: bool) -> list:
-    events = []
+def feed(
+    message: IncomingMessage, pieces: list[bytes], opcode: Opcode, assemble: bool
+) -> list[TextMessage | BinaryMessage | Fragment]:
+    events: list[TextMessage | BinaryMessage | Fragment] = []
     size = 0
     for i, piece in enumerate(pieces):
         size += len(piece)

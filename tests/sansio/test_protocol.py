@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -280,9 +281,9 @@ class Broken(Extension):
         return frame
 
 
-def with_extensions(side: Side, *extensions: Extension, **kwargs: object) -> Protocol:
+def with_extensions(side: Side, *extensions: Extension, **kwargs: Any) -> Protocol:
     """A protocol that agreed ``extensions``, opened the way the two roles do it."""
-    protocol = Protocol(side, state=State.CONNECTING, **kwargs)  # type: ignore[arg-type]
+    protocol = Protocol(side, state=State.CONNECTING, **kwargs)
     protocol.extensions = list(extensions)
     protocol._open()
     return protocol
@@ -2055,3 +2056,9 @@ def test_valid_message_then_garbage(side: Side, prefix: bytes, junk: bytes) -> N
     assert events[0] == BinaryMessage(prefix)
     assert protocol.state in (State.OPEN, State.CLOSING)
     assert all(w == EOF or (isinstance(w, W) and w.opcode in (PONG, CLOSE)) for w in writes)
+
+
+def test_base_protocol_leaves_the_handshake_to_the_roles() -> None:
+    protocol = Protocol(Side.SERVER, state=State.CONNECTING)
+    with pytest.raises(NotImplementedError):
+        protocol.receive_data(b"GET / HTTP/1.1\r\n")

@@ -95,7 +95,9 @@ def test_proxy_from_environment(environ: dict[str, str], ws: str | None, wss: st
     ],
 )
 def test_bypass_agrees_with_urllib(host: str, port: int, no_proxy: str) -> None:
-    expected = urllib.request.proxy_bypass_environment(f"{host}:{port}", {"no": no_proxy})
+    # Undocumented in urllib, so missing from typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    expected = bypass(f"{host}:{port}", {"no": no_proxy})
     assert proxy_bypass(host, port, no_proxy) == bool(expected)
 
 
@@ -268,3 +270,31 @@ def test_connect_answered_in_http10() -> None:
     other = HTTPConnectTunnel(parse_proxy("p:1"), "h", 80)
     with pytest.raises(InvalidProxy, match=r"unsupported HTTP version HTTP/2\.0"):
         other.receive_data(b"HTTP/2.0 200 OK\r\n\r\n")
+
+
+def test_bypass_ignores_an_invalid_network() -> None:
+    assert not proxy_bypass("10.0.0.1", 80, "10.0.0.0/33")
+    assert proxy_bypass("10.0.0.1", 80, "10.0.0.0/33, 10.0.0.0/8")
+
+
+def test_socks5_bound_domain_name_then_nothing_more_is_expected() -> None:
+    tunnel = SOCKS5Tunnel(parse_proxy("socks5://p"), "127.0.0.1", 80)
+    tunnel.receive_data(b"\x05\x00")
+    tunnel.receive_data(b"\x05\x00\x00\x03\x05proxy\x04\x38")
+    assert tunnel.established and tunnel.bound == ("proxy", 1080)
+    tunnel.receive_eof()  # the tunnel is up: the target's end of stream is not the proxy's
+    with pytest.raises(InvalidProxy, match="after the tunnel was established"):
+        tunnel.receive_data(b"more")
+
+
+def test_socks5_reply_with_another_version() -> None:
+    tunnel = SOCKS5Tunnel(parse_proxy("socks5://p"), "127.0.0.1", 80)
+    tunnel.receive_data(b"\x05\x00")
+    with pytest.raises(InvalidProxy, match=r"invalid SOCKS5 reply \(version byte 4\)"):
+        tunnel.receive_data(b"\x04\x00\x00\x01")
+
+
+@pytest.mark.parametrize("host", ["", ".".join(["a" * 60] * 5)])
+def test_socks5_host_name_length(host: str) -> None:
+    with pytest.raises(ValueError, match="host name too long for SOCKS5"):
+        SOCKS5Tunnel(parse_proxy("socks5://p"), host, 1)

@@ -101,4 +101,9 @@ def test_first_route_wins_and_decorator() -> None:
 )
 def test_invalid_patterns(pattern: str) -> None:
     with pytest.raises(ValueError):
-        Router().add(pattern, "h")
+        Router[str]().add(pattern, "h")
+
+
+def test_stray_brace_before_a_parameter() -> None:
+    with pytest.raises(ValueError, match="unbalanced brace"):
+        Router[str]().add("/a}b/{x}", "h")

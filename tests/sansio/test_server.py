@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -52,8 +54,8 @@ def replace(header: bytes, *lines: bytes) -> bytes:
     return b"\r\n".join([*kept, *lines]) + b"\r\n"
 
 
-def handshake(raw: bytes, **kwargs: object) -> tuple[ServerProtocol, Response]:
-    server = ServerProtocol(**kwargs)  # type: ignore[arg-type]
+def handshake(raw: bytes, **kwargs: Any) -> tuple[ServerProtocol, Response]:
+    server = ServerProtocol(**kwargs)
     server.receive_data(raw)
     events = server.events_received()
     if server.handshake_exc is not None and not events:
@@ -358,7 +360,8 @@ def test_no_overlap_rejected_when_required() -> None:
 
 
 def test_subprotocol_hook_replaces_policy() -> None:
-    def last(offered: Sequence[Subprotocol], supported: Sequence[Subprotocol]) -> Subprotocol:
+    def last(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol:
+        assert protocol.subprotocols == []
         return offered[-1]
 
     _, response = handshake(request(b"Sec-WebSocket-Protocol: a, b, c"), select_subprotocol=last)
@@ -367,7 +370,7 @@ def test_subprotocol_hook_replaces_policy() -> None:
 
 def test_subprotocol_hook_cannot_pick_unoffered() -> None:
     _, response = handshake(
-        request(b"Sec-WebSocket-Protocol: a"), select_subprotocol=lambda o, s: Subprotocol("z")
+        request(b"Sec-WebSocket-Protocol: a"), select_subprotocol=lambda p, o: Subprotocol("z")
     )
     assert response.status == 500
     assert "z" not in body(response)
@@ -515,3 +518,55 @@ def test_tls_to_plain_port_is_refused_at_once() -> None:
     assert out.startswith(b"HTTP/1.1 400 ")
     assert b"TLS" in out
     assert server.state is State.CLOSED
+
+
+def test_bytes_after_the_request_wait_for_the_decision() -> None:
+    server = ServerProtocol()
+    server.receive_data(request())
+    (event,) = server.events_received()
+    server.receive_data(b"\x81\x85")  # the start of a masked frame, before the 101
+    assert server.events_received() == []
+    before = server.state
+    assert isinstance(event, Request)
+    server.send_response(server.accept(event))
+    assert (before, server.state) == (State.CONNECTING, State.OPEN)
+
+
+def test_debug_logs_the_handshake(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tether.test.server")
+    handshake(request(), logger=logging.getLogger("tether.test.server"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert "< GET /chat HTTP/1.1" in messages
+    assert "< Sec-WebSocket-Version: 13" in messages
+    assert "> HTTP/1.1 101 Switching Protocols" in messages
+    assert "> Sec-WebSocket-Accept: " + MDN_ACCEPT in messages
+
+
+def test_debug_logs_a_refusal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tether.test.server")
+    server, response = handshake(
+        replace(b"Sec-WebSocket-Version", b"Sec-WebSocket-Version: 8") + b"\r\n",
+        logger=logging.getLogger("tether.test.server"),
+    )
+    assert response.status == 426 and isinstance(server.handshake_exc, InvalidVersion)
+    assert any(r.getMessage().startswith("! handshake refused: ") for r in caplog.records)
+
+
+def test_origin_none_rule_does_not_allow_a_present_origin() -> None:
+    server, response = handshake(request(b"Origin: https://evil.example"), origins=[None])
+    assert response.status == 403 and isinstance(server.handshake_exc, InvalidOrigin)
+
+
+def test_rejection_without_server_header() -> None:
+    server = ServerProtocol(server_header=None)
+    response = server.reject(404, "no such path")
+    assert "Server" not in response.headers
+    assert response.body == b"no such path\n"
+
+
+def test_buffered_counts_unparsed_handshake_bytes() -> None:
+    server = ServerProtocol()
+    server.receive_data(b"GET /chat HTTP/1.1\r\nHost: exa")
+    assert server.buffered == len(b"Host: exa")
+    server.receive_data(request()[len(b"GET /chat HTTP/1.1\r\nHost: exa") :])
+    assert server.buffered == 0

@@ -33,7 +33,7 @@ def state_assignments(tree: ast.AST) -> list[tuple[str, int]]:
             for target in targets:
                 for part in ast.walk(target):
                     if isinstance(part, ast.Attribute) and part.attr in ("state", "_state"):
-                        found.append((name, child.lineno))
+                        found.append((name, part.lineno))
             # setattr(obj, "state", ...) too
             if (
                 isinstance(child, ast.Call)

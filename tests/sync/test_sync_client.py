@@ -47,7 +47,8 @@ def test_redirects_are_followed_with_a_fresh_key() -> None:
 
     def record(ws: ServerConnection, request: Request) -> Response | None:
         keys.append(request.headers["Sec-WebSocket-Key"])
-        return redirect_to("/final")(ws, request)
+        response: Response | None = redirect_to("/final")(ws, request)
+        return response
 
     with running(echo, process_request=record) as server:
         with connect(uri(server, "/start")) as ws:

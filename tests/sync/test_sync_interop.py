@@ -19,11 +19,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from websockets.typing import Subprotocol
 
 from helpers.node import NodeWsServer, node_available, run_node_client
 from helpers.sync_server import running, uri
 from tether import ConnectionClosed
 from tether.sync import ServerConnection, connect
+
+#: websockets' subprotocol list for its servers.
+CHAT = [Subprotocol("chat")]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,7 +90,7 @@ def websockets_asyncio_server() -> Iterator[Peer]:
         closes.append((ws.close_code, ws.close_reason))
 
     async def main(stop: asyncio.Event, out: list[Any]) -> None:
-        async with serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None) as server:
+        async with serve(handler, "127.0.0.1", 0, subprotocols=CHAT, max_size=None) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             out.append(Peer(f"ws://127.0.0.1:{port}/", closes))
             await stop.wait()
@@ -106,7 +110,7 @@ def websockets_sync_server() -> Iterator[Peer]:
                 ws.send(message)
         closes.append((ws.close_code, ws.close_reason))
 
-    with serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None) as server:
+    with serve(handler, "127.0.0.1", 0, subprotocols=CHAT, max_size=None) as server:
         thread = threading.Thread(target=server.serve_forever)
         thread.start()
         try:

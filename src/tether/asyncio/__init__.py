@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..exceptions import InvalidRedirect
+from ..options import Compression
 from .client import ClientConnection, connect
-from .compression import Compression
 from .connection import Connection
+from .fanout import broadcast, broadcast_and_wait
 from .router import Router, route
-from .server import Server, ServerConnection, broadcast, serve
+from .server import Server, ServerConnection, serve
 from .unix import UnixServer, unix_connect, unix_serve
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ServerConnection",
     "UnixServer",
     "broadcast",
+    "broadcast_and_wait",
     "connect",
     "route",
     "serve",

@@ -12,21 +12,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl as ssl_module
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Never
 
-from ..exceptions import ConnectionLostDuringHandshake, InvalidRedirect, InvalidStatus
+from ..exceptions import (
+    ConnectionFailed,
+    ConnectionLostDuringHandshake,
+    InvalidRedirect,
+    InvalidStatus,
+    OpenTimeout,
+    TetherError,
+)
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
+from ..options import (
+    DEFAULT_USER_AGENT,
+    ClientOptions,
+    Compression,
+    check_unknown_keywords,
+    pick,
+)
 from ..sansio.backoff import Backoff
-from ..sansio.client import ClientProtocol, HeadersLike
-from ..sansio.http11 import Response
+from ..sansio.client import ClientProtocol
+from ..sansio.http11 import HeadersLike, Response
 from ..sansio.proxy import Proxy, parse_proxy, proxy_from_environment
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import LoggerLike
-from .compression import Compression, client_extensions
 from .connection import Connection
 from .proxy import open_through_proxy
 from .reconnect import ProcessException, reconnect
@@ -78,16 +92,19 @@ class connect:
         subprotocols: subprotocols to offer, in order of preference.
         require_subprotocol: fail unless the server selects one.
         compression: ``"deflate"`` (default), a preset name, ``DeflateSettings`` or ``None``.
-        extensions: more client extension factories.
-        additional_headers: extra request headers.
+        extensions: more client extension factories (offered before ``compression``'s).
+        additional_headers: more request headers: a mapping, ``(name, value)`` pairs or
+            ``Headers``.
         user_agent: the ``User-Agent`` header (``None`` for none).
         open_timeout: seconds for the TCP/TLS connection and the handshake, per attempt.
         max_redirects: how many 3xx redirects to follow (a fresh key each time).
-        ping_interval, ping_timeout: keepalive (``None`` turns it off).
+        ping_interval: seconds between keepalive pings (``None`` turns keepalive off).
+        ping_timeout: seconds to wait for a pong; a missed pong closes with 1011.
         close_timeout: seconds to wait for the closing handshake.
         limits: a :class:`~tether.limits.Limits`.
         ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
         server_hostname: name to check the certificate against.
+        logger: where to log (``logging.getLogger("tether.client")`` by default).
         backoff: the delays between attempts of ``async for ws in connect(uri)``, a
             :class:`~tether.sansio.backoff.Backoff` (exponential with jitter).
         process_exception: ``(exc) -> exc | None`` for ``async for``: ``None`` retries, an
@@ -98,16 +115,32 @@ class connect:
             ``None`` connects directly; or a URL: ``http://user:password@host:port`` (HTTP
             ``CONNECT``), ``socks5://...`` (the name is resolved here) or ``socks5h://...``
             (by the proxy). Credentials in the URL authenticate to the proxy.
+        sock: an already connected socket to use instead of connecting to the URI's host.
+        family, local_addr, happy_eyeballs_delay, interleave, ssl_handshake_timeout,
+            ssl_shutdown_timeout: passed to :meth:`asyncio.loop.create_connection`.
 
     ``async for ws in connect(uri):`` reconnects: each iteration yields an open connection;
     when the body ends, the connection is closed and the next iteration connects again;
     failed attempts are retried as ``process_exception`` says, each retry logged at INFO.
 
+    Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
+    ``extra_headers``, ``user_agent_header``...) name tether's equivalent.
+
     Raises:
-        InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
-            answered wrongly; ``TimeoutError`` when ``open_timeout`` elapses.
+        ConnectionFailed: the TCP or TLS connection could not be opened; it is also the
+            ``OSError`` subclass that failed (``ConnectionRefusedError``,
+            ``ssl.SSLCertVerificationError``...), with its ``errno``.
         InvalidProxy: the proxy refused the tunnel (its HTTP status or SOCKS5 reply is in
             the message) or its URL is not usable.
+        OpenTimeout: ``open_timeout`` elapsed (also a ``TimeoutError``).
+        InvalidStatus: the server answered with another status than 101 (``exc.response``
+            holds it, e.g. a 401 and its body).
+        InvalidRedirect: too many redirects, or one from wss:// to ws://.
+        ConnectionLostDuringHandshake: the server closed the connection before its answer
+            was complete (typically while it restarts).
+        InvalidHandshake: any other handshake failure (the base class of the three above),
+            such as a bad ``Sec-WebSocket-Accept`` or an unexpected subprotocol or extension.
+        InvalidURI: ``uri`` is not a ws:// or wss:// URI.
     """
 
     def __init__(
@@ -120,7 +153,7 @@ class connect:
         compression: Compression = "deflate",
         extensions: Sequence[ClientExtensionFactory] | None = None,
         additional_headers: HeadersLike | None = None,
-        user_agent: str | None = None,
+        user_agent: str | None = DEFAULT_USER_AGENT,
         open_timeout: float | None = 10,
         max_redirects: int = 10,
         ping_interval: float | None = 20,
@@ -133,47 +166,51 @@ class connect:
         backoff: Backoff | None = None,
         process_exception: ProcessException | None = None,
         proxy: str | Literal[True] | None = True,
-        **create_connection_kwargs: Any,
+        sock: socket.socket | None = None,
+        family: int = 0,
+        local_addr: tuple[str, int] | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        **unknown: Never,
     ) -> None:
+        check_unknown_keywords("connect", unknown)
+        if not isinstance(uri, str):
+            raise TypeError(f"uri must be a str such as 'ws://host/path', got {uri!r}")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        #: The WebSocket options, validated (shared with the other I/O layers).
+        self.options: ClientOptions = pick(ClientOptions, locals())
         self.uri = uri
-        self.origin = origin
-        self.subprotocols = subprotocols
-        self.require_subprotocol = require_subprotocol
-        self.extensions = [*(extensions or ()), *client_extensions(compression)]
-        self.additional_headers = additional_headers
-        self.user_agent = user_agent
-        self.open_timeout = open_timeout
-        self.max_redirects = max_redirects
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.limits = limits
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.logger: LoggerLike = (
             logger if logger is not None else logging.getLogger("tether.client")
         )
-        self.create_connection_kwargs = create_connection_kwargs
+        self.sock = sock
+        #: Options of :meth:`asyncio.loop.create_connection` for TCP.
+        self.create_connection_options: dict[str, Any] = {
+            "family": family or None,
+            "local_addr": local_addr,
+            "happy_eyeballs_delay": happy_eyeballs_delay,
+            "interleave": interleave,
+        }
+        self.ssl_timeouts: dict[str, float | None] = {
+            "ssl_handshake_timeout": ssl_handshake_timeout,
+            "ssl_shutdown_timeout": ssl_shutdown_timeout,
+        }
         self.backoff = backoff if backoff is not None else Backoff()
         self.process_exception = process_exception
         self.proxy = proxy
         self.connection: ClientConnection | None = None
 
+    @property
+    def user_agent(self) -> str | None:
+        return self.options.user_agent
+
     def _protocol(self, uri: WebSocketURI) -> ClientProtocol:
-        kwargs: dict[str, Any] = {}
-        if self.user_agent is not None:
-            kwargs["user_agent"] = self.user_agent
-        return ClientProtocol(
-            uri,
-            origin=self.origin,
-            subprotocols=self.subprotocols,
-            require_subprotocol=self.require_subprotocol,
-            extensions=self.extensions,
-            extra_headers=self.additional_headers,
-            limits=self.limits,
-            assemble=False,
-            **kwargs,
-        )
+        return self.options.make_protocol(uri)
 
     async def _open(
         self, factory: Callable[[], ClientConnection], uri: WebSocketURI, kwargs: dict[str, Any]
@@ -188,11 +225,15 @@ class connect:
             )
             assert isinstance(opened, ClientConnection)
             return opened
-        _, connection = await loop.create_connection(factory, uri.host, uri.port, **kwargs)
+        if self.sock is not None:
+            _, connection = await loop.create_connection(factory, sock=self.sock, **kwargs)
+            return connection
+        tcp = {k: v for k, v in self.create_connection_options.items() if v is not None}
+        _, connection = await loop.create_connection(factory, uri.host, uri.port, **tcp, **kwargs)
         return connection
 
     def _proxy_for(self, uri: WebSocketURI) -> Proxy | None:
-        if self.proxy is None:
+        if self.proxy is None or self.sock is not None:
             return None
         url = proxy_from_environment(uri, os.environ) if self.proxy is True else self.proxy
         return None if url is None else parse_proxy(url)
@@ -203,21 +244,30 @@ class connect:
             ssl = self.ssl if self.ssl is not None else ssl_module.create_default_context()
         elif self.ssl is not None:
             raise ValueError("an ssl context was given for a ws:// URI; use wss://")
-        kwargs = dict(self.create_connection_kwargs)
+        kwargs: dict[str, Any] = {}
         if ssl is not None:
             kwargs["ssl"] = ssl
             kwargs["server_hostname"] = self.server_hostname or uri.host
+            kwargs.update((k, v) for k, v in self.ssl_timeouts.items() if v is not None)
+        options = self.options
 
         def factory() -> ClientConnection:
             return ClientConnection(
                 self._protocol(uri),
-                ping_interval=self.ping_interval,
-                ping_timeout=self.ping_timeout,
-                close_timeout=self.close_timeout,
+                ping_interval=options.ping_interval,
+                ping_timeout=options.ping_timeout,
+                close_timeout=options.close_timeout,
                 logger=self.logger,
             )
 
-        connection = await self._open(factory, uri, kwargs)
+        try:
+            connection = await self._open(factory, uri, kwargs)
+        except TetherError:
+            raise
+        except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors too
+            path = getattr(self, "path", None)  # unix_connect
+            where = f"Unix socket {path!r}" if path is not None else f"{uri.host}:{uri.port}"
+            raise connection_failed(exc, f"could not connect to {where}") from exc
         try:
             await connection.handshake_waiter
         except BaseException:
@@ -228,10 +278,18 @@ class connect:
 
     async def _connect(self) -> ClientConnection:
         uri = parse_uri(self.uri)
-        for _ in range(self.max_redirects + 1):
+        max_redirects = self.options.max_redirects
+        for _ in range(max_redirects + 1):
             try:
-                async with asyncio.timeout(self.open_timeout):
+                async with asyncio.timeout(self.options.open_timeout):
                     connection = await self._attempt(uri)
+            except TimeoutError as exc:
+                if isinstance(exc, TetherError):
+                    raise
+                raise OpenTimeout(
+                    f"could not connect to {uri} and finish the opening handshake within "
+                    f"open_timeout={self.options.open_timeout:g} s"
+                ) from exc
             except InvalidStatus as exc:
                 location = exc.location
                 if location is None:
@@ -248,7 +306,7 @@ class connect:
             connection.start_keepalive()
             self.connection = connection
             return connection
-        raise InvalidRedirect(None, f"more than {self.max_redirects} redirects")
+        raise InvalidRedirect(None, f"more than {max_redirects} redirects")
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._connect().__await__()
@@ -268,3 +326,23 @@ class connect:
             logger=self.logger,
             target=self.uri,
         )
+
+
+_failed_classes: dict[type[OSError], type[ConnectionFailed]] = {}
+
+
+def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
+    """A :class:`ConnectionFailed` that is also an instance of ``exc``'s class, so that
+    ``except ConnectionRefusedError`` (or ``ssl.SSLError``) keeps working."""
+    cls = _failed_classes.get(type(exc))
+    if cls is None:
+        try:
+            cls = type("ConnectionFailed", (ConnectionFailed, type(exc)), {})
+            cls.__module__ = ConnectionFailed.__module__
+        except TypeError:  # an OSError subclass that cannot be combined
+            cls = ConnectionFailed
+        _failed_classes[type(exc)] = cls
+    detail = f"{exc.strerror or exc} ({type(exc).__name__})"
+    if exc.errno is None:
+        return cls(f"{what}: {detail}")
+    return cls(exc.errno, f"{what}: {detail}")

@@ -4,14 +4,36 @@ Everything about WebSocket itself happens in :mod:`tether.sansio`; this module a
 a clock or a socket: waiting for messages, flow control both ways, keepalive pings, close
 timeouts.
 
-Flow control:
+Reading ahead of the application, and the end held behind unread messages:
 
-- reading: received messages queue up for ``recv()``; when more than ``limits.max_queue``
-  bytes of complete messages wait, the transport stops reading, and resumes below a quarter
-  of it. A message being assembled never blocks reading (it is bounded by
-  ``limits.max_message_size`` instead), so a large message cannot deadlock.
-- writing: the transport's buffer has the high and low water marks of ``limits``; ``send()``
-  waits while the buffer is above the high mark.
+- Every byte received is parsed at once, whatever the application does: data goes to the
+  receive queue (:class:`~tether.asyncio.messages.Assembler`), pings are answered and pongs
+  are matched as they arrive. So a handler that only sends never gets a healthy peer closed
+  by keepalive: its pongs are seen even if the application never reads.
+- What must wait is the *end*: a close frame, or a peer error (a bad frame, invalid UTF-8, a
+  message too big), found behind a message the application has not taken yet. Acting on it at
+  once would close the connection before the application answered that message (Autobahn
+  3.x, 4.x and 5.15 send a valid message and a bad frame together and expect the answer
+  first). So the protocol holds it (``Protocol.hold_end_after_message``) until the queue is
+  empty and the application had its turn to answer (the next ``recv()``, or a callback
+  scheduled when it took the last message), and at most :data:`HELD_END_TIMEOUT` seconds: a
+  peer's close is answered within that time whatever the application does, and at once while
+  a coroutine waits in ``wait_closed()`` (it is not going to read).
+- Reading pauses only when more than ``limits.max_queue`` bytes of complete messages wait
+  (and resumes below a quarter of it, see :mod:`tether.asyncio.messages`). Past that bound,
+  control frames are not seen until the application reads: the bound wins.
+
+Writing: the transport's buffer has the high and low water marks of ``limits``; ``send()``
+waits while the buffer is above the high mark, and raises ``ConnectionClosed`` if the
+connection is lost meanwhile (the message was not delivered). While the buffer is above the
+high mark, pings are not answered one by one: only the latest is, once the buffer drains (RFC
+6455 5.5.3), so a ping flood whose pongs are never read costs no memory. A coroutine that
+sends (or receives) without ever waiting yields to the event loop every
+:data:`YIELD_EVERY` messages, so that a tight ``while True: await ws.send(...)`` cannot starve
+other connections.
+
+A closed connection is freed by reference counting alone: timers, tasks and stored exceptions
+that would point back at it are dropped when the connection is lost.
 
 Reading into a buffer: with a plain ``asyncio.Protocol`` the selector transport calls
 ``sock.recv(262144)`` for every read. CPython allocates those 256 KiB with ``malloc``, which
@@ -26,7 +48,7 @@ received before it returns, so the buffer can be shared by every connection of t
 from __future__ import annotations
 
 import asyncio
-import collections
+import codecs
 import logging
 import os
 import threading
@@ -39,8 +61,9 @@ from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.handshake import Handshake
 from ..sansio.http11 import Request, Response
-from ..sansio.protocol import Protocol, State
+from ..sansio.protocol import EncodedMessage, Protocol, State
 from ..typing import Data, LoggerLike
+from .messages import Assembler
 
 __all__ = ["Connection"]
 
@@ -55,6 +78,14 @@ class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
 
 #: Size of the read buffer: what the selector transport reads at most per call by default.
 READ_BUFFER_SIZE = 256 * 1024
+
+#: At most this many seconds between finding a peer's close frame (or error) behind unread
+#: messages and acting on it, when the application does not take those messages.
+HELD_END_TIMEOUT = 1.0
+
+#: A coroutine that sends or receives this many messages in a row without waiting yields to
+#: the event loop once (``asyncio.sleep(0)``), so that other tasks and connections get a turn.
+YIELD_EVERY = 32
 
 _read_buffers = threading.local()
 
@@ -96,29 +127,27 @@ class Connection(asyncio.BufferedProtocol):
         self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": "-"})
         protocol.logger = self.logger
         protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
-        # Parse no further ahead than the application reads: a peer error that follows a
-        # message is then found after the application has handled (and maybe answered) it.
-        protocol.pause_after_message = True
+        # Parse everything at once, but hold a close or a peer error behind unread messages
+        # (see the module docstring).
+        protocol.hold_end_after_message = True
 
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._read_view = _read_buffer()
 
-        limits = protocol.limits
-        # Incoming: fragments waiting for recv(), and how many bytes of them.
-        self._queue: collections.deque[Fragment] = collections.deque()
-        self._queued_bytes = 0
-        self._complete = 0  # messages in the queue whose last fragment is there
-        self._max_queue = limits.max_queue
-        self._reading_paused = False
-        self._resume_scheduled = False
-        self._recv_waiter: asyncio.Future[None] | None = None
+        # Incoming: messages waiting for recv().
+        self._messages = Assembler(protocol.limits.max_queue)
         self._recv_busy = False
+        self._release_scheduled = False
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._closed_waiters = 0  # coroutines in wait_closed()
 
         # Outgoing.
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._send_lock = asyncio.Lock()
+        # Messages sent or received in a row without waiting (see YIELD_EVERY).
+        self._unyielded = 0
 
         # Pings sent: payload -> (future resolved with the round trip time, time sent).
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -149,6 +178,13 @@ class Connection(asyncio.BufferedProtocol):
         """The exception that ``recv()`` and ``send()`` raise once the connection is closed:
         ``ConnectionClosedOK`` or ``ConnectionClosedError``, with both close frames."""
         return self.protocol.close_exc
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes this connection holds of received messages: unread ones (text counted in
+        characters), the one still arriving, and input not parsed yet. What a server-wide
+        memory budget sums over its connections."""
+        return self._messages.size + self.protocol.buffered
 
     @property
     def remote_address(self) -> Any:
@@ -189,74 +225,67 @@ class Connection(asyncio.BufferedProtocol):
         except ConnectionClosedOK:
             return
 
-    async def recv(self) -> Data:
+    async def recv(self, decode: bool | None = None, timeout: float | None = None) -> Data:
         """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Args:
+            decode: ``False`` returns a text message as UTF-8 ``bytes``, ``True`` returns a
+                binary message decoded from UTF-8 as ``str``; ``None`` (default) neither.
+            timeout: seconds to wait for a message; then ``TimeoutError`` is raised and the
+                connection is left as it was (no message is lost; call ``recv()`` again).
 
         Raises:
             ConnectionClosed: the connection closed and no message is left.
             ConcurrencyError: another coroutine is already waiting in ``recv()``.
+            TimeoutError: no message came within ``timeout``.
+            UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8.
         """
-        if self._recv_busy:
-            raise ConcurrencyError(
-                "cannot call recv() while another coroutine is already running recv() "
-                "or recv_streaming()"
-            )
+        self._check_receivable("recv")
         self._recv_busy = True
         try:
-            while self._complete == 0:
-                if self._parse_held_back():
-                    continue
-                # _wait_for_data() inlined: one coroutine less per message received.
-                if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
-                    raise self.close_exc
-                waiter: asyncio.Future[None] = self.loop.create_future()
-                self._recv_waiter = waiter
-                try:
-                    await waiter
-                finally:
-                    self._recv_waiter = None
-            # The common case, a message in one fragment, with _pop() inlined: recv() runs
-            # once per message on the hot path.
-            fragment = self._queue.popleft()
-            data = fragment.data
-            self._queued_bytes -= len(data)
-            if fragment.last:
-                self._complete -= 1
-                if self._complete == 0 and self.protocol.parsing_paused:
-                    self._resume_parsing_soon()
-                if self._reading_paused:
-                    self._maybe_resume_reading()
-                return data
-            if self._reading_paused:
-                self._maybe_resume_reading()
-            pieces = [data]
-            while True:
-                fragment = self._pop()
-                pieces.append(fragment.data)
-                if fragment.last:
-                    break
-            if isinstance(pieces[0], str):
-                return "".join(cast(list[str], pieces))
-            return b"".join(cast(list[bytes], pieces))
+            messages = self._messages
+            if messages.complete == 0:
+                if timeout is None:
+                    while messages.complete == 0:
+                        await self._wait_for_data()
+                else:
+                    async with asyncio.timeout(timeout):
+                        while messages.complete == 0:
+                            await self._wait_for_data()
+            elif self._unyielded >= YIELD_EVERY:
+                await self._yield()
+            else:
+                self._unyielded += 1
+            data = messages.pop_message()
+            self._taken()
+            if decode is not None and decode is not isinstance(data, str):
+                return data.decode() if isinstance(data, bytes) else data.encode()
+            return data
         finally:
             self._recv_busy = False
 
-    async def recv_streaming(self) -> AsyncIterator[Data]:
-        """The fragments of the next message as they arrive (``str`` or ``bytes``)."""
-        if self._recv_busy:
-            raise ConcurrencyError(
-                "cannot call recv_streaming() while another coroutine is already running "
-                "recv() or recv_streaming()"
-            )
+    async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
+        """The fragments of the next message as they arrive (``str`` or ``bytes``; ``decode``
+        as for :meth:`recv`, fragment by fragment)."""
+        self._check_receivable("recv_streaming")
         self._recv_busy = True
         try:
+            messages = self._messages
+            decoder = None
             while True:
-                while not self._queue:
-                    if self._parse_held_back():
-                        continue
+                while not messages.fragments:
                     await self._wait_for_data()
-                fragment = self._pop()
-                yield fragment.data
+                fragment = messages.pop()
+                self._taken()
+                data = fragment.data
+                if decode is not None and decode is not isinstance(data, str):
+                    if isinstance(data, str):
+                        data = data.encode()
+                    else:
+                        if decoder is None:
+                            decoder = codecs.getincrementaldecoder("utf-8")()
+                        data = decoder.decode(data, fragment.last)
+                yield data
                 if fragment.last:
                     return
         finally:
@@ -265,14 +294,19 @@ class Connection(asyncio.BufferedProtocol):
     async def send(
         self,
         message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        text: bool | None = None,
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary. An iterable or async iterable
         of ``str`` or of bytes-like sends one fragmented message, one frame per item.
 
-        Concurrent calls are serialised; a fragmented message is never interleaved.
+        ``text=True`` sends bytes-like data (which must be UTF-8; it is not checked) as text,
+        ``text=False`` sends a ``str`` as binary (its UTF-8). Concurrent calls are serialised;
+        a fragmented message is never interleaved.
 
         Raises:
-            ConnectionClosed: the connection is closing or closed.
+            ConnectionClosed: the connection is closing or closed, or it was lost while the
+                message waited for the write buffer to drain (the message may not have
+                reached the peer).
             TypeError: the message is of an unsupported type.
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
@@ -281,89 +315,52 @@ class Connection(asyncio.BufferedProtocol):
                 # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
                     pass
-            protocol = self.protocol
-            if protocol.state is not State.OPEN:
-                raise self.close_exc
-            protocol.send_message(message)
+            self._check_sendable()
+            self.protocol.send_message(message, text)
             self._flush()
             if self._writing_paused:
                 await self._drain()
+            elif self._unyielded >= YIELD_EVERY:
+                await self._yield()
+            else:
+                self._unyielded += 1
             return
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
         if isinstance(message, AsyncIterable):
             async with self._send_lock:
-                await self._send_fragments_async(message)
-            return
-        if isinstance(message, Iterable):
+                await self._send_fragments_async(message, text)
+        elif isinstance(message, Iterable):
             async with self._send_lock:
-                await self._send_fragments_async(_aiter(message))
-            return
-        raise TypeError(f"cannot send {type(message).__name__}")
-
-    def _check_sendable(self) -> None:
-        if self.protocol.state is not State.OPEN:
-            raise self.close_exc
-
-    async def _send_fragments_async(self, fragments: AsyncIterable[Data]) -> None:
-        iterator = aiter(fragments)
-        try:
-            current = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        text = isinstance(current, str)
-        first = True
-        while True:
-            try:
-                following: Data | None = await anext(iterator)
-            except StopAsyncIteration:
-                following = None
-            self._send_fragment(current, text, first, following is None)
-            first = False
-            if self._writing_paused:
-                await self._drain()
-            if following is None:
-                return
-            current = following
-
-    def _send_fragment(self, data: Data, text: bool, first: bool, last: bool) -> None:
-        if isinstance(data, str) != text:
-            # Finish the message cleanly before reporting the mistake.
-            if not first:
-                self._check_sendable()
-                self.protocol.send_continuation(b"", fin=True)
-                self._flush()
-            raise TypeError("all fragments of a message must be str, or all bytes-like")
-        self._check_sendable()
-        if first:
-            if text:
-                self.protocol.send_text(cast(str, data), fin=last)
-            else:
-                self.protocol.send_binary(cast(bytes, data), fin=last)
+                await self._send_fragments_async(_aiter(message), text)
         else:
-            self.protocol.send_continuation(data, fin=last)
-        self._flush()
-
-    def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
-        """Send a ping. The returned future resolves with the round-trip time in seconds
-        when the matching pong arrives. ``await connection.ping()`` waits for it."""
-        if data is None:
-            payload = os.urandom(4)
-            while payload in self._pings:
-                payload = os.urandom(4)
+            raise TypeError(f"cannot send {type(message).__name__}")
+        if self._unyielded >= YIELD_EVERY:
+            await self._yield()
         else:
-            payload = data.encode() if isinstance(data, str) else bytes(data)
-            if payload in self._pings:
-                raise ConcurrencyError("already waiting for a pong with the same data")
-        self._check_sendable()
-        self.protocol.send_ping(payload)
-        waiter: asyncio.Future[float] = self.loop.create_future()
-        self._pings[payload] = (waiter, self.loop.time())
-        self._flush()
-        return waiter
+            self._unyielded += 1
+
+    async def ping(self, data: str | bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping; return a future that resolves with the round-trip time in seconds when
+        the matching pong arrives (as in websockets)::
+
+            pong_waiter = await connection.ping()
+            latency = await pong_waiter
+
+        ``data`` (at most 125 bytes; ``str`` is sent as UTF-8) defaults to 4 random bytes.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ConcurrencyError: a ping with the same data is already waiting for its pong.
+        """
+        return self._send_ping(data)
 
     async def pong(self, data: str | bytes = b"") -> None:
-        """Send an unsolicited pong (a one-way heartbeat)."""
+        """Send an unsolicited pong (a one-way heartbeat). A coroutine, like :meth:`ping`.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
         self._check_sendable()
         self.protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
         self._flush()
@@ -378,8 +375,19 @@ class Connection(asyncio.BufferedProtocol):
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the TCP connection is closed."""
-        await asyncio.shield(self.connection_lost_waiter)
+        """Wait until the TCP connection is closed.
+
+        A coroutine waiting here is not reading: while one does, a peer's close frame (or
+        error) found behind unread messages is acted on at once rather than after
+        :data:`HELD_END_TIMEOUT`.
+        """
+        self._closed_waiters += 1
+        try:
+            if self.protocol.holding:
+                self._release_held()
+            await asyncio.shield(self.connection_lost_waiter)
+        finally:
+            self._closed_waiters -= 1
 
     def start_closing(self, code: int, reason: str) -> None:
         """Send the close frame without waiting for the closing handshake to finish.
@@ -388,114 +396,128 @@ class Connection(asyncio.BufferedProtocol):
         be injected); the message then never ends, which is legal.
         """
         self.protocol.send_close(code, reason)
-        # send_close() parsed what was held back, the peer's close frame maybe included.
+        # send_close() acted on a held close frame of the peer, if any.
         self._process_events()
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""
         self.logger.info("! failing connection with code %d: %s", code, reason)
         self.protocol.fail(code, reason)
+        self._process_events()
+
+    # --- internals: guards ----------------------------------------------------------------------
+
+    def _check_sendable(self) -> None:
+        """The one guard of every send: raise ``close_exc`` unless the connection is open."""
+        if self.protocol.state is not State.OPEN:
+            raise self.close_exc
+
+    def _check_receivable(self, name: str) -> None:
+        if self._recv_busy:
+            raise ConcurrencyError(
+                f"cannot call {name}() while another coroutine is already running recv() "
+                "or recv_streaming()"
+            )
+
+    # --- for broadcast (layer-internal: used by tether.asyncio.fanout) ------------------------
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the write buffer is above its high-water mark (``send()`` would wait)."""
+        return self._writing_paused
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark."""
+        await self._drain()
+
+    def send_encoded(self, encoded: EncodedMessage) -> None:
+        """Send a message encoded once for several connections, without waiting."""
+        self.protocol.send_encoded(encoded)
         self._flush()
 
     # --- internals: receiving -------------------------------------------------------------------
 
-    def _pop(self) -> Fragment:
-        fragment = self._queue.popleft()
-        self._queued_bytes -= len(fragment.data)
-        if fragment.last:
-            self._complete -= 1
-            if self._complete == 0 and self.protocol.parsing_paused:
-                self._resume_parsing_soon()
-        if self._reading_paused:
-            self._maybe_resume_reading()
-        return fragment
-
-    def _parse_held_back(self) -> bool:
-        """The application wants more: parse what ``pause_after_message`` held back. Returns
-        whether there was anything to parse."""
-        if not self.protocol.parsing_paused:
-            return False
-        self.protocol.resume_parsing()
-        self._process_events()
-        return True
-
-    def _resume_parsing_soon(self) -> None:
-        """The application took the last complete message: parse on, but only once it has
-        run up to its next pause (typically after answering that message)."""
-        protocol = self.protocol
-        if protocol.buffered == 0:
-            # Nothing was held back (the usual case: the peer waits for the answer). Unpausing
-            # now parses nothing; bytes that arrive later are parsed in a later callback, after
-            # the application's turn, exactly as if the resume had been scheduled. This saves
-            # a callback and an empty parse per message.
-            protocol.resume_parsing()
-            return
-        if not self._resume_scheduled:
-            self._resume_scheduled = True
-            self.loop.call_soon(self._resume_parsing)
-
-    def _resume_parsing(self) -> None:
-        self._resume_scheduled = False
-        if self.protocol.parsing_paused and self._complete == 0:
-            self.protocol.resume_parsing()
-            self._process_events()
-            if self._reading_paused:
-                self._maybe_resume_reading()
-
-    def _maybe_resume_reading(self) -> None:
-        # Resume below a quarter of max_queue, or whenever the application would otherwise
-        # wait for data that only reading can bring (nothing complete, nothing held back).
-        pending = self._queued_bytes + self.protocol.buffered
-        if pending <= self._max_queue // 4 or (
-            self._complete == 0 and not self.protocol.parsing_paused
-        ):
-            self._reading_paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
-
     async def _wait_for_data(self) -> None:
+        """Wait for more received data; raise ``close_exc`` if none can come. Before waiting,
+        act on a close or error held behind messages the application has now all taken."""
+        if self.protocol.holding and not self._messages.fragments:
+            self._release_held()
+            return
         if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
             raise self.close_exc
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._recv_waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._recv_waiter = None
+        self._unyielded = 0
+        await self._messages.waiter()
 
-    def _wake_receiver(self) -> None:
-        waiter = self._recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _taken(self) -> None:
+        """The application took a fragment: resume reading if the queue shrank enough; once no
+        complete message is left, the protocol is caught up (a held end is acted on after
+        the application's turn, so that its answer goes first)."""
+        messages = self._messages
+        if messages.complete == 0:
+            protocol = self.protocol
+            if protocol.holding:
+                if not self._release_scheduled:
+                    self._release_scheduled = True
+                    self.loop.call_soon(self._release_held_soon)
+            else:
+                protocol.caught_up()
+        if messages.paused and messages.should_resume(self.protocol.buffered):
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+
+    def _release_held_soon(self) -> None:
+        self._release_scheduled = False
+        if self._messages.complete == 0 and self.protocol.holding:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self.protocol.caught_up()
+        self._process_events()
+
+    def _held_end_timed_out(self) -> None:
+        self._hold_timer = None
+        if self.protocol.holding:
+            self.logger.debug("= acting on the peer's close or error behind unread messages")
+            self._release_held()
 
     def _process_events(self) -> None:
         """Take the sans-I/O protocol's events and output; called after every input."""
         protocol = self.protocol
+        messages = self._messages
         queued = False
         for event in protocol.events_received():
             if type(event) is Fragment:
-                self._queue.append(event)
-                self._queued_bytes += len(event.data)
-                if event.last:
-                    self._complete += 1
+                messages.put(event)
                 queued = True
             elif type(event) is Pong:
                 self._pong_received(event)
             else:
                 self._handle_event(event)
         if queued:
-            self._wake_receiver()
-        if (
-            not self._reading_paused
-            and (self._complete > 0 or protocol.parsing_paused)
-            and self._queued_bytes + protocol.buffered > self._max_queue
-            and self.transport is not None
-        ):
-            # A complete message waits for the application: stop reading until it catches
-            # up. (Never while a message is incomplete: that would wait forever.)
-            self._reading_paused = True
-            self.transport.pause_reading()
+            messages.wake()
+            if messages.should_pause(protocol.buffered) and self.transport is not None:
+                self.transport.pause_reading()
+        if protocol.state is not State.OPEN:
+            # A message still arriving will never end: free it now.
+            messages.drop_incomplete()
+            messages.wake()  # a receiver may wait for data that will not come
+        if protocol.holding:
+            if self._closed_waiters:
+                self._release_held()  # nobody is going to read what is queued first
+                return
+            if self._hold_timer is None:
+                self._arm_hold_timer()
         self._flush()
+
+    def _arm_hold_timer(self) -> None:
+        timeout = HELD_END_TIMEOUT
+        if self.close_timeout is not None:
+            timeout = min(timeout, self.close_timeout)
+        self._hold_timer = self.loop.call_later(timeout, self._held_end_timed_out)
 
     def _handle_event(self, event: object) -> None:
         """Other events (handshake, ping, close): overridden by the roles when needed."""
@@ -512,6 +534,69 @@ class Connection(asyncio.BufferedProtocol):
                 waiter.set_result(self.latency)
 
     # --- internals: sending -------------------------------------------------------------------
+
+    async def _yield(self) -> None:
+        self._unyielded = 0
+        await asyncio.sleep(0)
+
+    async def _send_fragments_async(
+        self, fragments: AsyncIterable[Data], text: bool | None
+    ) -> None:
+        iterator = aiter(fragments)
+        try:
+            current = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        is_str = isinstance(current, str)
+        as_text = is_str if text is None else text
+        first = True
+        while True:
+            try:
+                following: Data | None = await anext(iterator)
+            except StopAsyncIteration:
+                following = None
+            self._send_fragment(current, is_str, as_text, first, following is None)
+            first = False
+            if self._writing_paused:
+                await self._drain()
+            if following is None:
+                return
+            current = following
+
+    def _send_fragment(self, data: Data, is_str: bool, text: bool, first: bool, last: bool) -> None:
+        if isinstance(data, str) != is_str:
+            # Finish the message cleanly before reporting the mistake.
+            if not first:
+                self._check_sendable()
+                self.protocol.send_continuation(b"", fin=True)
+                self._flush()
+            raise TypeError("all fragments of a message must be str, or all bytes-like")
+        self._check_sendable()
+        if first:
+            if text:
+                self.protocol.send_text(data, fin=last)
+            else:
+                payload = data.encode() if isinstance(data, str) else data
+                self.protocol.send_binary(payload, fin=last)
+        else:
+            self.protocol.send_continuation(data, fin=last)
+        self._flush()
+
+    def _send_ping(self, data: str | bytes | None) -> asyncio.Future[float]:
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise ConcurrencyError("already waiting for a pong with the same data")
+        self._check_sendable()
+        self.protocol.send_ping(payload)
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (waiter, self.loop.time())
+        self._flush()
+        return waiter
 
     def _flush(self) -> None:
         """Write what the protocol produced; arm the close timer when the peer should close."""
@@ -532,17 +617,24 @@ class Connection(asyncio.BufferedProtocol):
                 self._close_timer = self.loop.call_later(timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
+        self._close_timer = None
         if self.transport is not None and not self.connection_lost_waiter.done():
             self.logger.info("! timed out waiting for the peer to close the TCP connection")
             self.transport.abort()
 
     async def _drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark.
+
+        Raises:
+            ConnectionClosed: the connection was lost first.
+        """
+        self._unyielded = 0
         while self._writing_paused:
             if self.connection_lost_waiter.done():
                 raise self.close_exc
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            await waiter
+            await waiter  # connection_lost() sets close_exc on it
 
     # --- keepalive ----------------------------------------------------------------------------
 
@@ -557,7 +649,7 @@ class Connection(asyncio.BufferedProtocol):
                 await asyncio.sleep(self.ping_interval)
                 if self.protocol.state is not State.OPEN:
                     return
-                waiter = self.ping()
+                waiter = self._send_ping(None)
                 if self.ping_timeout is None:
                     continue
                 try:
@@ -605,35 +697,51 @@ class Connection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self.protocol.defer_pongs = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        protocol = self.protocol
+        protocol.defer_pongs = False
+        if protocol.pong_due is not None:
+            protocol.send_due_pong()
+            self._flush()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.protocol.state is not State.CLOSED:
-            self.protocol.receive_eof()
-            self.protocol.events_received()
-            self.protocol.data_to_send()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
+        protocol = self.protocol
+        if protocol.state is not State.CLOSED:
+            protocol.receive_eof()
+        # What the EOF produced can no longer be written or delivered.
+        protocol.events_received()
+        protocol.data_to_send()
+        self._messages.drop_incomplete()
+        # Drop every reference that would tie this connection into a cycle (timer callbacks,
+        # the keepalive task, whose frames and CancelledError point back at it), so that
+        # reference counting frees it without the cyclic collector.
+        for timer in (self._close_timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._hold_timer = None
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
-        closed = self.close_exc
+            self._keepalive_task = None
         for waiter, _ in self._pings.values():
             if not waiter.done():
-                waiter.set_exception(closed)
+                waiter.set_exception(self.close_exc)
                 waiter.exception()  # nobody may be waiting: don't warn about it
         self._pings.clear()
         self._writing_paused = False
         for drain in self._drain_waiters:
             if not drain.done():
-                drain.set_result(None)
+                # The message waiting for this drain may not have been delivered: say so.
+                drain.set_exception(self.close_exc)
+                drain.exception()
         self._drain_waiters = []
-        self._wake_receiver()
+        self._messages.wake()
         if not self.connection_lost_waiter.done():
             self.connection_lost_waiter.set_result(None)
         self.logger.debug("= connection closed: code %s", self.close_code)

@@ -14,24 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
+import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, Never
 
 from ..exceptions import ConnectionClosed
 from ..extensions.base import ServerExtensionFactory
 from ..limits import Limits
+from ..options import (
+    DEFAULT_SERVER_HEADER,
+    Compression,
+    ServerOptions,
+    check_process_request,
+    check_unknown_keywords,
+    pick,
+)
 from ..sansio.codes import CloseCode
 from ..sansio.handshake import SUPPORTED_VERSIONS
-from ..sansio.http11 import Request, Response
+from ..sansio.http11 import HeadersLike, Request, Response
 from ..sansio.protocol import State
-from ..sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
-from ..typing import Data, LoggerLike
-from .compression import Compression, server_extensions
+from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
+from ..typing import LoggerLike, Subprotocol
 from .connection import Connection
+from .fanout import broadcast, broadcast_and_wait
 
-__all__ = ["Server", "ServerConnection", "broadcast", "serve"]
+__all__ = ["Server", "ServerConnection", "broadcast", "broadcast_and_wait", "serve"]
 
 Handler = Callable[["ServerConnection"], Awaitable[None]]
 ProcessRequest = Callable[
@@ -40,6 +50,9 @@ ProcessRequest = Callable[
 ProcessResponse = Callable[
     ["ServerConnection", Request, Response], Response | Awaitable[Response | None] | None
 ]
+#: ``(connection, subprotocols) -> subprotocol | None``, as in websockets: ``subprotocols`` is
+#: what the client offered; the server's list is ``connection.protocol.subprotocols``.
+SelectSubprotocol = Callable[["ServerConnection", Sequence[Subprotocol]], Subprotocol | None]
 
 
 class ServerConnection(Connection):
@@ -54,16 +67,40 @@ class ServerConnection(Connection):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.handler_task: asyncio.Task[None] | None = None
 
-    def respond(self, status: int, text: str) -> Response:
-        """A plain-text HTTP response, for ``process_request`` hooks (``/healthz``)."""
-        return self.protocol.reject(status, text)
+    def respond(
+        self,
+        status: int,
+        body: str | bytes = "",
+        *,
+        content_type: str = PLAIN_TEXT,
+        headers: HeadersLike | None = None,
+    ) -> Response:
+        """An HTTP response for ``process_request`` hooks (``/healthz``, a 401...): ``status``
+        with its reason phrase, ``body`` (a ``str`` is UTF-8; as plain text, the default, it
+        is one line) with ``content_type``, and ``headers`` (a mapping, pairs or ``Headers``).
+        """
+        return self.protocol.reject(status, body, headers, content_type=content_type)
+
+    def respond_json(
+        self, status: int, value: object, *, headers: HeadersLike | None = None
+    ) -> Response:
+        """An ``application/json`` response with ``value`` serialised by ``json.dumps``."""
+        return self.respond(
+            status, json.dumps(value), content_type="application/json", headers=headers
+        )
+
+    def respond_html(
+        self, status: int, html: str, *, headers: HeadersLike | None = None
+    ) -> Response:
+        """A ``text/html; charset=utf-8`` response."""
+        return self.respond(status, html, content_type="text/html; charset=utf-8", headers=headers)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server._register(self)
-        timeout = self.server.open_timeout
+        timeout = self.server.options.open_timeout
         if timeout is not None:
             self._handshake_timer = self.loop.call_later(timeout, self._handshake_timed_out)
 
@@ -139,7 +176,48 @@ class ServerConnection(Connection):
 
 
 class Server:
-    """A running WebSocket server; see :func:`serve` for the options."""
+    """A WebSocket server: ``async with serve(handler, host, port, ...) as server`` (or
+    ``server = await serve(...)``). :func:`serve` is this class.
+
+    Args:
+        handler: ``async def handler(ws)``, run for each connection after the handshake; the
+            connection closes with 1000 when it returns, 1011 when it raises.
+        host: the interface(s) to listen on (``None``: all).
+        port: the TCP port (``0`` picks a free one: :attr:`port_number`).
+        subprotocols: the server's subprotocols; the first of the client's list that the
+            server supports is selected, unless ``select_subprotocol`` decides.
+        select_subprotocol: ``(connection, subprotocols) -> subprotocol | None`` (websockets'
+            shape: ``subprotocols`` is the client's offer); the old ``(offered, supported)``
+            shape is refused with ``TypeError``.
+        require_subprotocol: refuse (400) clients that agree no subprotocol.
+        compression: ``"deflate"`` (default, the "balanced" preset), a preset name, a
+            ``DeflateSettings``, or ``None``.
+        extensions: more extension *factories* (negotiated before ``compression``'s); the
+            server keeps them in :attr:`extension_factories`, and each connection's
+            ``extensions`` lists what it agreed.
+        origins: allowed ``Origin`` values (str, compiled patterns, ``None`` for no header).
+        versions: protocol versions accepted and advertised.
+        process_request: ``(connection, request) -> Response | None`` (may be async): answer
+            plain HTTP requests (``/healthz``) or refuse (``connection.respond(401, ...)``);
+            ``None`` goes on with the handshake.
+        process_response: ``(connection, request, response) -> Response | None`` (may be
+            async): change or replace the response (add headers to ``response.headers``).
+        server_header: the ``Server`` header (``None``: none).
+        limits: a :class:`~tether.limits.Limits` (message size, queue, write buffer...).
+        open_timeout: seconds for the opening handshake.
+        ping_interval: seconds between keepalive pings (``None`` turns keepalive off).
+        ping_timeout: seconds to wait for a pong; a missed pong closes with 1011.
+        close_timeout: seconds to wait for the closing handshake.
+        ssl: an ``ssl.SSLContext`` to serve wss://.
+        logger: where to log (``logging.getLogger("tether.server")`` by default).
+        sock: an already bound socket to serve on instead of ``host``/``port``.
+        family, flags, backlog, reuse_address, reuse_port, ssl_handshake_timeout,
+            ssl_shutdown_timeout: passed to :meth:`asyncio.loop.create_server`.
+
+    Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
+    ``max_queue``, ``write_limit``, ``extra_headers``, ``create_connection``...) name tether's
+    equivalent (see ``docs/from-websockets.md``).
+    """
 
     def __init__(
         self,
@@ -156,7 +234,7 @@ class Server:
         versions: Sequence[str] = SUPPORTED_VERSIONS,
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
-        server_header: str | None = None,
+        server_header: str | None = DEFAULT_SERVER_HEADER,
         limits: Limits | None = None,
         open_timeout: float | None = 10,
         ping_interval: float | None = 20,
@@ -164,34 +242,47 @@ class Server:
         close_timeout: float | None = 10,
         ssl: ssl_module.SSLContext | None = None,
         logger: LoggerLike | None = None,
-        sock: Any = None,
-        **create_server_kwargs: Any,
+        sock: socket.socket | None = None,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        backlog: int = 100,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        **unknown: Never,
     ) -> None:
+        check_unknown_keywords("serve", unknown)
+        if not callable(handler):
+            raise TypeError(f"handler must be an async function of the connection, got {handler!r}")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        if ssl is None and (ssl_handshake_timeout, ssl_shutdown_timeout) != (None, None):
+            raise ValueError("ssl_handshake_timeout and ssl_shutdown_timeout need ssl=")
+        check_process_request(process_request)
+        if process_response is not None and not callable(process_response):
+            raise TypeError(f"process_response must be callable, got {process_response!r}")
+        #: The WebSocket options, validated (shared with the other I/O layers).
+        self.options: ServerOptions = pick(ServerOptions, locals())
         self.handler = handler
         self.host = host
         self.port = port
-        self.subprotocols = list(subprotocols or ())
-        self.select_subprotocol = select_subprotocol
-        self.require_subprotocol = require_subprotocol
-        factories = list(extensions) if extensions is not None else []
-        factories += server_extensions(compression)
-        self.extensions = factories
-        self.origins = origins
-        self.versions = tuple(versions)
         self.process_request = process_request
         self.process_response = process_response
-        self.server_header = server_header
-        self.limits = limits if limits is not None else Limits()
-        self.open_timeout = open_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
         self.ssl = ssl
         self.logger: LoggerLike = (
             logger if logger is not None else logging.getLogger("tether.server")
         )
         self.sock = sock
-        self.create_server_kwargs = create_server_kwargs
+        self.create_server_options: dict[str, Any] = {
+            "family": family,
+            "flags": flags,
+            "backlog": backlog,
+            "reuse_address": reuse_address,
+            "reuse_port": reuse_port,
+            "ssl_handshake_timeout": ssl_handshake_timeout,
+            "ssl_shutdown_timeout": ssl_shutdown_timeout,
+        }
         #: The open connections (handshake done or under way).
         self.connections: set[ServerConnection] = set()
         self._server: asyncio.Server | None = None
@@ -199,50 +290,57 @@ class Server:
         self._close_task: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None
 
+    @property
+    def extension_factories(self) -> list[ServerExtensionFactory]:
+        """The extension factories offered to clients (``extensions`` then ``compression``'s).
+        A connection's ``extensions`` are the extensions it agreed."""
+        return self.options.extension_factories
+
+    @property
+    def limits(self) -> Limits:
+        return self.options.limits if self.options.limits is not None else Limits()
+
+    @property
+    def close_timeout(self) -> float | None:
+        return self.options.close_timeout
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def _make_connection(self) -> ServerConnection:
-        protocol_kwargs: dict[str, Any] = {}
-        if self.server_header is not None:
-            protocol_kwargs["server_header"] = self.server_header
-        protocol = ServerProtocol(
-            subprotocols=self.subprotocols,
-            select_subprotocol=self.select_subprotocol,
-            require_subprotocol=self.require_subprotocol,
-            extensions=self.extensions,
-            origins=self.origins,
-            versions=self.versions,
-            limits=self.limits,
-            assemble=False,
-            **protocol_kwargs,
-        )
-        return ServerConnection(
+        options = self.options
+        hook = options.select_subprotocol
+        connection: ServerConnection
+
+        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+            assert hook is not None
+            return Subprotocol(choice) if (choice := hook(connection, offered)) else None
+
+        protocol = options.make_protocol(select if hook is not None else None)
+        connection = ServerConnection(
             self,
             protocol,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            close_timeout=self.close_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
             logger=self.logger,
         )
+        return connection
 
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
-        self._server = await loop.create_server(
-            self._make_connection,
-            self.host if self.sock is None else None,
-            self.port if self.sock is None else None,
-            ssl=self.ssl,
-            sock=self.sock,
-            **self.create_server_kwargs,
-        )
-        for sock in self._server.sockets:
-            name = sock.getsockname()
-            scheme = "wss" if self.ssl is not None else "ws"
-            if isinstance(name, tuple):
-                self.logger.info("server listening on %s://%s:%s", scheme, name[0], name[1])
-            else:  # AF_UNIX: the path (bytes for a Linux abstract name)
-                self.logger.info("server listening on %s over Unix socket %r", scheme, name)
+        kwargs = {k: v for k, v in self.create_server_options.items() if v is not None}
+        if self.sock is not None:
+            for name in ("family", "flags"):
+                kwargs.pop(name)
+        if self.sock is None:
+            kwargs["host"], kwargs["port"] = self.host, self.port
+        else:
+            kwargs["sock"] = self.sock
+        self._server = await loop.create_server(self._make_connection, ssl=self.ssl, **kwargs)
+        scheme = "wss" if self.ssl is not None else "ws"
+        for address in self.addresses:
+            self.logger.info("server listening on %s", _describe(scheme, address))
         return self
 
     def __await__(self) -> Generator[Any, None, Server]:
@@ -260,9 +358,29 @@ class Server:
         return [] if self._server is None else list(self._server.sockets)
 
     @property
+    def addresses(self) -> list[Any]:
+        """What each listening socket is bound to: ``(host, port, ...)`` for TCP, the path
+        (``str``, or ``bytes`` for a Linux abstract name) for a Unix socket."""
+        return [sock.getsockname() for sock in self.sockets]
+
+    @property
     def port_number(self) -> int:
-        """The port the first socket listens on (useful with ``port=0``)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The TCP port the server listens on (useful with ``port=0``).
+
+        Raises:
+            InvalidState: the server is not started yet, or listens on no TCP socket (a Unix
+                socket has a path, not a port: read :attr:`addresses` instead).
+        """
+        from ..exceptions import InvalidState
+
+        if self._server is None:
+            raise InvalidState("the server is not started: use async with serve(...) first")
+        for address in self.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                return int(address[1])
+        raise InvalidState(
+            f"the server listens on no TCP port ({self.addresses!r}); read server.addresses"
+        )
 
     def _register(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
@@ -295,7 +413,7 @@ class Server:
         waits = [c.wait_closed() for c in connections]
         handlers = [c.handler_task for c in connections if c.handler_task is not None]
         if waits or handlers:
-            timeout = (self.close_timeout or 10) + 1
+            timeout = (self.options.close_timeout or 10) + 1
             await asyncio.wait(
                 [asyncio.ensure_future(w) for w in [*waits, *handlers]], timeout=timeout
             )
@@ -310,83 +428,13 @@ class Server:
             await asyncio.shield(self._closed)
 
 
-def serve(
-    handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any
-) -> Server:
-    """Create a WebSocket server; start it with ``async with`` or ``await``.
-
-    Args:
-        handler: ``async def handler(ws)``, run for each connection after the handshake; the
-            connection closes with 1000 when it returns, 1011 when it raises.
-        host, port: where to listen (``port=0`` picks a free port: ``server.port_number``).
-        subprotocols: the server's subprotocols in preference order; the first of the
-            client's list that the server supports is selected.
-        select_subprotocol: ``(offered, supported) -> choice``, replacing that policy.
-        require_subprotocol: refuse (400) clients that agree no subprotocol.
-        compression: ``"deflate"`` (default, the "balanced" preset), a preset name, a
-            ``DeflateSettings``, or ``None``.
-        extensions: more server extension factories.
-        origins: allowed ``Origin`` values (str, compiled patterns, ``None`` for no header).
-        versions: protocol versions accepted and advertised.
-        process_request: ``(connection, request) -> Response | None`` (may be async):
-            answer plain HTTP requests (``/healthz``) or refuse; ``None`` goes on.
-        process_response: ``(connection, request, response) -> Response | None``.
-        limits: a :class:`~tether.limits.Limits`.
-        open_timeout: seconds for the opening handshake.
-        ping_interval, ping_timeout: keepalive (``None`` turns it off); a missed pong
-            closes with 1011.
-        close_timeout: seconds to wait for the closing handshake.
-        ssl: an ``ssl.SSLContext`` to serve wss://.
-    """
-    return Server(handler, host, port, **kwargs)
+def _describe(scheme: str, address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+        return f"{scheme}://{host}:{address[1]}"
+    return f"{scheme} over Unix socket {address!r}"
 
 
-async def broadcast(
-    connections: Iterable[Connection],
-    message: Data,
-    *,
-    slow: str = "skip",
-) -> int:
-    """Send ``message`` to every open connection; return how many it was written to.
-
-    The frame is encoded once for all connections that share the same encoding (no
-    extension, or permessage-deflate without context takeover on our side and the same
-    parameters), so compression runs once per group rather than once per connection.
-
-    ``slow`` is the slow-consumer policy, for a connection whose write buffer is above its
-    high-water mark: ``"skip"`` leaves it out of this message (it stays open), ``"drop"``
-    closes it with 1008 (policy violation), ``"wait"`` waits until it drains (so one slow
-    peer delays the broadcast). A connection in the middle of sending a fragmented message
-    is skipped, since frames of two messages must not interleave.
-    """
-    if slow not in ("skip", "drop", "wait"):
-        raise ValueError("slow must be 'skip', 'drop' or 'wait'")
-    from .compression import encode_for_broadcast
-
-    sent = 0
-    waits: list[Awaitable[None]] = []
-    cache: dict[object, bytes] = {}
-    for connection in connections:
-        protocol = connection.protocol
-        transport = connection.transport
-        if protocol.state is not State.OPEN or transport is None or transport.is_closing():
-            continue
-        if connection._send_lock.locked() or protocol._out_opcode is not None:
-            continue
-        if connection._writing_paused:
-            if slow == "skip":
-                continue
-            if slow == "drop":
-                connection.fail(CloseCode.POLICY_VIOLATION, "too slow to receive broadcasts")
-                continue
-            waits.append(connection._drain())
-        data = encode_for_broadcast(protocol, message, cache)
-        if data is None:
-            protocol.send_message(message)
-            connection._flush()
-        else:
-            transport.write(data)
-        sent += 1
-    if waits:
-        await asyncio.gather(*waits, return_exceptions=True)
-    return sent
+#: ``serve(handler, host, port, **options)``: create a :class:`Server` (the same class, so one
+#: signature and one docstring); start it with ``async with`` or ``await``.
+serve = Server

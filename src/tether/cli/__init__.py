@@ -427,7 +427,7 @@ class _Session:
         name, _, rest = line[1:].partition(" ")
         rest = rest.strip()
         if name == "ping":
-            waiter = self.ws.ping(rest if rest else None)
+            waiter = await self.ws.ping(rest if rest else None)
             try:
                 rtt = await asyncio.wait_for(waiter, self.args.timeout)
             except TimeoutError:

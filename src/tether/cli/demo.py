@@ -153,7 +153,7 @@ class DemoServer:
                 if relayed is None:
                     continue
                 name = relayed["name"]
-                await broadcast(self.room, json.dumps(relayed, ensure_ascii=False))
+                broadcast(self.room, json.dumps(relayed, ensure_ascii=False))
         finally:
             self.room.discard(ws)
             await self._announce("leave", name)
@@ -189,7 +189,7 @@ class DemoServer:
 
     async def _announce(self, kind: str, name: str) -> None:
         notice = {"type": kind, "name": name, "count": len(self.room)}
-        await broadcast(self.room, json.dumps(notice, ensure_ascii=False))
+        broadcast(self.room, json.dumps(notice, ensure_ascii=False))
 
 
 def _peer(ws: ServerConnection) -> str:

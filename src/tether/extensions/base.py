@@ -12,7 +12,7 @@ A declined offer is not an error: the server moves on to the client's next offer
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from ..typing import ExtensionName, ExtensionParameter
@@ -61,6 +61,19 @@ class Extension(ABC):
     @abstractmethod
     def encode(self, frame: Frame) -> Frame:
         """Transform a frame about to be sent."""
+
+    def broadcast_key(self, size: int) -> Hashable | None:
+        """Compress-once broadcast: a key such that every connection whose extension returns
+        an equal key encodes a message of ``size`` bytes into the same frame with
+        :meth:`encode_for_broadcast`; ``None`` (the default) when this connection's encoding
+        depends on its own state, so the message must go through :meth:`encode`."""
+        return None
+
+    def encode_for_broadcast(self, frame: Frame) -> Frame:
+        """Transform the frame of a whole message as :meth:`encode` would, without using or
+        changing this connection's state (called only when :meth:`broadcast_key` is not
+        ``None``; the result is sent on every connection with the same key)."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode for broadcast")
 
     def __repr__(self) -> str:
         params = "".join(f"; {k}" if v is None else f"; {k}={v}" for k, v in self.params)

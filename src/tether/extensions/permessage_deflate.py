@@ -131,8 +131,10 @@ _SYNC_MARKER = b"\x00\x00\xff\xff"
 
 #: After a block with BFINAL set, a compliant sender's message ends with the first byte of an
 #: empty stored block (7.2.1 step 2 appends that block, step 3 removes its last four bytes).
+#: That appended block may itself be the final one (``01 00 00 ff ff``, sent as ``01``): the
+#: tail we append then completes it and nothing is left over (``b""``).
 _AFTER_FINAL_BLOCK = (b"", b"\x00")
-_AFTER_FINAL_BLOCK_FIN = (_SYNC_MARKER, b"\x00" + _SYNC_MARKER)
+_AFTER_FINAL_BLOCK_FIN = (b"", _SYNC_MARKER, b"\x00" + _SYNC_MARKER)
 
 #: 7.1.2.1 and 7.1.2.2: "a decimal integer value without leading zeroes between 8 to 15,
 #: inclusive". Matching the exact strings rejects "08", "+9", " 9" and "9.0" with no parsing.
@@ -460,6 +462,22 @@ class PerMessageDeflate(Extension):
     def shared_encoding_key(self) -> tuple[int, int, int]:
         """Connections with equal keys produce identical payloads in :meth:`compress_message`."""
         return (self.local_max_window_bits, self.mem_level, self.compression_level)
+
+    def broadcast_key(self, size: int) -> tuple[object, ...] | None:
+        """Equal for connections that frame a message of ``size`` bytes identically: below
+        ``compress_threshold`` it is sent uncompressed, above it is compressed with the same
+        window, memory level and compression level. ``None`` with context takeover."""
+        if not self.can_share_encoding:
+            return None
+        if size < self.compress_threshold:
+            return (NAME, "uncompressed")
+        return (NAME, *self.shared_encoding_key)
+
+    def encode_for_broadcast(self, frame: Frame) -> Frame:
+        """The frame of a whole message, compressed apart from this connection's state."""
+        if len(frame.data) < self.compress_threshold:
+            return frame
+        return Frame(frame.opcode, self.compress_message(frame.data), frame.fin, True)
 
     def compress_message(self, data: bytes | bytearray | memoryview) -> bytes:
         """Compress a whole message for this connection without touching its state.

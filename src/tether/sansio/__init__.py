@@ -14,7 +14,7 @@ from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMess
 from .frames import Close, Frame
 from .handshake import Handshake
 from .http11 import Headers, Request, Response
-from .protocol import Event, Protocol, Side, State
+from .protocol import EncodedMessage, Event, MessageEncoder, Protocol, Side, State
 from .server import ServerProtocol
 from .uri import WebSocketURI, parse_uri
 
@@ -24,11 +24,13 @@ __all__ = [
     "Close",
     "CloseCode",
     "CloseReceived",
+    "EncodedMessage",
     "Event",
     "Fragment",
     "Frame",
     "Handshake",
     "Headers",
+    "MessageEncoder",
     "Opcode",
     "Ping",
     "Pong",

@@ -40,16 +40,13 @@ from .handshake import (
 from .headers import (
     build_extension_list,
     build_token_list,
-    is_token,
     parse_upgrade,
 )
-from .http11 import Headers, Request, Response
+from .http11 import Headers, HeadersLike, Request, Response, normalize_headers
 from .protocol import Protocol, Side, State
 from .uri import WebSocketURI
 
-__all__ = ["ClientProtocol"]
-
-HeadersLike = Headers | Sequence[tuple[str, str]]
+__all__ = ["ClientProtocol", "HeadersLike"]
 
 
 class ClientProtocol(Protocol):
@@ -62,7 +59,8 @@ class ClientProtocol(Protocol):
         require_subprotocol: fail unless the server selects one (browsers behave so when the
             page asked for subprotocols).
         extensions: client extension factories, in order of preference.
-        extra_headers: more request headers (``Sec-WebSocket-*`` ones are refused).
+        additional_headers: more request headers: a mapping, ``(name, value)`` pairs or
+            ``Headers`` (``Sec-WebSocket-*`` ones are refused: they are options).
         user_agent: value of ``User-Agent``, ``None`` for none.
     """
 
@@ -74,7 +72,7 @@ class ClientProtocol(Protocol):
         subprotocols: Sequence[str] | None = None,
         require_subprotocol: bool = False,
         extensions: Sequence[ClientExtensionFactory] | None = None,
-        extra_headers: HeadersLike | None = None,
+        additional_headers: HeadersLike | None = None,
         user_agent: str | None = f"tether/{__version__}",
         state: State = State.CONNECTING,
         limits: Limits | None = None,
@@ -87,13 +85,8 @@ class ClientProtocol(Protocol):
         self.subprotocols = [Subprotocol(s) for s in subprotocols or ()]
         self.require_subprotocol = require_subprotocol
         self.extension_factories = list(extensions or ())
-        items = extra_headers.items() if isinstance(extra_headers, Headers) else extra_headers
-        self.extra_headers = list(items or ())
-        for name, value in self.extra_headers:
-            if not is_token(name):
-                raise ValueError(f"invalid header name: {name!r}")
-            if any(c in value for c in "\r\n\0"):
-                raise ValueError(f"invalid value for header {name}: {value!r}")
+        self.additional_headers = normalize_headers(additional_headers)
+        for name, _ in self.additional_headers:
             if name.lower().startswith("sec-websocket-"):
                 raise ValueError(f"{name} is set by the handshake; pass it as an option")
         self.user_agent = user_agent
@@ -125,10 +118,10 @@ class ClientProtocol(Protocol):
         if self.subprotocols:
             headers["Sec-WebSocket-Protocol"] = build_token_list(self.subprotocols)
         if self.user_agent is not None and not any(
-            name.lower() == "user-agent" for name, _ in self.extra_headers
+            name.lower() == "user-agent" for name, _ in self.additional_headers
         ):
             headers["User-Agent"] = self.user_agent
-        for name, value in self.extra_headers:
+        for name, value in self.additional_headers:
             headers[name] = value
         return Request("GET", self.uri.resource_name, headers, path=self.uri.resource_name)
 

@@ -309,6 +309,14 @@ class FrameParser:
         self._pending: tuple[tuple[Opcode, bool, bool, bool, bool], int, bytes | None, int] | None
         self._pending = None
 
+    def discard(self) -> None:
+        """Drop every byte fed and not returned yet (the connection is ending)."""
+        self._buf = b""
+        self._pos = 0
+        self._parts = []
+        self._have = 0
+        self._pending = None
+
     @property
     def buffered(self) -> int:
         """Bytes fed and not returned yet as part of a frame (including a parsed header)."""
@@ -486,7 +494,8 @@ class FrameParser:
             # not per byte; everything after the frame goes back to _parts, unmerged.
             needed = length
             count = 0
-            for part in parts:
+            # have > length, so some part always reaches needed: the loop never runs out.
+            for part in parts:  # pragma: no branch
                 if len(part) >= needed:
                     break
                 needed -= len(part)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import TypeAlias
 
 from ..exceptions import InvalidHTTP, LineTooLong, MultipleValuesError
 from ..limits import Limits
@@ -36,33 +37,66 @@ __all__ = [
     "DEFAULT_REASONS",
     "HTTP_VERSION",
     "Headers",
+    "HeadersLike",
     "MultipleValuesError",
     "Request",
     "Response",
+    "normalize_headers",
     "reason_phrase",
 ]
 
 #: The only HTTP version tether speaks.
 HTTP_VERSION = "HTTP/1.1"
 
-#: Reason phrases for the statuses tether sends (RFC 9110 section 15).
+#: Reason phrases of every status registered by RFC 9110 section 15 (and 429/431 from RFC
+#: 6585), so that whatever status an application answers with goes out with its phrase.
 DEFAULT_REASONS: dict[int, str] = {
+    100: "Continue",
     101: "Switching Protocols",
     200: "OK",
+    201: "Created",
+    202: "Accepted",
+    203: "Non-Authoritative Information",
     204: "No Content",
+    205: "Reset Content",
+    206: "Partial Content",
+    300: "Multiple Choices",
     301: "Moved Permanently",
     302: "Found",
     303: "See Other",
+    304: "Not Modified",
+    305: "Use Proxy",
     307: "Temporary Redirect",
     308: "Permanent Redirect",
     400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Range Not Satisfiable",
+    417: "Expectation Failed",
+    421: "Misdirected Request",
+    422: "Unprocessable Content",
     426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
     505: "HTTP Version Not Supported",
 }
 
@@ -191,6 +225,49 @@ class Headers:
         return type(self)(self._items)
 
 
+#: Headers as tether takes them everywhere: ``Headers``, a mapping of names to values, or an
+#: iterable of ``(name, value)`` pairs (which may repeat a name).
+HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def normalize_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    """The ``(name, value)`` lines of ``headers``, checked: names are tokens and values have
+    no CR, LF or NUL (which would let a value inject header lines).
+
+    Raises:
+        TypeError: ``headers`` is not one of the accepted shapes.
+        ValueError: a name or a value is invalid.
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, Headers):
+        items = headers.items()
+    elif isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, (str, bytes)):
+        raise TypeError("headers must be a mapping, a list of (name, value) pairs or Headers")
+    else:
+        items = []
+        for item in headers:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"headers must be (name, value) pairs, got {item!r}")
+            items.append(item)
+    for name, value in items:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
+        if not _TOKEN_STR_RE.fullmatch(name):
+            raise ValueError(f"invalid header name: {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"invalid value for header {name}: {value!r}")
+    return items
+
+
+def _as_headers(headers: HeadersLike | None) -> Headers:
+    if isinstance(headers, Headers):
+        return headers  # kept as given: the caller may go on adding lines to it
+    return Headers(normalize_headers(headers))
+
+
 # --- reading the head --------------------------------------------------------------------------
 
 
@@ -315,12 +392,13 @@ def _serialize_headers(parts: list[str], headers: Headers) -> None:
     parts.append("\r\n")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False)
 class Request:
     """An HTTP request head. tether only ever sends or accepts ``GET`` without a body.
 
     ``target`` is the request-target exactly as received; ``path`` is its origin-form (path and
     query), which is what a server routes on. It is derived from ``target`` when not given.
+    ``headers`` may be given as ``Headers``, a mapping or ``(name, value)`` pairs.
     """
 
     method: str
@@ -329,9 +407,19 @@ class Request:
     path: str = ""
     version: str = HTTP_VERSION
 
-    def __post_init__(self) -> None:
-        if not self.path:
-            self.path = _path_of(self.target)
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: HeadersLike | None = None,
+        path: str = "",
+        version: str = HTTP_VERSION,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = _as_headers(headers)
+        self.path = path or _path_of(target)
+        self.version = version
 
     @classmethod
     def parse(cls, read_line: _ReadLine, limits: Limits) -> Generator[None, None, Request]:
@@ -391,15 +479,34 @@ class Request:
         return "".join(parts).encode("latin-1")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False)
 class Response:
-    """An HTTP response: status line, headers and, for errors, a body."""
+    """An HTTP response: status line, headers and, for errors, a body.
+
+    ``reason`` defaults to the status's standard phrase; ``headers`` may be given as
+    ``Headers``, a mapping or ``(name, value)`` pairs: ``Response(200, headers={...},
+    body=b"...")``.
+    """
 
     status: int
     reason: str
     headers: Headers
     body: bytes = b""
     version: str = HTTP_VERSION
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: HeadersLike | None = None,
+        body: bytes = b"",
+        version: str = HTTP_VERSION,
+    ) -> None:
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.headers = _as_headers(headers)
+        self.body = body
+        self.version = version
 
     @classmethod
     def parse(

@@ -30,8 +30,10 @@ connection alone.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+from collections.abc import Hashable
 from typing import TypeAlias
 
 from ..exceptions import (
@@ -54,7 +56,7 @@ from .http11 import Request, Response
 from .messages import IncomingMessage
 from .streams import StreamReader
 
-__all__ = ["Event", "Protocol", "Side", "State"]
+__all__ = ["EncodedMessage", "Event", "MessageEncoder", "Protocol", "Side", "State"]
 
 Event: TypeAlias = (
     TextMessage | BinaryMessage | Fragment | Ping | Pong | CloseReceived | Request | Response
@@ -133,11 +135,15 @@ class Protocol:
         self.reader = StreamReader()
         self._parser: FrameParser | None = None
         self._discard = False  # after a close frame or a failure, input is dropped
-        #: Stop parsing after each complete message until :meth:`resume_parsing` (the I/O
-        #: layer sets this to parse no further ahead than the application reads: a peer error
-        #: behind a message is then found after the application has handled that message).
-        self.pause_after_message = False
-        self._paused = False
+        #: Hold the end of the connection behind unread messages (the I/O layer sets this).
+        #: After each complete message the protocol is *behind* until :meth:`caught_up`:
+        #: meanwhile it parses on (data, pings and pongs are handled as they come), but a
+        #: close frame or a peer error found then is held, unacted on, until the application
+        #: has taken the messages before it, so that answers to a message precede the close
+        #: (strict Autobahn 3.x, 4.x, 5.15). See :mod:`tether.asyncio.connection`.
+        self.hold_end_after_message = False
+        self._behind = False
+        self._held: Frame | Exception | None = None
         self._message_done = False
 
         self._events: list[Event] = []
@@ -162,6 +168,12 @@ class Protocol:
 
         # Payloads of pings sent and not answered yet, oldest first.
         self._pings: list[bytes] = []
+        #: Set by the I/O layer while its write buffer is full: a ping is then not answered at
+        #: once; only the latest one's payload is kept in ``pong_due`` and answered by
+        #: :meth:`send_due_pong` (5.5.3 allows answering only the most recent ping), so that a
+        #: flood of pings whose pongs the peer does not read cannot grow what we write.
+        self.defer_pongs = False
+        self.pong_due: bytes | None = None
 
         self._mask = side is Side.CLIENT
 
@@ -256,22 +268,29 @@ class Protocol:
             return
         assert self._parser is not None
         self._parser.feed(data)
-        if not self._paused:
-            self._receive_frames()
+        self._receive_frames()
 
     @property
-    def parsing_paused(self) -> bool:
-        """Whether frames wait unparsed because a message is waiting for the application
-        (only with ``pause_after_message``)."""
-        return self._paused
+    def holding(self) -> bool:
+        """Whether a close frame or a peer error waits for :meth:`caught_up` (only with
+        ``hold_end_after_message``)."""
+        return self._held is not None
 
-    def resume_parsing(self) -> None:
-        """Parse what was held back by ``pause_after_message`` (up to the next message)."""
-        if not self._paused:
+    def caught_up(self) -> None:
+        """The application took every message received so far (and had its turn to answer
+        them): act on a held close frame or peer error now."""
+        self._behind = False
+        held = self._held
+        if held is None:
             return
-        self._paused = False
-        if self._parser is not None and not self._discard and self._parser.buffered:
-            self._receive_frames()
+        self._held = None
+        if isinstance(held, Frame):
+            try:
+                self._receive_control_frame(held)
+            except Exception as exc:  # an invalid close frame
+                self._on_peer_error(exc)
+        else:
+            self._on_peer_error(held)
 
     @property
     def buffered(self) -> int:
@@ -295,10 +314,9 @@ class Protocol:
                     self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
                 self._set_state(State.CLOSED)
             return
-        if self._paused:
+        if self._held is not None:
             # The peer is gone: whatever it sent before, a close frame included, counts now.
-            self.pause_after_message = False
-            self.resume_parsing()
+            self.caught_up()
         if self.debug:
             self.logger.debug("< EOF")
         if self.close_rcvd is None and self._message.opcode is not None and self.debug:
@@ -322,7 +340,7 @@ class Protocol:
         assert parser is not None
         message = self._message
         try:
-            while not self._discard and not self._paused:
+            while not self._discard:
                 frame = parser.next_frame()
                 if frame is None:
                     if message.decoder is not None or parser.pending_frame() is not None:
@@ -334,26 +352,55 @@ class Protocol:
                     self.logger.debug("< %s", frame)
                 if frame.opcode <= 2:  # CONT, TEXT, BINARY
                     self._receive_data_frame(frame)
+                elif self._behind and frame.opcode is Opcode.CLOSE:
+                    self._hold(frame)
                 else:
                     self._receive_control_frame(frame)
                 if self._message_done:
                     self._message_done = False
-                    if self.pause_after_message and self._state is State.OPEN:
-                        self._paused = True
-        except ProtocolError as exc:
+                    if self.hold_end_after_message and self._state is State.OPEN:
+                        self._behind = True
+        except Exception as exc:
+            if self._behind:
+                self._hold(exc)
+            else:
+                self._on_peer_error(exc)
+
+    def _hold(self, end: Frame | Exception) -> None:
+        """Keep a close frame or a peer error for :meth:`caught_up`; nothing after it counts,
+        so drop what is buffered and what comes."""
+        if isinstance(end, Exception):
+            end.__traceback__ = None  # no cycle through this frame's locals
+        self._held = end
+        self._discard = True
+        self._drop_input()
+
+    def _drop_input(self) -> None:
+        """Free the partial frame and message at once (the connection is ending)."""
+        if self._parser is not None:
+            self._parser.discard()
+        self.reader.buffer.clear()
+        self._message.probe = None
+
+    def _on_peer_error(self, exc: Exception) -> None:
+        """Turn a peer's error into a close code; a bug of ours is logged, not sent."""
+        if isinstance(exc, ProtocolError):
             self._peer_failed(exc, CloseCode.PROTOCOL_ERROR, str(exc))
-        except UnicodeDecodeError as exc:
+        elif isinstance(exc, UnicodeDecodeError):
             # No position: it would depend on how the bytes were chunked.
             self._peer_failed(exc, CloseCode.INVALID_DATA, f"invalid UTF-8: {exc.reason}")
-        except PayloadTooBig as exc:
+        elif isinstance(exc, PayloadTooBig):
             self._peer_failed(exc, CloseCode.MESSAGE_TOO_BIG, str(exc))
-        except Exception as exc:  # a bug of ours or of an extension: no details to the peer
-            self.logger.error("! error while processing a frame", exc_info=True)
+        else:  # a bug of ours or of an extension: no details to the peer
+            self.logger.error("! error while processing a frame", exc_info=exc)
             self._peer_failed(exc, CloseCode.INTERNAL_ERROR, "")
 
     def _peer_failed(self, exc: Exception, code: int, reason: str) -> None:
         if self.debug:
             self.logger.debug("! failing connection with %d: %s", code, reason)
+        # The traceback would tie this protocol into a cycle (its frames hold ``self``): drop it
+        # so a closed connection is freed without the cyclic collector.
+        exc.__traceback__ = None
         self.parser_exc = exc
         self.fail(code, reason)
 
@@ -366,7 +413,10 @@ class Protocol:
             # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
             # response, unless it already received a Close frame." It carries the same data.
             if self._state is State.OPEN:
-                self._send_frame(Frame(Opcode.PONG, frame.data))
+                if self.defer_pongs:
+                    self.pong_due = frame.data
+                else:
+                    self._send_frame(Frame(Opcode.PONG, frame.data))
             self._events.append(Ping(frame.data))
         elif opcode is Opcode.PONG:
             self._events.append(Pong(frame.data, self._ack_pings(frame.data)))
@@ -400,6 +450,7 @@ class Protocol:
             self._send_close_frame(echo)
         # Nothing may follow a close frame: what does is discarded.
         self._discard = True
+        self._drop_input()
         # 7.1.1: the server closes the TCP connection first.
         if self.side is Side.SERVER and not self.eof_sent:
             self.send_eof()
@@ -494,6 +545,11 @@ class Protocol:
             return
         self._writes.append(serialize_frame(frame, mask=self._mask))
 
+    @property
+    def sending_fragmented(self) -> bool:
+        """Whether a fragmented message is being sent (started, not finished)."""
+        return self._out_opcode is not None
+
     def send_text(self, data: str | bytes, fin: bool = True) -> None:
         """Send a text frame; ``fin=False`` starts a fragmented message. ``bytes`` must be
         UTF-8 (it is sent as is)."""
@@ -523,10 +579,15 @@ class Protocol:
         if not fin:
             self._out_opcode = opcode
 
-    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, text: bool | None = None
+    ) -> None:
         """Send a whole message (text for ``str``), split into frames of at most
-        ``limits.max_outgoing_frame_size`` bytes when that limit is set."""
-        text = isinstance(data, str)
+        ``limits.max_outgoing_frame_size`` bytes when that limit is set. ``text`` overrides
+        the frame type: ``True`` sends bytes (which must be UTF-8) as text, ``False`` sends a
+        ``str`` as binary."""
+        if text is None:
+            text = isinstance(data, str)
         payload = data.encode() if isinstance(data, str) else bytes(data)
         size = self.limits.max_outgoing_frame_size
         if size is None or len(payload) <= size or size <= 0:
@@ -546,6 +607,68 @@ class Protocol:
         for start in range(size, len(payload), size):
             self.send_continuation(view[start : start + size], fin=start + size >= len(payload))
 
+    # --- encode once, send to many (broadcast) ---------------------------------------------
+
+    def encoding_key(self, size: int) -> Hashable | None:
+        """Protocols with equal keys put a message of ``size`` bytes on the wire as the same
+        bytes, so :meth:`encode_message` on one serves :meth:`send_encoded` on all. ``None``:
+        this protocol must encode the message itself (a client masks every frame; an
+        extension with state, such as a compressor with context takeover; a message that
+        ``max_outgoing_frame_size`` splits)."""
+        if self._mask:
+            return None
+        limit = self.limits.max_outgoing_frame_size
+        if limit is not None and 0 < limit < size:
+            return None
+        if not self.extensions:
+            return ()
+        keys = []
+        for extension in self.extensions:
+            key = extension.broadcast_key(size)
+            if key is None:
+                return None
+            keys.append(key)
+        return tuple(keys)
+
+    def encode_message(self, message: str | bytes | bytearray | memoryview) -> EncodedMessage:
+        """Encode ``message`` (text for ``str``) once for every protocol with the same
+        :meth:`encoding_key`; this protocol's state is not touched. When the key is ``None``
+        the result only carries the message, and :meth:`send_encoded` sends it normally."""
+        text = isinstance(message, str)
+        payload = message.encode() if isinstance(message, str) else bytes(message)
+        key = self.encoding_key(len(payload))
+        if key is None:
+            return EncodedMessage(
+                None, message if isinstance(message, str) else payload, b"", len(payload)
+            )
+        frame = Frame(Opcode.TEXT if text else Opcode.BINARY, payload)
+        for extension in self.extensions:
+            frame = extension.encode_for_broadcast(frame)
+        data = serialize_frame(frame, mask=False)
+        return EncodedMessage(
+            key, message if isinstance(message, str) else payload, data, len(payload)
+        )
+
+    def send_encoded(self, encoded: EncodedMessage) -> None:
+        """Send a message encoded by :meth:`encode_message` (of this protocol or of one with
+        the same :meth:`encoding_key`).
+
+        Raises:
+            InvalidState: the connection is not open, or a fragmented message is being sent.
+            ValueError: the message was encoded for other negotiated parameters.
+        """
+        self._check_open()
+        if self._out_opcode is not None:
+            raise InvalidState("a fragmented message is in progress: finish it first")
+        if encoded.key is None:
+            self.send_message(encoded.message)
+            return
+        if self.encoding_key(encoded.size) != encoded.key:
+            raise ValueError("this message was encoded for a connection with other parameters")
+        if self.debug:
+            self.logger.debug("> pre-encoded message, %d bytes", len(encoded.data))
+        self._writes.append(encoded.data)
+
     def send_ping(self, data: bytes = b"") -> None:
         """Send a ping; the matching ``Pong`` event lists it in ``acked``."""
         self._check_open()
@@ -556,6 +679,12 @@ class Protocol:
             raise InvalidState("a ping with the same payload is already waiting for its pong")
         self._pings.append(data)
         self._send_frame(Frame(Opcode.PING, data))
+
+    def send_due_pong(self) -> None:
+        """Answer the latest ping deferred by ``defer_pongs``, if any (and if still open)."""
+        data, self.pong_due = self.pong_due, None
+        if data is not None and self._state is State.OPEN:
+            self._send_frame(Frame(Opcode.PONG, data))
 
     def send_pong(self, data: bytes = b"") -> None:
         """Send an unsolicited pong (a heartbeat that expects no answer)."""
@@ -586,8 +715,9 @@ class Protocol:
             if len(reason.encode()) > _MAX_REASON:
                 raise ValueError(f"close reason must be at most {_MAX_REASON} bytes in UTF-8")
         self._send_close_frame(close)
-        # Now waiting for the peer's close frame: read everything, however far ahead.
-        self.resume_parsing()
+        # Now waiting for the peer's close frame: one that was held counts now.
+        if self._held is not None:
+            self.caught_up()
 
     def _send_close_frame(self, close: Close | None) -> None:
         payload = b"" if close is None else close.serialize()
@@ -605,7 +735,49 @@ class Protocol:
             self._send_close_frame(Close(code, _truncate_reason(reason)))
         self._discard = True
         self._message.reset()
+        self._drop_input()
         # 7.1.7: "the endpoint MUST Close the WebSocket Connection". The server closes the TCP
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
         if self.side is Side.SERVER and not self.eof_sent:
             self.send_eof()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncodedMessage:
+    """A message encoded once by :meth:`Protocol.encode_message`, for every protocol whose
+    :meth:`Protocol.encoding_key` equals ``key`` (``None``: not shared; ``data`` is empty and
+    each protocol encodes ``message`` itself)."""
+
+    key: Hashable | None
+    message: str | bytes
+    #: The frame as it goes on the wire.
+    data: bytes
+    #: The size of the payload before any extension (the UTF-8 size of a text message).
+    size: int
+
+
+class MessageEncoder:
+    """Encodes one message once per group of protocols that frame it alike (compress-once
+    broadcast)::
+
+        encoder = MessageEncoder(message)
+        for protocol in protocols:
+            protocol.send_encoded(encoder.encode_for(protocol))
+    """
+
+    __slots__ = ("_cache", "message", "size")
+
+    def __init__(self, message: str | bytes | bytearray | memoryview) -> None:
+        self.message: str | bytes = message if isinstance(message, str) else bytes(message)
+        self.size = len(message.encode()) if isinstance(message, str) else len(self.message)
+        self._cache: dict[Hashable, EncodedMessage] = {}
+
+    def encode_for(self, protocol: Protocol) -> EncodedMessage:
+        """The message encoded for ``protocol``, shared with the protocols of its group."""
+        key = protocol.encoding_key(self.size)
+        if key is None:
+            return EncodedMessage(None, self.message, b"", self.size)
+        encoded = self._cache.get(key)
+        if encoded is None:
+            encoded = self._cache[key] = protocol.encode_message(self.message)
+        return encoded

@@ -46,17 +46,21 @@ from .handshake import (
     single_value,
 )
 from .headers import parse_extension_list
-from .http11 import Headers, Request, Response, reason_phrase
+from .http11 import Headers, HeadersLike, Request, Response, normalize_headers, reason_phrase
 from .protocol import Protocol, Side, State
 
 __all__ = ["OriginRule", "SelectSubprotocol", "ServerProtocol"]
 
-#: A hook that replaces the subprotocol policy: (client's offers, server's list) -> choice.
-SelectSubprotocol = Callable[[Sequence[Subprotocol], Sequence[Subprotocol]], Subprotocol | None]
+#: A hook that replaces the subprotocol policy: ``(protocol, client's offers) -> choice``; the
+#: server's own list is ``protocol.subprotocols`` (websockets' argument order).
+SelectSubprotocol = Callable[["ServerProtocol", Sequence[Subprotocol]], Subprotocol | None]
 
 #: An allowed origin: an exact value, a compiled pattern that must match the whole value, or
 #: ``None`` to allow requests without an ``Origin`` header (clients that are not browsers).
 OriginRule = str | re.Pattern[str] | None
+
+#: The content type of rejections and of ``reject()``'s default.
+PLAIN_TEXT = "text/plain; charset=utf-8"
 
 _HOST = re.compile(r"[^\s,/?#@]+")
 
@@ -71,8 +75,9 @@ class ServerProtocol(Protocol):
 
     Args:
         subprotocols: the subprotocols the server supports, in its order of preference.
-        select_subprotocol: replaces the default policy (the first of the client's list that
-            the server supports) — it must return one of the offered values or ``None``.
+        select_subprotocol: ``(protocol, offered) -> choice`` replaces the default policy (the
+            first of the client's list that the server supports); it must return one of the
+            offered values or ``None``.
         require_subprotocol: reject with 400 when no subprotocol is agreed.
         extensions: extension factories, e.g. ``[ServerPerMessageDeflateFactory()]``.
         origins: an allow-list for ``Origin`` (``None``: any origin); a request whose origin
@@ -241,7 +246,7 @@ class ServerProtocol(Protocol):
 
     def _select_subprotocol(self, offered: list[Subprotocol]) -> Subprotocol | None:
         if self.select_subprotocol_hook is not None:
-            choice = self.select_subprotocol_hook(offered, self.subprotocols)
+            choice = self.select_subprotocol_hook(self, offered)
             if choice is not None and choice not in offered:
                 self.logger.error("! subprotocol hook chose %r, which was not offered", choice)
                 raise _ServerError("internal server error")
@@ -260,17 +265,30 @@ class ServerProtocol(Protocol):
     def reject(
         self,
         status: int,
-        text: str,
-        headers: Sequence[tuple[str, str]] = (),
+        text: str | bytes,
+        headers: HeadersLike | None = None,
+        *,
+        content_type: str = PLAIN_TEXT,
     ) -> Response:
-        """A complete HTTP response with ``text`` (one line) as a plain-text body."""
-        body = (text.rstrip("\n") + "\n").encode()
+        """A complete HTTP response (not an upgrade): ``status`` with its reason phrase,
+        ``Content-Type`` and ``Content-Length``, the ``Server`` header, ``headers``, and
+        ``Connection: close`` unless ``headers`` says otherwise.
+
+        ``text`` is the body: a ``str`` is encoded in UTF-8, and as plain text (the default
+        ``content_type``) it is one line that gets a final newline.
+        """
+        if isinstance(text, str):
+            if content_type == PLAIN_TEXT:
+                text = text.rstrip("\n") + "\n"
+            body = text.encode()
+        else:
+            body = bytes(text)
         response_headers = Headers()
         if self.server_header is not None:
             response_headers["Server"] = self.server_header
-        response_headers["Content-Type"] = "text/plain; charset=utf-8"
+        response_headers["Content-Type"] = content_type
         response_headers["Content-Length"] = str(len(body))
-        for name, value in headers:
+        for name, value in normalize_headers(headers):
             response_headers[name] = value
         if "Connection" not in response_headers:
             response_headers["Connection"] = "close"

@@ -18,11 +18,8 @@ import ssl as ssl_module
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal, Never
 
-# The shared option handling (compression presets -> extension factories) still lives in the
-# asyncio layer; it moves to a shared module, which this imports from once it lands.
-from ..asyncio.compression import Compression, client_extensions
 from ..exceptions import (
     ConnectionLostDuringHandshake,
     InvalidProxy,
@@ -31,6 +28,13 @@ from ..exceptions import (
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
+from ..options import (
+    DEFAULT_USER_AGENT,
+    ClientOptions,
+    Compression,
+    check_unknown_keywords,
+    pick,
+)
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.protocol import State
 from ..sansio.proxy import (
@@ -57,35 +61,6 @@ class ClientConnection(Connection):
         return self
 
 
-def _client_protocol(
-    uri: WebSocketURI,
-    *,
-    origin: str | None,
-    subprotocols: Sequence[str] | None,
-    require_subprotocol: bool,
-    compression: Compression,
-    extensions: Sequence[ClientExtensionFactory] | None,
-    additional_headers: HeadersLike | None,
-    user_agent: str | None,
-    limits: Limits | None,
-) -> ClientProtocol:
-    """The sans-I/O client for one attempt, from ``connect()``'s options."""
-    kwargs: dict[str, Any] = {}
-    if user_agent is not None:
-        kwargs["user_agent"] = user_agent
-    return ClientProtocol(
-        uri,
-        origin=origin,
-        subprotocols=subprotocols,
-        require_subprotocol=require_subprotocol,
-        extensions=[*(extensions or ()), *client_extensions(compression)],
-        extra_headers=additional_headers,
-        limits=limits,
-        assemble=False,
-        **kwargs,
-    )
-
-
 def connect(
     uri: str,
     *,
@@ -96,7 +71,7 @@ def connect(
     compression: Compression = "deflate",
     extensions: Sequence[ClientExtensionFactory] | None = None,
     additional_headers: HeadersLike | None = None,
-    user_agent: str | None = None,
+    user_agent: str | None = DEFAULT_USER_AGENT,
     max_redirects: int = 10,
     # TLS.
     ssl: ssl_module.SSLContext | None = None,
@@ -112,6 +87,7 @@ def connect(
     # The socket.
     proxy: str | Literal[True] | None = True,
     sock: socket.socket | None = None,
+    **unknown: Never,
 ) -> ClientConnection:
     """Open a WebSocket connection: ``with connect(uri) as ws: ...`` or ``ws = connect(uri)``.
 
@@ -123,13 +99,13 @@ def connect(
         compression: ``"deflate"`` (default), a preset name, ``DeflateSettings`` or ``None``.
         extensions: more client extension factories.
         additional_headers: extra request headers.
-        user_agent: the ``User-Agent`` header (``None``: tether's).
+        user_agent: the ``User-Agent`` header (``None``: none).
         max_redirects: how many 3xx redirects to follow (a fresh key each time).
         ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
         server_hostname: name to check the certificate against.
         open_timeout: seconds for the TCP/TLS connection and the handshake, redirects included.
-        ping_interval, ping_timeout: keepalive (``None`` turns it off); a missed pong fails
-            the connection with 1011.
+        ping_interval: seconds between keepalive pings (``None`` turns keepalive off).
+        ping_timeout: seconds to wait for a pong; a missed pong fails the connection with 1011.
         close_timeout: seconds to wait for the closing handshake.
         limits: a :class:`~tether.limits.Limits`.
         logger: where to log (``logging.getLogger("tether.client")`` by default).
@@ -140,6 +116,9 @@ def connect(
             authenticate to the proxy.
         sock: a connected socket to use instead of opening one (no redirects then).
 
+    Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
+    ``extra_headers``...) name tether's equivalent, as in :func:`tether.asyncio.connect`.
+
     Raises:
         InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
             answered wrongly; ``InvalidRedirect`` for too many redirects or one from wss://
@@ -149,23 +128,19 @@ def connect(
         TimeoutError: ``open_timeout`` elapsed.
         OSError: the TCP connection could not be opened.
     """
+    check_unknown_keywords("connect", unknown)
+    if not isinstance(uri, str):
+        raise TypeError(f"uri must be a str such as 'ws://host/path', got {uri!r}")
+    if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+    options: ClientOptions = pick(ClientOptions, locals())
     log: LoggerLike = logger if logger is not None else logging.getLogger("tether.client")
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
     target = parse_uri(uri)
     if ssl is not None and not target.secure:
         raise ValueError("an ssl context was given for a ws:// URI; use wss://")
     for _ in range(max_redirects + 1):
-        protocol = _client_protocol(
-            target,
-            origin=origin,
-            subprotocols=subprotocols,
-            require_subprotocol=require_subprotocol,
-            compression=compression,
-            extensions=extensions,
-            additional_headers=additional_headers,
-            user_agent=user_agent,
-            limits=limits,
-        )
+        protocol = options.make_protocol(target)
         try:
             connection = _attempt(
                 target,

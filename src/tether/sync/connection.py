@@ -274,10 +274,11 @@ class Connection:
         self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": peer})
         protocol.logger = self.logger
         protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
-        # Parse no further ahead than the application reads (as the asyncio layer does): a peer
-        # error behind a message is found after the application handled that message. The
-        # background thread lifts this when the application stays away.
-        protocol.pause_after_message = True
+        # Parse everything as it arrives, but hold a close frame or a peer error found behind a
+        # message the application has not taken yet (as the asyncio layer does), so that its
+        # answers to that message go first. The next recv() acts on it, or the background
+        # thread once the application stays away.
+        protocol.hold_end_after_message = True
 
         # One mutex for the protocol, the queue and the bookkeeping below.
         self._mutex = threading.Lock()
@@ -597,11 +598,11 @@ class Connection:
     # --- internals: receiving -------------------------------------------------------------------
 
     def _after_pop(self) -> None:
-        """The application took a message (mutex held): parse on at once if nothing was held
-        back (else its next call to ``recv()`` does)."""
+        """The application took a message (mutex held): caught up at once if nothing was held
+        (else its next call to ``recv()`` acts on the held end, after it had its turn)."""
         protocol = self.protocol
-        if self._assembler.complete == 0 and protocol.parsing_paused and protocol.buffered == 0:
-            protocol.resume_parsing()
+        if self._assembler.complete == 0 and not protocol.holding:
+            protocol.caught_up()
 
     def _wait_fragment(self, timeout: float | None) -> Fragment:
         deadline = None if timeout is None else _monotonic() + timeout
@@ -630,8 +631,10 @@ class Connection:
         """Nothing to return yet (mutex held; released while blocking): parse what was held
         back, or read the socket, or wait for the thread reading it."""
         protocol = self.protocol
-        if protocol.parsing_paused:
-            protocol.resume_parsing()
+        if protocol.holding:
+            # The application is back for more: act on the close or error held behind what
+            # it read.
+            protocol.caught_up()
             if self._process_events():
                 self._flush_unlocked()
             return
@@ -928,7 +931,7 @@ class Connection:
                     continue
                 read_now = False
                 wait: float | None = None
-                if not self._assembler.over_limit(protocol.buffered, protocol.parsing_paused):
+                if not self._assembler.over_limit(protocol.buffered):
                     if protocol.state is not State.OPEN:
                         # The closing handshake goes on without the application.
                         read_now = True
@@ -946,10 +949,10 @@ class Connection:
                         read_now = False
                         self._bg_wake_on_read_done = True
                 if read_now:
-                    if protocol.parsing_paused:
-                        # The application is away: parse on, so that pongs and a close frame
-                        # behind a message it has not read yet are seen.
-                        protocol.resume_parsing()
+                    if protocol.holding:
+                        # The application is away: act on the close or error held behind a
+                        # message it has not read yet.
+                        protocol.caught_up()
                         if self._process_events():
                             self._flush_unlocked()
                         continue

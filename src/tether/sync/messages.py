@@ -80,13 +80,10 @@ class Assembler:
             self.complete -= 1
         return fragment
 
-    def over_limit(self, unparsed: int, parsing_paused: bool) -> bool:
+    def over_limit(self, unparsed: int) -> bool:
         """Whether to stop reading the socket: more than ``max_queue`` bytes wait (``unparsed``
-        received bytes included), and a whole message is among them or parsing is held back
-        behind one."""
-        return (self.complete > 0 or parsing_paused) and (
-            self.queued_bytes + unparsed > self.max_queue
-        )
+        received bytes included), and a whole message is among them."""
+        return self.complete > 0 and self.queued_bytes + unparsed > self.max_queue
 
     def clear(self) -> None:
         self.queue.clear()

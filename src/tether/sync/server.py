@@ -31,20 +31,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Never
 
-# The shared option handling (compression presets -> extension factories) still lives in the
-# asyncio layer; it moves to a shared module, which this imports from once it lands.
-from ..asyncio.compression import Compression, server_extensions
 from ..exceptions import ConnectionClosed
 from ..extensions.base import ServerExtensionFactory
 from ..limits import Limits
+from ..options import (
+    DEFAULT_SERVER_HEADER,
+    Compression,
+    ServerOptions,
+    check_unknown_keywords,
+    pick,
+)
 from ..sansio.codes import CloseCode
 from ..sansio.handshake import SUPPORTED_VERSIONS
 from ..sansio.http11 import Request, Response
 from ..sansio.protocol import State
-from ..sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
-from ..typing import LoggerLike
+from ..sansio.server import OriginRule, ServerProtocol
+from ..typing import LoggerLike, Subprotocol
 from .connection import READ_SIZE, Connection, TLSTransport, Transport
 
 __all__ = ["Server", "ServerConnection", "serve"]
@@ -52,6 +56,9 @@ __all__ = ["Server", "ServerConnection", "serve"]
 Handler = Callable[["ServerConnection"], None]
 ProcessRequest = Callable[["ServerConnection", Request], Response | None]
 ProcessResponse = Callable[["ServerConnection", Request, Response], Response | None]
+#: ``(connection, subprotocols) -> subprotocol | None``, as in asyncio: ``subprotocols`` is what
+#: the client offered; the server's list is ``connection.protocol.subprotocols``.
+SelectSubprotocol = Callable[["ServerConnection", Sequence[Subprotocol]], Subprotocol | None]
 
 #: Refused connections (over ``max_connections``) whose request is drained before closing, at
 #: most; past it they are closed at once.
@@ -95,7 +102,8 @@ class Server:
         host, port: where to listen (``port=0`` picks a free port: ``server.port_number``).
         subprotocols: the server's subprotocols in preference order; the first of the
             client's list that the server supports is selected.
-        select_subprotocol: ``(offered, supported) -> choice``, replacing that policy.
+        select_subprotocol: ``(connection, subprotocols) -> subprotocol | None``, replacing
+            that policy (``subprotocols`` is the client's offer).
         require_subprotocol: refuse (400) clients that agree no subprotocol.
         compression: ``"deflate"`` (default, the "balanced" preset), a preset name, a
             ``DeflateSettings``, or ``None``.
@@ -110,14 +118,17 @@ class Server:
         max_connections: most connections at once (handshakes included); past it, clients get
             503 with a reason and ``Retry-After: retry_after``.
         open_timeout: seconds for the TLS and opening handshakes.
-        ping_interval, ping_timeout: keepalive (``None`` turns it off); a missed pong fails
-            the connection with 1011.
+        ping_interval: seconds between keepalive pings (``None`` turns keepalive off).
+        ping_timeout: seconds to wait for a pong; a missed pong fails the connection with 1011.
         close_timeout: seconds to wait for a closing handshake (and, in ``shutdown()``, for
             all of them).
         ssl: an ``ssl.SSLContext`` to serve wss://.
         logger: where to log (``logging.getLogger("tether.server")`` by default).
         sock: a listening socket to use instead of ``host`` and ``port``.
         backlog, reuse_port: for the listening socket.
+
+    Any other keyword raises ``TypeError`` naming it; websockets' spellings (``max_size``,
+    ``extra_headers``...) name tether's equivalent, as in :func:`tether.asyncio.serve`.
     """
 
     def __init__(
@@ -135,7 +146,7 @@ class Server:
         versions: Sequence[str] = SUPPORTED_VERSIONS,
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
-        server_header: str | None = None,
+        server_header: str | None = DEFAULT_SERVER_HEADER,
         limits: Limits | None = None,
         max_connections: int | None = None,
         retry_after: int = 5,
@@ -148,26 +159,28 @@ class Server:
         sock: socket.socket | None = None,
         backlog: int = 128,
         reuse_port: bool = False,
+        **unknown: Never,
     ) -> None:
+        check_unknown_keywords("serve", unknown)
+        if not callable(handler):
+            raise TypeError(f"handler must be a function of the connection, got {handler!r}")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for no bound)")
+        #: The WebSocket options, validated (shared with the other I/O layers).
+        self.options: ServerOptions = pick(ServerOptions, locals())
         self.handler = handler
-        self.subprotocols = list(subprotocols or ())
-        self.select_subprotocol = select_subprotocol
-        self.require_subprotocol = require_subprotocol
-        self.extensions = [*(extensions or ()), *server_extensions(compression)]
-        self.origins = origins
-        self.versions = tuple(versions)
         self.process_request = process_request
         self.process_response = process_response
-        self.server_header = server_header
-        self.limits = limits if limits is not None else Limits()
+        self.server_header = self.options.server_header
+        self.limits = self.options.limits if self.options.limits is not None else Limits()
         self.max_connections = max_connections
         self.retry_after = retry_after
-        self.open_timeout = open_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
+        self.open_timeout = self.options.open_timeout
+        self.ping_interval = self.options.ping_interval
+        self.ping_timeout = self.options.ping_timeout
+        self.close_timeout = self.options.close_timeout
         self.ssl = ssl
         self.logger: LoggerLike = (
             logger if logger is not None else logging.getLogger("tether.server")
@@ -323,7 +336,7 @@ class Server:
                 f"try again in {self.retry_after} s."
             )
         self.logger.info("! refused a connection: %s", text)
-        response = ServerProtocol(server_header=self._server_header()).reject(
+        response = ServerProtocol(server_header=self.server_header).reject(
             503, text, [("Retry-After", str(self.retry_after))]
         )
         if self.ssl is not None:
@@ -369,11 +382,6 @@ class Server:
             self._tls_refusals.release()
             with self._lock:
                 self._refusal_threads.discard(threading.current_thread())
-
-    def _server_header(self) -> str | None:
-        if self.server_header is not None:
-            return self.server_header
-        return ServerProtocol().server_header
 
     def shutdown(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
@@ -432,22 +440,18 @@ class Server:
 
     # --- one connection -----------------------------------------------------------------------
 
-    def _protocol(self) -> ServerProtocol:
-        """The sans-I/O server for one connection, from ``serve()``'s options."""
-        kwargs: dict[str, Any] = {}
-        if self.server_header is not None:
-            kwargs["server_header"] = self.server_header
-        return ServerProtocol(
-            subprotocols=self.subprotocols,
-            select_subprotocol=self.select_subprotocol,
-            require_subprotocol=self.require_subprotocol,
-            extensions=self.extensions,
-            origins=self.origins,
-            versions=self.versions,
-            limits=self.limits,
-            assemble=False,
-            **kwargs,
-        )
+    def _protocol(self, connection: Callable[[], ServerConnection]) -> ServerProtocol:
+        """The sans-I/O server for one connection, from ``serve()``'s options; the
+        ``select_subprotocol`` hook gets the connection (``connection()``) and the offer."""
+        hook = self.options.select_subprotocol
+        if hook is None:
+            return self.options.make_protocol()
+
+        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+            assert hook is not None
+            return Subprotocol(choice) if (choice := hook(connection(), offered)) else None
+
+        return self.options.make_protocol(select)
 
     def _run_connection(self, sock: socket.socket) -> None:
         connection: ServerConnection | None = None
@@ -483,7 +487,8 @@ class Server:
         except (OSError, TimeoutError) as exc:
             self.logger.info("! TLS handshake failed: %s", exc)
             return None
-        protocol = self._protocol()
+        connection: ServerConnection
+        protocol = self._protocol(lambda: connection)
         connection = ServerConnection(self, transport, protocol)
         with self._lock:
             self.connections.add(connection)

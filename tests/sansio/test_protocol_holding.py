@@ -1,15 +1,15 @@
-"""Parsing no further ahead than the application reads (``pause_after_message``).
+"""Holding the end behind unread messages (``hold_end_after_message``).
 
-The asyncio layer turns this on so that a peer error behind a valid message is found only after
-the application has handled that message, as the Autobahn Testsuite expects of a strict
-implementation (cases 3.2-3.4, 4.1.3-4.2.5, 5.15): the echo of the valid message goes out
-before the close frame.
+The asyncio layer turns this on: every frame is parsed at once (pings answered, pongs matched),
+but a close frame or a peer error found behind a message the application has not taken is held
+until :meth:`Protocol.caught_up`, so that the answer to that message goes out first, as the
+Autobahn Testsuite expects of a strict implementation (cases 3.2-3.4, 4.1.3-4.2.5, 5.15).
 """
 
 from __future__ import annotations
 
 from tether.sansio.codes import Opcode
-from tether.sansio.events import CloseReceived, Fragment, Ping
+from tether.sansio.events import CloseReceived, Fragment, Ping, Pong
 from tether.sansio.frames import Close, Frame, FrameParser, serialize_frame
 from tether.sansio.protocol import Protocol, Side, State
 
@@ -30,57 +30,92 @@ def sent_frames(protocol: Protocol) -> list[Frame]:
 
 def server() -> Protocol:
     protocol = Protocol(Side.SERVER, assemble=False)
-    protocol.pause_after_message = True
+    protocol.hold_end_after_message = True
     return protocol
 
 
-def test_error_behind_a_message_is_found_when_the_application_asks_for_more() -> None:
+def test_error_behind_a_message_is_held_until_the_application_caught_up() -> None:
     protocol = server()
     protocol.receive_data(masked(Opcode.TEXT, b"Hello") + masked(Opcode.TEXT, b"bad", rsv2=True))
     assert protocol.events_received() == [Fragment("Hello", True, True)]
-    assert protocol.parsing_paused and protocol.state is State.OPEN
+    assert protocol.holding and protocol.state is State.OPEN
     assert protocol.data_to_send() == []
+    assert protocol.buffered == 0  # what follows an error is dropped at once
     protocol.send_text("Hello")  # the application echoes first
-    protocol.resume_parsing()  # then asks for the next message
+    protocol.caught_up()  # then asks for the next message
     frames = sent_frames(protocol)
     assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.CLOSE]
     assert Close.parse(frames[1].data).code == 1002
+    assert not protocol.holding
 
 
-def test_without_pausing_the_error_is_found_at_once() -> None:
+def test_without_holding_the_error_is_acted_on_at_once() -> None:
     protocol = Protocol(Side.SERVER, assemble=False)
     protocol.receive_data(masked(Opcode.TEXT, b"Hello") + masked(Opcode.TEXT, b"bad", rsv2=True))
     assert [f.opcode for f in sent_frames(protocol)] == [Opcode.CLOSE]
 
 
-def test_fragments_of_one_message_are_parsed_without_pausing() -> None:
+def test_an_error_with_nothing_unread_before_it_is_acted_on_at_once() -> None:
     protocol = server()
+    protocol.receive_data(masked(Opcode.TEXT, b"Hello"))
+    protocol.events_received()
+    protocol.caught_up()
+    protocol.receive_data(masked(Opcode.TEXT, b"bad", rsv2=True))
+    assert not protocol.holding
+    assert [f.opcode for f in sent_frames(protocol)] == [Opcode.CLOSE]
+
+
+def test_data_pings_and_pongs_behind_a_message_are_handled_at_once() -> None:
+    protocol = server()
+    protocol.send_ping(b"k")
+    protocol.data_to_send()
     protocol.receive_data(
         masked(Opcode.TEXT, b"a", fin=False)
         + masked(Opcode.PING, b"p")
         + masked(Opcode.CONT, b"b", fin=True)
         + masked(Opcode.BINARY, b"c")
+        + masked(Opcode.PING, b"q")
+        + masked(Opcode.PONG, b"k")
     )
-    events = protocol.events_received()
-    assert events == [Fragment("a", True, False), Ping(b"p"), Fragment("b", False, True)]
-    protocol.resume_parsing()
-    assert protocol.events_received() == [Fragment(b"c", True, True)]
+    assert protocol.events_received() == [
+        Fragment("a", True, False),
+        Ping(b"p"),
+        Fragment("b", False, True),
+        Fragment(b"c", True, True),
+        Ping(b"q"),
+        Pong(b"k", (b"k",)),
+    ]
+    assert [(f.opcode, f.data) for f in sent_frames(protocol)] == [
+        (Opcode.PONG, b"p"),
+        (Opcode.PONG, b"q"),
+    ]
 
 
-def test_closing_reads_everything_that_is_waiting() -> None:
+def test_a_close_behind_messages_is_held_then_answered() -> None:
+    protocol = server()
+    protocol.receive_data(masked(Opcode.TEXT, b"1") + masked(Opcode.CLOSE, b"\x03\xe8"))
+    assert protocol.events_received() == [Fragment("1", True, True)]
+    assert protocol.holding and protocol.close_rcvd is None
+    protocol.caught_up()
+    (event,) = protocol.events_received()
+    assert isinstance(event, CloseReceived) and event.close.code == 1000
+    assert [f.opcode for f in sent_frames(protocol)] == [Opcode.CLOSE]
+    assert protocol.close_rcvd_then_sent is True
+
+
+def test_closing_acts_on_a_held_close() -> None:
     protocol = server()
     protocol.receive_data(
         masked(Opcode.TEXT, b"1") + masked(Opcode.TEXT, b"2") + masked(Opcode.CLOSE, b"\x03\xe8")
     )
-    assert protocol.events_received() == [Fragment("1", True, True)]
+    assert protocol.events_received() == [Fragment("1", True, True), Fragment("2", True, True)]
     protocol.send_close(1000)
-    events = protocol.events_received()
-    assert events[0] == Fragment("2", True, True)
-    assert isinstance(events[1], CloseReceived) and events[1].close.code == 1000
+    (event,) = protocol.events_received()
+    assert isinstance(event, CloseReceived) and event.close.code == 1000
     assert protocol.close_rcvd_then_sent is False
 
 
-def test_eof_reads_everything_that_is_waiting() -> None:
+def test_eof_acts_on_a_held_close() -> None:
     protocol = server()
     protocol.receive_data(masked(Opcode.TEXT, b"1") + masked(Opcode.CLOSE, b"\x0f\xa0bye"))
     protocol.events_received()
@@ -89,12 +124,41 @@ def test_eof_reads_everything_that_is_waiting() -> None:
     assert protocol.close_code == 4000
 
 
+def test_an_invalid_held_close_fails_with_1002() -> None:
+    protocol = server()
+    protocol.receive_data(masked(Opcode.TEXT, b"1") + masked(Opcode.CLOSE, b"\x03"))
+    protocol.events_received()
+    protocol.caught_up()
+    assert Close.parse(sent_frames(protocol)[0].data).code == 1002
+
+
 def test_buffered_counts_unparsed_bytes() -> None:
     protocol = server()
     second = masked(Opcode.BINARY, b"x" * 100)
-    protocol.receive_data(masked(Opcode.BINARY, b"1") + second)
-    assert protocol.buffered == len(second)
-    protocol.resume_parsing()
+    protocol.receive_data(masked(Opcode.BINARY, b"1") + second[:50])
+    assert protocol.buffered == 50
+    protocol.receive_data(second[50:])
+    assert protocol.buffered == 0
+
+
+def test_pongs_deferred_while_the_output_is_full_answer_only_the_latest_ping() -> None:
+    protocol = server()
+    protocol.defer_pongs = True
+    protocol.receive_data(b"".join(masked(Opcode.PING, b"%d" % i) for i in range(1000)))
+    assert protocol.data_to_send() == []
+    assert protocol.pong_due == b"999"
+    protocol.defer_pongs = False
+    protocol.send_due_pong()
+    assert [(f.opcode, f.data) for f in sent_frames(protocol)] == [(Opcode.PONG, b"999")]
+    protocol.send_due_pong()
+    assert protocol.data_to_send() == []
+
+
+def test_a_failure_drops_the_partial_frame_at_once() -> None:
+    protocol = server()
+    protocol.receive_data(masked(Opcode.BINARY, b"x" * 10000)[:5000])
+    assert protocol.buffered == 5000
+    protocol.fail(1011, "bye")
     assert protocol.buffered == 0
 
 
