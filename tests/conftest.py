@@ -11,6 +11,8 @@ import asyncio
 import inspect
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from helpers.browser import Browser, chromium_available  # noqa: E402
 from helpers.node import node_available, node_ws_dir  # noqa: E402
 from helpers.proxies import proxies_available  # noqa: E402
 from helpers.redis import RedisServer, redis_available  # noqa: E402
+from helpers.sync_server import open_fds  # noqa: E402
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -139,3 +142,32 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
     asyncio.run(bounded())
     return True
+
+
+# --- tests/sync: every test of the threading layer passes a leak check -----------------------
+
+_SYNC_TESTS = Path(_TESTS) / "sync"
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The threads, sockets and file descriptors a test of ``tests/sync`` started must be gone
+    within a few seconds of its end (other tests are not checked)."""
+    if _SYNC_TESTS not in Path(request.node.path).parents:
+        yield
+        return
+    threads = set(threading.enumerate())
+    fds = open_fds()
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+        now = open_fds()
+        extra_fds = {fd: target for fd, target in now.items() if fds.get(fd) != target}
+        if not extra_threads and not extra_fds:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not extra_threads, f"threads left running: {[t.name for t in extra_threads]}"
+    assert not extra_fds, f"file descriptors left open: {extra_fds}"

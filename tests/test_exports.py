@@ -29,6 +29,12 @@ MODULES = [
     "tether.asyncio",
     "tether.asyncio.fanout",
     "tether.hub",
+    "tether.sync",
+    "tether.sync.client",
+    "tether.sync.server",
+    "tether.sync.connection",
+    "tether.sync.messages",
+    "tether.sync.router",
 ]
 
 

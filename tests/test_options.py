@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from helpers.sync_server import running
+from helpers.sync_server import uri as sync_uri
 from tether import Limits, ServerConnection, connect, serve
+from tether import sync as tether_sync
 from tether.options import WEBSOCKETS_KEYWORDS, ClientOptions, ServerOptions
 from tether.typing import Subprotocol
 
@@ -22,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 async def handler(ws: ServerConnection) -> None:
+    pass
+
+
+def sync_handler(ws: tether_sync.ServerConnection) -> None:
     pass
 
 
@@ -61,6 +68,21 @@ def test_serve_names_tethers_equivalent_of_a_websockets_keyword(keyword: str) ->
     message = str(raised.value)
     assert f"serve() got the websockets keyword {keyword!r}" in message
     assert EXPECTED_HINTS[keyword] in message
+
+
+@pytest.mark.parametrize("keyword", sorted(EXPECTED_HINTS))
+def test_sync_serve_and_connect_name_tethers_equivalent_of_a_websockets_keyword(
+    keyword: str,
+) -> None:
+    bad: dict[str, Any] = {keyword: 1}
+    with pytest.raises(TypeError) as raised:
+        tether_sync.serve(sync_handler, "127.0.0.1", 0, **bad)
+    assert f"serve() got the websockets keyword {keyword!r}" in str(raised.value)
+    assert EXPECTED_HINTS[keyword] in str(raised.value)
+    with pytest.raises(TypeError) as raised:
+        tether_sync.connect("ws://127.0.0.1:1/", **bad)
+    assert f"connect() got the websockets keyword {keyword!r}" in str(raised.value)
+    assert EXPECTED_HINTS[keyword] in str(raised.value)
 
 
 @pytest.mark.parametrize("keyword", sorted(EXPECTED_HINTS))
@@ -112,15 +134,19 @@ def test_pass_through_options_reach_the_event_loop() -> None:
 
 
 @pytest.mark.parametrize(
-    ("function", "options"),
-    [(serve.__init__, ServerOptions), (connect.__init__, ClientOptions)],
-    ids=["serve", "connect"],
+    ("function", "options", "owner"),
+    [
+        (serve.__init__, ServerOptions, serve),
+        (connect.__init__, ClientOptions, connect),
+        (tether_sync.serve.__init__, ServerOptions, tether_sync.serve),
+        (tether_sync.connect, ClientOptions, tether_sync.connect),
+    ],
+    ids=["serve", "connect", "sync-serve", "sync-connect"],
 )
 def test_each_option_is_a_keyword_with_the_same_default_and_documented(
-    function: Any, options: type[ServerOptions] | type[ClientOptions]
+    function: Any, options: type[ServerOptions] | type[ClientOptions], owner: Any
 ) -> None:
     parameters = inspect.signature(function).parameters
-    owner = serve if options is ServerOptions else connect
     doc = owner.__doc__ or ""
     for field in dataclasses.fields(options):
         parameter = parameters[field.name]
@@ -228,6 +254,29 @@ def test_select_subprotocol_gets_the_connection_and_the_offer() -> None:
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert seen == [("ServerConnection", ["x", "y"], ["a"])]
+
+
+def test_sync_select_subprotocol_gets_the_connection_and_the_offer() -> None:
+    seen: list[Any] = []
+
+    def select(
+        connection: tether_sync.ServerConnection, subprotocols: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        seen.append(
+            (type(connection).__name__, list(subprotocols), connection.protocol.subprotocols)
+        )
+        return subprotocols[-1]
+
+    with running(sync_handler, subprotocols=["a"], select_subprotocol=select) as server:
+        with tether_sync.connect(sync_uri(server), subprotocols=["x", "y"]) as ws:
+            assert ws.subprotocol == "y"
+    assert seen == [("ServerConnection", ["x", "y"], ["a"])]
+
+    def old(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+        return None
+
+    with pytest.raises(TypeError, match=r"old \(offered, supported\) shape"):
+        tether_sync.serve(sync_handler, "127.0.0.1", 0, select_subprotocol=old)  # type: ignore[arg-type]
 
 
 # --- mypy sees the signatures ----------------------------------------------------------------
