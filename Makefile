@@ -48,6 +48,20 @@ bench: $(STAMP)
 conformance: $(STAMP)
 	bash compliance/install.sh
 	$(BIN)/python compliance/run.py --mode both
+	$(MAKE) conformance-sync
+
+# The threading layer (tether.sync), client and server, on the sections where its I/O differs
+# from the asyncio layer's (reads, threads, closing, large messages): about 2 minutes.
+# compliance/README.md says which and why.
+SYNC_DEFLATE := 12.1.1,12.1.2,12.1.3,12.1.4,12.1.5,12.1.6,12.1.7,12.1.8,12.1.9
+SYNC_DEFLATE := $(SYNC_DEFLATE),13.1.1,13.1.2,13.1.3,13.1.4,13.1.5,13.1.6,13.1.7,13.1.8,13.1.9
+SYNC_CASES := 1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,$(SYNC_DEFLATE)
+.PHONY: conformance-sync
+conformance-sync: $(STAMP)
+	bash compliance/install.sh
+	$(BIN)/python compliance/run.py --mode both --agent tether-sync --with-perf --baseline \
+		--cases '$(SYNC_CASES)' --client-cmd '{python} compliance/client_sync.py {url} {agent}' \
+		--server-cmd '{python} compliance/server_sync.py {port}'
 
 # The same plus section 9 (performance: messages of up to 16 MiB), printing each case's time.
 .PHONY: conformance-perf

@@ -44,7 +44,16 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 SERVERS = ("tether", "websockets", "aiohttp", "tether-alt")
 ALT_SRC: list[str] = []  # the directory given with --tether-alt
-CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp")
+CLIENTS = (
+    "raw",
+    "raw-asyncio",
+    "websockets",
+    "tether",
+    "aiohttp",
+    "tether-sync",
+    "websockets-sync",
+    "websocket-client",
+)
 DEFAULT_SIZES = "16,1k,64k,1m"
 DEFAULT_CONNECTIONS = "1,64"
 

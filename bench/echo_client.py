@@ -29,7 +29,10 @@ in advance (RSV1 set), and counts the compressed replies without inflating them,
 server's inflate and deflate are measured and the client's are not.
 
 The library clients (``websockets``, ``tether``, ``aiohttp``) run ``send(); recv()`` in one
-task per connection; they are there to compare clients against one fixed server.
+task per connection; they are there to compare clients against one fixed server. The threading
+clients (``tether-sync``, ``websockets-sync``, and ``websocket-client``, which has no
+permessage-deflate) run ``send(); recv()`` in one thread per connection; their CPU time is the
+whole process's, every thread included.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import selectors
 import socket
 import struct
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -56,7 +61,18 @@ sys.path.insert(
 #: Same limit as the servers (echo_servers.MAX_SIZE).
 MAX_SIZE = 2 * 2**20
 
-CLIENTS = ("raw", "raw-asyncio", "websockets", "tether", "aiohttp")
+CLIENTS = (
+    "raw",
+    "raw-asyncio",
+    "websockets",
+    "tether",
+    "aiohttp",
+    "tether-sync",
+    "websockets-sync",
+    "websocket-client",
+)
+#: Clients that block: one thread per connection, no event loop.
+THREADED_CLIENTS = ("tether-sync", "websockets-sync", "websocket-client")
 
 
 def make_payload(size: int, *, text: bool, compressible: bool) -> bytes:
@@ -618,6 +634,114 @@ class LibraryClient:
         self.tasks = []
 
 
+# --- threading clients ---------------------------------------------------------------------------
+
+
+class ThreadedClient:
+    """``send(); recv()`` in one thread per connection, for a library that blocks."""
+
+    def __init__(self, name: str, host: str, port: int, compression: bool, text: bool) -> None:
+        if name == "websocket-client" and compression:
+            raise SystemExit("websocket-client has no permessage-deflate")
+        self.name = name
+        self.uri = f"ws://{host}:{port}/"
+        self.compression = compression
+        self.text = text
+        self.message: str | bytes = b""
+        self.connections: list[Any] = []
+        self.counts: list[int] = []
+        self.threads: list[threading.Thread] = []
+        self.running = False
+        self.closers = contextlib.ExitStack()
+
+    def _connect(self) -> tuple[Any, Any, Any]:
+        """A connection, its send and its recv."""
+        if self.name == "tether-sync":
+            from tether import Limits
+            from tether.sync import connect as tether_connect
+
+            ws = tether_connect(
+                self.uri,
+                compression="deflate" if self.compression else None,
+                ping_interval=None,
+                limits=Limits(max_frame_size=MAX_SIZE, max_message_size=MAX_SIZE),
+            )
+            return ws, ws.send, ws.recv
+        if self.name == "websockets-sync":
+            from websockets.sync.client import connect as ws_connect
+
+            ws = self.closers.enter_context(
+                ws_connect(
+                    self.uri,
+                    compression="deflate" if self.compression else None,
+                    max_size=MAX_SIZE,
+                )
+            )
+            return ws, ws.send, ws.recv
+        import websocket  # websocket-client
+
+        ws = websocket.create_connection(self.uri, skip_utf8_validation=False)
+        send = ws.send if self.text else ws.send_binary
+        return ws, send, ws.recv
+
+    def open(self, size: int, conns: int) -> None:
+        payload = make_payload(size, text=self.text, compressible=self.compression)
+        self.message = payload.decode() if self.text else payload
+        self.connections = [self._connect() for _ in range(conns)]
+        self.counts = [0] * conns
+
+    def _loop(self, index: int) -> None:
+        _, send, recv = self.connections[index]
+        message = self.message
+        counts = self.counts
+        while self.running:
+            send(message)
+            recv()
+            counts[index] += 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def go(self) -> None:
+        self.running = True
+        self.threads = [
+            threading.Thread(target=self._loop, args=(i,)) for i in range(len(self.connections))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.running = False
+        for thread in self.threads:
+            thread.join(30)
+        for ws, _, _ in self.connections:
+            ws.close()
+        self.closers.close()
+        self.connections = []
+        self.threads = []
+
+
+def threaded_control(client: ThreadedClient) -> None:
+    for raw in sys.stdin:
+        line = raw.strip()
+        if not line:
+            break
+        command, _, argument = line.partition(" ")
+        if command == "CELL":
+            cell = json.loads(argument)
+            client.open(cell["size"], cell["conns"])
+            _say("READY")
+        elif command == "GO":
+            client.go()
+        elif command == "MARK":
+            mark = {"count": client.count, "time": time.perf_counter(), "cpu": time.process_time()}
+            _say("MARK " + json.dumps(mark))
+        elif command == "STOP":
+            client.stop()
+            _say("DONE")
+
+
 # --- control loop --------------------------------------------------------------------------------
 
 
@@ -667,6 +791,11 @@ def main() -> None:
     client: RawClient | LibraryClient
     if args.client == "raw":
         SyncRawClient(args.host, args.port, args.compression, args.text).run()
+        return
+    if args.client in THREADED_CLIENTS:
+        threaded_control(
+            ThreadedClient(args.client, args.host, args.port, args.compression, args.text)
+        )
         return
     if args.client == "raw-asyncio":
         client = RawClient(args.host, args.port, args.compression, args.text)

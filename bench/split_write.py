@@ -64,9 +64,7 @@ def main() -> None:
             costs.append(asyncio.run(echo_micro.measure(size, args.budget, library="tether")))
         protocol.SPLIT_WRITE_SIZE = split_size
         copy_build, split_build = build_cost(size)
-        print(
-            f"{size:>8} {costs[0]:13.2f} {costs[1]:12.2f} {split_build:12.2f} {copy_build:8.2f}"
-        )
+        print(f"{size:>8} {costs[0]:13.2f} {costs[1]:12.2f} {split_build:12.2f} {copy_build:8.2f}")
 
 
 if __name__ == "__main__":

@@ -534,7 +534,7 @@ def run_mode(mode: Mode, args: argparse.Namespace) -> Outcome:
         report(outcome, args, sys.stdout)
         raise HarnessError(f"{mode.name} mode produced no results")
     report(outcome, args, sys.stdout)
-    if args.cases or args.exclude:
+    if (args.cases or args.exclude) and not args.baseline:
         log("  baseline not written (--cases / --exclude select part of the suite)")
     else:
         baseline = write_baseline(outcome, spec)
@@ -654,6 +654,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERNS",
         help="comma-separated case patterns to run instead of the spec's (e.g. '6.*,7.1.*'); "
         "exclusions still apply, and no baseline is written",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="write the baseline even though --cases / --exclude select part of the suite "
+        "(for a testee whose reference run is that part, such as the sync client)",
     )
     parser.add_argument(
         "--exclude",

@@ -26,6 +26,12 @@ MODULES = [
     "tether.extensions.base",
     "tether.extensions.permessage_deflate",
     "tether.asyncio",
+    "tether.sync",
+    "tether.sync.client",
+    "tether.sync.server",
+    "tether.sync.connection",
+    "tether.sync.messages",
+    "tether.sync.router",
 ]
 
 

@@ -1,0 +1,326 @@
+"""``connect()``: a threading WebSocket client.
+
+::
+
+    from tether.sync import connect
+
+    with connect("ws://127.0.0.1:8765/chat", subprotocols=["chat"]) as ws:
+        ws.send("hello")
+        reply = ws.recv(timeout=10)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl as ssl_module
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any, Literal
+
+# The shared option handling (compression presets -> extension factories) still lives in the
+# asyncio layer; it moves to a shared module, which this imports from once it lands.
+from ..asyncio.compression import Compression, client_extensions
+from ..exceptions import (
+    ConnectionLostDuringHandshake,
+    InvalidProxy,
+    InvalidRedirect,
+    InvalidStatus,
+)
+from ..extensions.base import ClientExtensionFactory
+from ..limits import Limits
+from ..sansio.client import ClientProtocol, HeadersLike
+from ..sansio.protocol import State
+from ..sansio.proxy import (
+    HTTPConnectTunnel,
+    Proxy,
+    SOCKS5Tunnel,
+    Tunnel,
+    parse_proxy,
+    proxy_from_environment,
+)
+from ..sansio.uri import WebSocketURI, parse_uri
+from ..typing import LoggerLike
+from .connection import READ_SIZE, Connection, TLSTransport, Transport
+
+__all__ = ["ClientConnection", "connect"]
+
+
+class ClientConnection(Connection):
+    """A client connection, returned by :func:`connect`."""
+
+    protocol: ClientProtocol
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+
+def _client_protocol(
+    uri: WebSocketURI,
+    *,
+    origin: str | None,
+    subprotocols: Sequence[str] | None,
+    require_subprotocol: bool,
+    compression: Compression,
+    extensions: Sequence[ClientExtensionFactory] | None,
+    additional_headers: HeadersLike | None,
+    user_agent: str | None,
+    limits: Limits | None,
+) -> ClientProtocol:
+    """The sans-I/O client for one attempt, from ``connect()``'s options."""
+    kwargs: dict[str, Any] = {}
+    if user_agent is not None:
+        kwargs["user_agent"] = user_agent
+    return ClientProtocol(
+        uri,
+        origin=origin,
+        subprotocols=subprotocols,
+        require_subprotocol=require_subprotocol,
+        extensions=[*(extensions or ()), *client_extensions(compression)],
+        extra_headers=additional_headers,
+        limits=limits,
+        assemble=False,
+        **kwargs,
+    )
+
+
+def connect(
+    uri: str,
+    *,
+    # Handshake.
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    require_subprotocol: bool = False,
+    compression: Compression = "deflate",
+    extensions: Sequence[ClientExtensionFactory] | None = None,
+    additional_headers: HeadersLike | None = None,
+    user_agent: str | None = None,
+    max_redirects: int = 10,
+    # TLS.
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    # Timeouts.
+    open_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    close_timeout: float | None = 10,
+    # Limits and logging.
+    limits: Limits | None = None,
+    logger: LoggerLike | None = None,
+    # The socket.
+    proxy: str | Literal[True] | None = True,
+    sock: socket.socket | None = None,
+) -> ClientConnection:
+    """Open a WebSocket connection: ``with connect(uri) as ws: ...`` or ``ws = connect(uri)``.
+
+    Args:
+        uri: ``ws://`` or ``wss://`` URI.
+        origin: the ``Origin`` header.
+        subprotocols: subprotocols to offer, in order of preference.
+        require_subprotocol: fail unless the server selects one.
+        compression: ``"deflate"`` (default), a preset name, ``DeflateSettings`` or ``None``.
+        extensions: more client extension factories.
+        additional_headers: extra request headers.
+        user_agent: the ``User-Agent`` header (``None``: tether's).
+        max_redirects: how many 3xx redirects to follow (a fresh key each time).
+        ssl: an ``ssl.SSLContext`` for wss:// (the default context when omitted).
+        server_hostname: name to check the certificate against.
+        open_timeout: seconds for the TCP/TLS connection and the handshake, redirects included.
+        ping_interval, ping_timeout: keepalive (``None`` turns it off); a missed pong fails
+            the connection with 1011.
+        close_timeout: seconds to wait for the closing handshake.
+        limits: a :class:`~tether.limits.Limits`.
+        logger: where to log (``logging.getLogger("tether.client")`` by default).
+        proxy: ``True`` (default) takes the proxy from ``https_proxy`` (wss) or
+            ``http_proxy`` (ws), then ``all_proxy``, unless ``no_proxy`` lists the host;
+            ``None`` connects directly; or a proxy URL: ``http://`` (CONNECT), ``socks5://``
+            (the name resolved here) or ``socks5h://`` (by the proxy). Credentials in the URL
+            authenticate to the proxy.
+        sock: a connected socket to use instead of opening one (no redirects then).
+
+    Raises:
+        InvalidHandshake: the server refused (``InvalidStatus`` carries the response) or
+            answered wrongly; ``InvalidRedirect`` for too many redirects or one from wss://
+            to ws://.
+        InvalidProxy: the proxy cannot be reached (``retryable``) or refused the tunnel (its
+            HTTP status or SOCKS5 reply is in the message).
+        TimeoutError: ``open_timeout`` elapsed.
+        OSError: the TCP connection could not be opened.
+    """
+    log: LoggerLike = logger if logger is not None else logging.getLogger("tether.client")
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+    target = parse_uri(uri)
+    if ssl is not None and not target.secure:
+        raise ValueError("an ssl context was given for a ws:// URI; use wss://")
+    for _ in range(max_redirects + 1):
+        protocol = _client_protocol(
+            target,
+            origin=origin,
+            subprotocols=subprotocols,
+            require_subprotocol=require_subprotocol,
+            compression=compression,
+            extensions=extensions,
+            additional_headers=additional_headers,
+            user_agent=user_agent,
+            limits=limits,
+        )
+        try:
+            connection = _attempt(
+                target,
+                protocol,
+                deadline,
+                sock=sock,
+                proxy=proxy,
+                user_agent=user_agent,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=close_timeout,
+                logger=log,
+            )
+        except InvalidStatus as exc:
+            location = exc.location
+            if location is None or sock is not None:
+                raise
+            following = parse_uri(urllib.parse.urljoin(str(target), location))
+            if target.secure and not following.secure:
+                raise InvalidRedirect(exc.response, "redirect from wss:// to ws://") from exc
+            log.info("redirected (%d) to %s", exc.response.status, following)
+            target = following
+            continue
+        connection.logger.info(
+            "connected to %s: %s", target, connection.protocol.handshake.describe()
+        )
+        connection.start()
+        return connection
+    raise InvalidRedirect(None, f"more than {max_redirects} redirects")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("timed out during the opening handshake")
+    return remaining
+
+
+def _open_tunnel(
+    proxy: Proxy, uri: WebSocketURI, deadline: float | None, user_agent: str | None
+) -> socket.socket:
+    """A socket to ``uri``'s host and port through ``proxy`` (HTTP CONNECT or SOCKS5)."""
+    tunnel: Tunnel
+    if proxy.scheme == "http":
+        tunnel = HTTPConnectTunnel(proxy, uri.host, uri.port, user_agent=user_agent)
+    else:
+        host = uri.host
+        if proxy.scheme == "socks5":  # resolve here; socks5h lets the proxy do it
+            infos = socket.getaddrinfo(host, uri.port, type=socket.SOCK_STREAM)
+            host = str(infos[0][4][0])
+        tunnel = SOCKS5Tunnel(proxy, host, uri.port)
+    try:
+        sock = socket.create_connection((proxy.host, proxy.port), timeout=_remaining(deadline))
+    except OSError as exc:
+        raise InvalidProxy(
+            str(proxy), f"cannot connect to the proxy: {exc}", retryable=True
+        ) from exc
+    try:
+        sock.sendall(tunnel.data_to_send())
+        while not tunnel.established:
+            sock.settimeout(_remaining(deadline))
+            try:
+                data = sock.recv(READ_SIZE)
+            except (ConnectionError, ssl_module.SSLError) as exc:
+                raise InvalidProxy(
+                    str(proxy),
+                    f"connection to the proxy lost during its handshake: {exc}",
+                    retryable=True,
+                ) from exc
+            if data:
+                tunnel.receive_data(data)
+            else:
+                tunnel.receive_eof()
+            output = tunnel.data_to_send()
+            if output:
+                sock.sendall(output)
+        if tunnel.leftover:
+            # The target speaks after the client (TLS ClientHello, WebSocket request).
+            raise InvalidProxy(str(proxy), "the tunnel sent data before the client spoke")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _attempt(
+    uri: WebSocketURI,
+    protocol: ClientProtocol,
+    deadline: float | None,
+    *,
+    sock: socket.socket | None,
+    proxy: str | Literal[True] | None,
+    user_agent: str | None,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    close_timeout: float | None,
+    logger: LoggerLike,
+) -> ClientConnection:
+    if sock is None:
+        through = None
+        if proxy is not None:
+            url = proxy_from_environment(uri, os.environ) if proxy is True else proxy
+            through = None if url is None else parse_proxy(url)
+        if through is None:
+            sock = socket.create_connection((uri.host, uri.port), timeout=_remaining(deadline))
+        else:
+            logger.debug("connecting to %s through proxy %s", uri, through)
+            sock = _open_tunnel(through, uri, deadline, user_agent)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a Unix socket)
+    try:
+        transport: Transport
+        if uri.secure:
+            context = ssl if ssl is not None else ssl_module.create_default_context()
+            transport = TLSTransport(
+                sock,
+                context,
+                server_side=False,
+                server_hostname=server_hostname or uri.host,
+                deadline=deadline,
+            )
+        else:
+            transport = Transport(sock)
+        connection = ClientConnection(
+            transport,
+            protocol,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            logger=logger,
+        )
+        protocol.send_request(protocol.connect())
+        for data in protocol.data_to_send():
+            transport.sendall(data)
+        while protocol.response is None and protocol.state is State.CONNECTING:
+            data = transport.recv(READ_SIZE, _remaining(deadline))
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+        if protocol.handshake_exc is not None:
+            raise protocol.handshake_exc
+        if protocol.response is None:
+            raise ConnectionLostDuringHandshake("server", protocol.reader.received)
+        # Open, or already closing or closed by what came with the response: either way the
+        # handshake succeeded, and the application reads the rest.
+        return connection
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,1019 @@
+"""The threading connection: a blocking socket driven by a sans-I/O protocol.
+
+Everything about WebSocket itself happens in :mod:`tether.sansio`; this module adds threads, a
+clock and a socket.
+
+Who reads the socket. One thread at a time holds the *read role* (``_reading``): it blocks in
+``recv`` on the socket, then feeds what came to the protocol under the connection's mutex.
+
+- A thread in :meth:`Connection.recv` that finds no whole message waiting reads the socket
+  itself. A closed loop of ``send()`` and ``recv()`` therefore costs no thread switch: the
+  data goes from the kernel to the thread that wants it (this is what a thread handing over
+  messages costs ``websockets.sync``: about 30 us per message, see bench/README.md).
+- Each connection has one background thread. It sends keepalive pings, enforces the close
+  timeout, and reads when the application does not: after the application has stayed out of
+  ``recv()`` for :data:`IDLE_READ_DELAY`, or at once during the closing handshake. So pings
+  are answered, pongs and close frames are seen, and a peer's close is answered while the
+  application is busy elsewhere or only sends. It stops reading while more than
+  ``limits.max_queue`` bytes of whole messages wait for the application (the asyncio rule).
+  When the application comes back to ``recv()`` while the background thread blocks in the
+  socket, ``recv()`` waits for that read; the application reads again itself after it.
+
+Who writes. Sending never waits for a read. The protocol's output is queued (``_out``) under the
+mutex, in the order the protocol made it, and written by whoever holds ``_write_lock``: a
+``send()`` takes it and blocks in ``sendall`` while the peer does not read (the kernel's socket
+buffer is the write buffer, so a slow peer blocks ``send()`` instead of growing memory); a
+reader that produced a pong or a close frame only writes when nobody else is writing, else it
+leaves the bytes to the writer, which takes everything queued before letting go.
+
+Closing. The socket is shut down (which wakes any thread blocked on it) when the close timeout
+expires or a write fails, and closed by the background thread once nobody uses it.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import os
+import select
+import socket
+import ssl as ssl_module
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, cast
+
+from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..sansio.codes import CloseCode
+from ..sansio.events import Fragment, Pong
+from ..sansio.handshake import Handshake
+from ..sansio.http11 import Request, Response
+from ..sansio.protocol import Protocol, State
+from ..typing import Data, LoggerLike
+from .messages import Assembler
+
+__all__ = ["Connection"]
+
+#: Bytes asked for per ``recv`` call. ``sock.recv(n)`` allocates ``n`` bytes first; above
+#: glibc's mmap threshold (128 KiB) every call would map and unmap fresh pages.
+READ_SIZE = 65536
+
+#: Seconds the application may stay out of ``recv()`` before the background thread reads for
+#: it. Short enough that pings, pongs and close frames are seen promptly; long enough that an
+#: application answering each message reads its next one itself.
+IDLE_READ_DELAY = 0.05
+
+_monotonic = time.monotonic
+
+
+class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the connection's id and peer."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = cast(dict[str, Any], self.extra)
+        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
+
+
+# --- sockets --------------------------------------------------------------------------------------
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+    if timeout <= 0:
+        timeout = 0
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    readable, _, _ = select.select([sock], [], [], timeout)
+    return bool(readable)
+
+
+class Transport:
+    """A connected TCP socket in blocking mode: reads with an optional timeout, whole writes.
+
+    ``recv`` and ``sendall`` may run at the same time in two threads; ``abort`` may run in a
+    third and wakes them both.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.settimeout(None)
+
+    def recv(self, size: int, timeout: float | None = None) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end of the stream or when the connection broke.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        try:
+            if timeout is not None and not _wait_readable(self.sock, timeout):
+                raise TimeoutError("timed out waiting for data")
+            return self.sock.recv(size)
+        except TimeoutError:
+            raise
+        except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
+            return b""
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def shutdown_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def abort(self) -> None:
+        """Wake every thread blocked on the socket; what follows reads EOF or fails to write."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TLSTransport(Transport):
+    """TLS over a blocking socket with memory BIOs, so that a thread reading and one writing
+    never use the TLS state at the same time (``_tls_lock`` guards it; nobody blocks on the
+    socket while holding it)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl_module.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(sock)
+        self._incoming = ssl_module.MemoryBIO()
+        self._outgoing = ssl_module.MemoryBIO()
+        self.ssl = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        self._tls_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._shut = False
+        self._handshake(deadline)
+
+    def _handshake(self, deadline: float | None) -> None:
+        while True:
+            try:
+                self.ssl.do_handshake()
+            except ssl_module.SSLWantReadError:
+                self._flush_tls()
+                timeout = None if deadline is None else deadline - _monotonic()
+                if timeout is not None and timeout <= 0:
+                    raise TimeoutError("TLS handshake timed out") from None
+                data = super().recv(READ_SIZE, timeout)
+                if not data:
+                    raise ConnectionError("connection closed during the TLS handshake") from None
+                self._incoming.write(data)
+            else:
+                self._flush_tls()
+                return
+
+    def _flush_tls(self) -> None:
+        with self._write_lock:
+            with self._tls_lock:
+                data = self._outgoing.read()
+            if data:
+                self.sock.sendall(data)
+
+    def recv(self, size: int, timeout: float | None = None) -> bytes:
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            with self._tls_lock:
+                if self._shut:
+                    data = None
+                else:
+                    try:
+                        return self.ssl.read(size)
+                    except ssl_module.SSLWantReadError:
+                        data = b""
+                    except (ssl_module.SSLZeroReturnError, ssl_module.SSLError):
+                        return b""
+                    pending = self._outgoing.pending
+            if data is None:
+                # After our close_notify: drain the socket until the peer closes it.
+                raw = super().recv(size, timeout)
+                if not raw:
+                    return b""
+                continue
+            if pending:
+                self._flush_tls()
+            remaining = None if deadline is None else deadline - _monotonic()
+            raw = super().recv(READ_SIZE, remaining)
+            with self._tls_lock:
+                if raw:
+                    self._incoming.write(raw)
+                else:
+                    self._incoming.write_eof()
+
+    def sendall(self, data: bytes) -> None:
+        with self._write_lock:
+            with self._tls_lock:
+                self.ssl.write(data)
+                out = self._outgoing.read()
+            self.sock.sendall(out)
+
+    def shutdown_write(self) -> None:
+        with contextlib.suppress(OSError, ssl_module.SSLError):
+            with self._write_lock:
+                with self._tls_lock:
+                    self._shut = True
+                    with contextlib.suppress(ssl_module.SSLError):
+                        self.ssl.unwrap()
+                    out = self._outgoing.read()
+                if out:
+                    self.sock.sendall(out)
+        super().shutdown_write()
+
+
+# --- the connection -------------------------------------------------------------------------------
+
+
+class Connection:
+    """A WebSocket connection on a socket, usable from several threads. Subclassed by the server
+    and client connections.
+
+    ``for message in connection`` yields messages until the peer closes normally, and raises
+    :class:`~tether.exceptions.ConnectionClosedError` if the connection fails.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        protocol: Protocol,
+        *,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float | None = 10,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.id = uuid.uuid4()
+        base = logger if logger is not None else logging.getLogger("tether")
+        if isinstance(base, logging.LoggerAdapter):
+            base = base.logger
+        peer = "-"
+        with contextlib.suppress(OSError):
+            address = transport.sock.getpeername()
+            if isinstance(address, tuple) and len(address) >= 2:
+                peer = f"{address[0]}:{address[1]}"
+        self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": peer})
+        protocol.logger = self.logger
+        protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+        # Parse no further ahead than the application reads (as the asyncio layer does): a peer
+        # error behind a message is found after the application handled that message. The
+        # background thread lifts this when the application stays away.
+        protocol.pause_after_message = True
+
+        # One mutex for the protocol, the queue and the bookkeeping below.
+        self._mutex = threading.Lock()
+        self._data_cond = threading.Condition(self._mutex)  # recv(), close(): something changed
+        self._bg_cond = threading.Condition(self._mutex)  # the background thread's sleep
+        self._assembler = Assembler(protocol.limits.max_queue)
+        self._reading = False  # a thread holds the read role
+        self._recv_busy = False  # the application is in recv() or recv_streaming()
+        self._recv_left = 0.0  # when the application last left recv()
+        # The background thread sleeps until one of these happens (so that a closed loop of
+        # send() and recv() does not wake it for every message).
+        self._bg_wake_on_recv_exit = False
+        self._bg_wake_on_read_done = False
+        self._data_waiters = 0  # threads in _data_cond.wait()
+
+        # Output, in the protocol's order; item i is written once _written > i.
+        self._out: collections.deque[bytes] = collections.deque()
+        self._queued = 0  # items ever appended to _out
+        self._written = 0  # items ever written (or dropped, once _lost)
+        self._lost_at: int | None = None  # items written when the socket failed
+        self._write_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one message (maybe fragmented) at a time
+        self._lost = False  # the socket failed or was shut down: nothing more is written
+
+        # Pings sent: payload -> (future resolved with the round-trip time, time sent).
+        self._pings: dict[bytes, tuple[concurrent.futures.Future[float], float]] = {}
+        #: Round-trip time of the latest ping answered, in seconds (0 until one is).
+        self.latency: float = 0.0
+        self._next_ping: float | None = None
+        self._pong_deadline: float | None = None
+        self._keepalive_payload: bytes | None = None
+        # Ping futures answered, resolved once the mutex is released: a future's callbacks
+        # run where it is resolved, and they may well call send().
+        self._settled: list[tuple[concurrent.futures.Future[float], float]] = []
+        self._close_deadline: float | None = None
+
+        self._thread: threading.Thread | None = None
+        self._socket_closed = False
+        self._closed_event = threading.Event()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1006 if none), once the connection is closed."""
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception that ``recv()`` and ``send()`` raise once the connection is closed."""
+        return self.protocol.close_exc
+
+    @property
+    def remote_address(self) -> Any:
+        try:
+            return self.transport.sock.getpeername()
+        except OSError:
+            return None
+
+    @property
+    def local_address(self) -> Any:
+        try:
+            return self.transport.sock.getsockname()
+        except OSError:
+            return None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the opening handshake, if any."""
+        return self.protocol.subprotocol
+
+    @property
+    def request(self) -> Request | None:
+        """The opening handshake request (``request.path``, ``request.headers``)."""
+        return self.protocol.request
+
+    @property
+    def response(self) -> Response | None:
+        """The opening handshake response."""
+        return self.protocol.response
+
+    @property
+    def handshake(self) -> Handshake:
+        """What the client offered and what was agreed (and, on a server, declined)."""
+        return self.protocol.handshake
+
+    @property
+    def extensions(self) -> list[Any]:
+        return self.protocol.extensions
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Data]:
+        try:
+            while True:
+                yield self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def recv(self, timeout: float | None = None) -> Data:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits as long as the connection is open.
+
+        Raises:
+            TimeoutError: no whole message arrived within ``timeout``. The connection stays
+                usable: a message in progress goes on arriving for the next call.
+            ConnectionClosed: the connection is closed and no message is left.
+            ConcurrencyError: another thread is already in ``recv()`` or ``recv_streaming()``.
+        """
+        # The mutex is held throughout, except while blocking (_read_or_wait releases it).
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._recv_busy:
+                raise ConcurrencyError(
+                    "cannot call recv() while another thread is already running recv() or "
+                    "recv_streaming()"
+                )
+            assembler = self._assembler
+            message = assembler.pop_message()
+            if message is None:
+                self._recv_busy = True
+                try:
+                    deadline = None if timeout is None else _monotonic() + timeout
+                    while message is None:
+                        self._read_or_wait(deadline)
+                        message = assembler.pop_message()
+                finally:
+                    self._recv_busy = False
+                    if self._bg_wake_on_recv_exit:
+                        self._bg_wake_on_recv_exit = False
+                        self._bg_cond.notify()
+            self._recv_left = _monotonic()
+            self._after_pop()
+            return message
+        finally:
+            mutex.release()
+            if self._settled:
+                self._settle()
+
+    def recv_streaming(self, timeout: float | None = None) -> Iterator[Data]:
+        """The fragments of the next message as they arrive (``str`` or ``bytes``).
+
+        ``timeout`` bounds the wait for each fragment (``TimeoutError``); an abandoned
+        iteration leaves the rest of the message to the next ``recv_streaming()`` call.
+        """
+        with self._mutex:
+            if self._recv_busy:
+                raise ConcurrencyError(
+                    "cannot call recv_streaming() while another thread is already running "
+                    "recv() or recv_streaming()"
+                )
+            self._recv_busy = True
+        try:
+            while True:
+                fragment = self._wait_fragment(timeout)
+                yield fragment.data
+                if fragment.last:
+                    return
+        finally:
+            with self._mutex:
+                self._recv_busy = False
+                self._recv_left = _monotonic()
+                if self._bg_wake_on_recv_exit:
+                    self._bg_wake_on_recv_exit = False
+                    self._bg_cond.notify()
+
+    def send(self, message: Data | bytearray | memoryview | Iterable[Data]) -> None:
+        """Send a message: ``str`` as text, bytes-like as binary. An iterable of ``str`` or of
+        bytes-like sends one fragmented message, one frame per item.
+
+        Blocks while the peer does not read (at the kernel's socket buffer). Safe to call from
+        any thread, also while another thread is in ``recv()``; concurrent calls are
+        serialised, and a fragmented message is never interleaved with another message.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed, or broke while sending.
+            TypeError: the message is of an unsupported type.
+        """
+        if isinstance(message, (str, bytes, bytearray, memoryview)):
+            with self._send_lock:
+                with self._mutex:
+                    protocol = self.protocol
+                    if protocol.state is not State.OPEN:
+                        raise protocol.close_exc
+                    protocol.send_message(message)
+                    writes = protocol.data_to_send()
+                    # The usual case: nobody is writing, nothing is queued. Write directly.
+                    direct = not self._out and self._write_lock.acquire(blocking=False)
+                    if not direct:
+                        self._out.extend(writes)
+                        self._queued += len(writes)
+                        mine = self._queued
+                if not direct:
+                    self._write_until(mine)
+                    return
+                try:
+                    for data in writes:
+                        self.transport.sendall(data)
+                except OSError as exc:
+                    self.logger.debug("! write failed: %s", exc)
+                    with self._mutex:
+                        self._connection_lost()
+                        self._write_lock.release()
+                        raise protocol.close_exc from None
+                self._write_out()  # what others queued meanwhile; releases the write lock
+            return
+        if isinstance(message, dict):
+            raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
+        if isinstance(message, Iterable):
+            with self._send_lock:
+                self._send_fragments(message)
+            return
+        raise TypeError(f"cannot send {type(message).__name__}")
+
+    def ping(self, data: str | bytes | None = None) -> concurrent.futures.Future[float]:
+        """Send a ping. The returned future resolves with the round-trip time in seconds when
+        the matching pong arrives: ``latency = connection.ping().result(timeout=10)``. It fails
+        with ``ConnectionClosed`` if the connection closes first.
+
+        Raises:
+            ConnectionClosed: the connection is not open.
+            ConcurrencyError: a ping with the same data is waiting for its pong.
+        """
+        with self._mutex:
+            if data is None:
+                payload = os.urandom(4)
+                while payload in self._pings:
+                    payload = os.urandom(4)
+            else:
+                payload = data.encode() if isinstance(data, str) else bytes(data)
+                if payload in self._pings:
+                    raise ConcurrencyError("already waiting for a pong with the same data")
+            waiter = self._send_ping(payload)
+            self._bg_cond.notify()
+        self._flush()
+        return waiter
+
+    def pong(self, data: str | bytes = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        with self._mutex:
+            if self.protocol.state is not State.OPEN:
+                raise self.protocol.close_exc
+            self.protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
+            mine = self._take_output()
+        self._write_until(mine)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and wait until the connection is closed: at most
+        ``close_timeout`` seconds, after which the TCP connection is dropped. Returns at once
+        when it is already closed; safe to call from any thread and more than once."""
+        self.start_closing(code, reason)
+        timeout = self.close_timeout
+        if not self.wait_closed(None if timeout is None else timeout + 0.1):
+            # The background thread may be blocked in the socket with a longer timeout: the
+            # one who waits enforces the close timeout.
+            self.logger.info("! timed out waiting for the peer to close the connection")
+            with self._mutex:
+                self._connection_lost()
+            self.wait_closed()
+
+    def start_closing(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Send the close frame without waiting for the closing handshake to finish."""
+        with self._mutex:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_close(code, reason)
+                # send_close() parsed what was held back, maybe the peer's close frame.
+                self._process_events()
+                self._bg_cond.notify()
+        self._flush()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is closed and its socket released. Returns whether it is.
+
+        Without ``timeout``, waits for the closing handshake and the close timeout."""
+        thread = self._thread
+        if thread is None:
+            # Never started (the opening handshake did not succeed): nothing else uses it.
+            if not self._socket_closed:
+                self._release_socket()
+            return True
+        if thread is threading.current_thread():
+            # From a ping future's callback, in the background thread: it releases the socket
+            # once this returns.
+            return self._closed_event.is_set()
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection with ``code`` (e.g. 1011 on a keepalive timeout)."""
+        self.logger.info("! failing connection with code %d: %s", code, reason)
+        with self._mutex:
+            self.protocol.fail(code, reason)
+            self._process_events()
+            self._bg_cond.notify()
+        self._flush()
+
+    # --- internals: receiving -------------------------------------------------------------------
+
+    def _after_pop(self) -> None:
+        """The application took a message (mutex held): parse on at once if nothing was held
+        back (else its next call to ``recv()`` does)."""
+        protocol = self.protocol
+        if self._assembler.complete == 0 and protocol.parsing_paused and protocol.buffered == 0:
+            protocol.resume_parsing()
+
+    def _wait_fragment(self, timeout: float | None) -> Fragment:
+        deadline = None if timeout is None else _monotonic() + timeout
+        try:
+            with self._mutex:
+                while True:
+                    fragment = self._assembler.pop_fragment()
+                    if fragment is not None:
+                        if fragment.last:
+                            self._after_pop()
+                        return fragment
+                    self._read_or_wait(deadline)
+        finally:
+            if self._settled:
+                self._settle()
+
+    def _settle(self) -> None:
+        """Resolve the ping futures answered meanwhile (mutex not held)."""
+        with self._mutex:
+            settled, self._settled = self._settled, []
+        for waiter, latency in settled:
+            if not waiter.done():
+                waiter.set_result(latency)
+
+    def _read_or_wait(self, deadline: float | None) -> None:
+        """Nothing to return yet (mutex held; released while blocking): parse what was held
+        back, or read the socket, or wait for the thread reading it."""
+        protocol = self.protocol
+        if protocol.parsing_paused:
+            protocol.resume_parsing()
+            if self._process_events():
+                self._flush_unlocked()
+            return
+        if self._socket_closed or protocol.state is State.CLOSED:
+            raise protocol.close_exc
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no message within the timeout")
+        if self._reading:
+            self._data_waiters += 1
+            try:
+                self._data_cond.wait(remaining)
+            finally:
+                self._data_waiters -= 1
+            return
+        self._reading = True
+        try:
+            self._read(remaining)
+        except TimeoutError:
+            raise TimeoutError("no message within the timeout") from None
+
+    def _read(self, timeout: float | None) -> None:
+        """Read once and feed the protocol. Called with the mutex held and the read role taken;
+        releases the mutex while blocking on the socket and while writing what the protocol
+        answered, gives up the role, and returns with the mutex held."""
+        mutex = self._mutex
+        mutex.release()
+        try:
+            data = self.transport.recv(READ_SIZE, timeout)
+        finally:
+            mutex.acquire()
+            self._reading = False
+            if self._bg_wake_on_read_done:
+                self._bg_wake_on_read_done = False
+                self._bg_cond.notify()
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        output = self._process_events()
+        if self._data_waiters:
+            self._data_cond.notify_all()
+        if output:
+            self._flush_unlocked()
+
+    def _flush_unlocked(self) -> None:
+        """:meth:`_flush` from a caller holding the mutex."""
+        if self._write_lock.acquire(blocking=False):
+            self._mutex.release()
+            try:
+                self._write_out()
+            finally:
+                self._mutex.acquire()
+
+    def _process_events(self) -> bool:
+        """Take the protocol's events and output (mutex held). Returns whether there is output
+        to write."""
+        protocol = self.protocol
+        for event in protocol.events_received():
+            if type(event) is Fragment:
+                self._assembler.put(event)
+            elif type(event) is Pong:
+                self._pong_received(event)
+        writes = protocol.data_to_send()
+        if writes and not self._lost:
+            self._out.extend(writes)
+            self._queued += len(writes)
+        if protocol.state is not State.OPEN:
+            if (
+                self._close_deadline is None
+                and self.close_timeout is not None
+                and protocol.close_expected()
+            ):
+                self._close_deadline = _monotonic() + self.close_timeout
+                self._bg_cond.notify()
+            if protocol.state is State.CLOSED:
+                self._data_cond.notify_all()
+                self._bg_cond.notify()
+        return bool(self._out)
+
+    def _pong_received(self, event: Pong) -> None:
+        now = _monotonic()
+        for payload in event.acked:
+            entry = self._pings.pop(payload, None)
+            if entry is None:
+                continue
+            waiter, sent = entry
+            self.latency = now - sent
+            self._settled.append((waiter, self.latency))
+        if self._keepalive_payload is not None and self._keepalive_payload in event.acked:
+            # As the asyncio layer does: the next keepalive ping one interval after the pong.
+            self._keepalive_payload = None
+            self._pong_deadline = None
+            if self.ping_interval is not None:
+                self._next_ping = now + self.ping_interval
+
+    # --- internals: sending -------------------------------------------------------------------
+
+    def _take_output(self) -> int:
+        """Queue the protocol's output (mutex held); return the count to write up to."""
+        writes = self.protocol.data_to_send()
+        if writes and not self._lost:
+            self._out.extend(writes)
+            self._queued += len(writes)
+        return self._queued
+
+    def _send_ping(self, payload: bytes) -> concurrent.futures.Future[float]:
+        if self.protocol.state is not State.OPEN:
+            raise self.protocol.close_exc
+        self.protocol.send_ping(payload)
+        waiter: concurrent.futures.Future[float] = concurrent.futures.Future()
+        self._pings[payload] = (waiter, _monotonic())
+        self._take_output()
+        return waiter
+
+    def _send_fragments(self, fragments: Iterable[Data]) -> None:
+        iterator = iter(fragments)
+        try:
+            current = next(iterator)
+        except StopIteration:
+            return
+        text = isinstance(current, str)
+        first = True
+        while True:
+            try:
+                following: Data | None = next(iterator)
+            except StopIteration:
+                following = None
+            self._send_fragment(current, text, first, following is None)
+            first = False
+            if following is None:
+                return
+            current = following
+
+    def _send_fragment(self, data: Data, text: bool, first: bool, last: bool) -> None:
+        with self._mutex:
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:
+                raise protocol.close_exc
+            if isinstance(data, str) != text:
+                # Finish the message cleanly before reporting the mistake.
+                if not first:
+                    protocol.send_continuation(b"", fin=True)
+                    mine = self._take_output()
+                    self._mutex.release()
+                    try:
+                        self._write_until(mine)
+                    finally:
+                        self._mutex.acquire()
+                raise TypeError("all fragments of a message must be str, or all bytes-like")
+            if not isinstance(data, (str, bytes, bytearray, memoryview)):
+                raise TypeError(f"cannot send a fragment of type {type(data).__name__}")
+            if first:
+                if text:
+                    protocol.send_text(cast(str, data), fin=last)
+                else:
+                    protocol.send_binary(cast(bytes, data), fin=last)
+            else:
+                protocol.send_continuation(data, fin=last)
+            mine = self._take_output()
+        self._write_until(mine)
+
+    def _write_until(self, mine: int) -> None:
+        """Write until output item ``mine`` is out, blocking on the write lock and the socket.
+
+        Raises:
+            ConnectionClosed: the connection broke before that item was written.
+        """
+        self._write_lock.acquire()
+        self._write_out()
+        lost_at = self._lost_at
+        if lost_at is not None and lost_at < mine:
+            with self._mutex:
+                raise self.protocol.close_exc
+
+    def _flush(self) -> None:
+        """Write queued output unless another thread is writing (that thread writes it).
+        Called without the mutex, so it also resolves the ping futures answered meanwhile."""
+        if self._settled:
+            self._settle()
+        with self._mutex:
+            if not self._out or not self._write_lock.acquire(blocking=False):
+                return
+        self._write_out()
+
+    def _write_out(self) -> None:
+        """Write everything queued; called holding the write lock, which it releases. The
+        release happens under the mutex, so bytes queued meanwhile are never left behind."""
+        mutex = self._mutex
+        out = self._out
+        while True:
+            mutex.acquire()
+            if not out:
+                self._write_lock.release()
+                mutex.release()
+                return
+            data = out.popleft()
+            mutex.release()
+            try:
+                if data:
+                    self.transport.sendall(data)
+                else:
+                    self.transport.shutdown_write()
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                return
+            with mutex:
+                self._written += 1
+
+    def _connection_lost(self) -> None:
+        """The socket broke (mutex held): nothing more is written; readers see EOF."""
+        if not self._lost:
+            self._lost = True
+            self._lost_at = self._written
+            self._written += len(self._out)
+            self._out.clear()
+            self.transport.abort()
+            if self.protocol.state is not State.CLOSED:
+                self.protocol.receive_eof()
+                self.protocol.events_received()
+                self.protocol.data_to_send()
+            self._data_cond.notify_all()
+            self._bg_cond.notify()
+
+    # --- the background thread ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (after the opening handshake)."""
+        if self.ping_interval is not None:
+            self._next_ping = _monotonic() + self.ping_interval
+        with self._mutex:
+            self._recv_left = _monotonic()
+            output = self._process_events()  # frames that came with the handshake response
+        if output:
+            self._flush()
+        self._thread = threading.Thread(
+            target=self._background, name=f"tether-{str(self.id)[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    def _background(self) -> None:
+        try:
+            self._background_loop()
+        except Exception:  # a bug of ours: log it, and drop the connection
+            self.logger.error("! background thread failed", exc_info=True)
+            with self._mutex:
+                self._connection_lost()
+        finally:
+            self._release_socket()
+
+    def _background_loop(self) -> None:
+        mutex = self._mutex
+        protocol = self.protocol
+        while True:
+            mutex.acquire()
+            try:
+                if protocol.state is State.CLOSED:
+                    return
+                now = _monotonic()
+                if self._close_deadline is not None and now >= self._close_deadline:
+                    self.logger.info("! timed out waiting for the peer to close the connection")
+                    self._close_deadline = None
+                    self._connection_lost()
+                    continue
+                if self._pong_deadline is not None and now >= self._pong_deadline:
+                    self._pong_deadline = None
+                    if protocol.state is State.OPEN:
+                        self.logger.info(
+                            "! failing connection with code 1011: keepalive ping timeout"
+                        )
+                        protocol.fail(
+                            CloseCode.INTERNAL_ERROR,
+                            f"keepalive ping timeout: no pong within {self.ping_timeout:g} s",
+                        )
+                        self._process_events()
+                        mutex.release()
+                        try:
+                            self._flush()
+                        finally:
+                            mutex.acquire()
+                    continue
+                if self._next_ping is not None and now >= self._next_ping:
+                    self._keepalive_ping(now)
+                    mutex.release()
+                    try:
+                        self._flush()
+                    finally:
+                        mutex.acquire()
+                    continue
+                read_now = False
+                wait: float | None = None
+                if not self._assembler.over_limit(protocol.buffered, protocol.parsing_paused):
+                    if protocol.state is not State.OPEN:
+                        # The closing handshake goes on without the application.
+                        read_now = True
+                    elif self._recv_busy:
+                        self._bg_wake_on_recv_exit = True
+                    elif self._pings:
+                        read_now = True  # for the pong, and an exact round-trip time
+                    else:
+                        idle_until = self._recv_left + IDLE_READ_DELAY
+                        if now >= idle_until:
+                            read_now = True
+                        else:
+                            wait = idle_until - now
+                    if read_now and self._reading:
+                        read_now = False
+                        self._bg_wake_on_read_done = True
+                if read_now:
+                    if protocol.parsing_paused:
+                        # The application is away: parse on, so that pongs and a close frame
+                        # behind a message it has not read yet are seen.
+                        protocol.resume_parsing()
+                        if self._process_events():
+                            self._flush_unlocked()
+                        continue
+                    self._reading = True
+                    with contextlib.suppress(TimeoutError):
+                        self._read(self._next_deadline(now))
+                    continue
+                deadline = self._next_deadline(now)
+                if deadline is not None and (wait is None or deadline < wait):
+                    wait = deadline
+                self._bg_cond.wait(wait)
+            finally:
+                mutex.release()
+                if self._settled:
+                    self._settle()
+
+    def _next_deadline(self, now: float) -> float | None:
+        """Seconds until the background thread has something to do on a timer (mutex held)."""
+        deadlines = [
+            d for d in (self._close_deadline, self._pong_deadline, self._next_ping) if d is not None
+        ]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    def _keepalive_ping(self, now: float) -> None:
+        assert self.ping_interval is not None
+        self._next_ping = now + self.ping_interval
+        if self.protocol.state is not State.OPEN:
+            self._next_ping = None
+            return
+        payload = os.urandom(4)
+        while payload in self._pings:
+            payload = os.urandom(4)
+        self._send_ping(payload)
+        if self.ping_timeout is not None:
+            self._keepalive_payload = payload
+            self._pong_deadline = now + self.ping_timeout
+            self._next_ping = None  # until the pong
+
+    def _release_socket(self) -> None:
+        """Close the socket once nobody reads or writes it, and settle what waits."""
+        with self._mutex:
+            if self.protocol.state is not State.CLOSED:
+                self._connection_lost()
+            while self._reading:
+                self.transport.abort()
+                self._data_waiters += 1
+                try:
+                    self._data_cond.wait(0.1)
+                finally:
+                    self._data_waiters -= 1
+            closed = self.protocol.close_exc
+            unanswered = [waiter for waiter, _ in self._pings.values()]
+            self._pings.clear()
+        self._settle()
+        for waiter in unanswered:
+            if not waiter.done():
+                waiter.set_exception(closed)
+        with self._write_lock:
+            with self._mutex:
+                self._socket_closed = True
+                self._lost = True
+                self.transport.close()
+                self._data_cond.notify_all()
+        self._closed_event.set()
+        self.logger.debug("= connection closed: code %s", self.close_code)
