@@ -7,8 +7,9 @@ We document each public object once, under the name users import it by (``tether
 Python reference by identity: it imports the target and links to whichever documented name
 holds the same object; a bare name resolves when exactly one documented name ends with it.
 A reference into the standard library (``ssl.SSLContext``, ``asyncio.Transport``) becomes plain
-text, since the build has no network access for intersphinx. Anything else stays a warning,
-which ``-W`` turns into a failure: a reference to a tether name that is not documented.
+text, since the build has no network access for intersphinx, and so does a reference to a type
+alias or to a helper class outside its module's ``__all__``. Anything else stays a warning,
+which ``-W`` turns into a failure: a reference to a public tether name that is not documented.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ def _is_alias(obj: Any) -> bool:
     return (not isinstance(obj, type) and not callable(obj)) or isinstance(obj, TypeVar)
 
 
+def _public(obj: Any) -> bool:
+    """In the ``__all__`` of its module: a helper that is not shows as text, not as a link."""
+    module = sys.modules.get(getattr(obj, "__module__", ""))
+    return getattr(obj, "__name__", None) in getattr(module, "__all__", ())
+
+
 def _in_stdlib(obj: Any) -> bool:
     return getattr(obj, "__module__", "").split(".")[0] in sys.stdlib_module_names
 
@@ -125,7 +132,7 @@ def missing_reference(
             return None
         if id(obj) in by_id:
             name = by_id[id(obj)]
-        elif _is_alias(obj) or _in_stdlib(obj):
+        elif _is_alias(obj) or _in_stdlib(obj) or not _public(obj):
             return contnode
         else:
             return None  # a tether class or function that the reference does not document

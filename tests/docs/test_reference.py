@@ -59,7 +59,8 @@ def resolve(dotted: str) -> Any:
 def documented() -> tuple[set[str], list[Any]]:
     """The names the reference documents, and the objects they hold.
 
-    ``automodule`` with ``:members:`` documents the whole ``__all__`` of the module.
+    ``automodule`` with ``:members:`` documents the ``__all__`` of the module, less its
+    ``:exclude-members:`` (names documented elsewhere, as the same object).
     """
     names: set[str] = set()
     for page in sorted(REFERENCE.glob("*.md")):
@@ -71,7 +72,9 @@ def documented() -> tuple[set[str], list[Any]]:
                 options = text[match.end() : match.end() + 200].split("\n\n", 1)[0]
                 if ":members:" in options:
                     module = importlib.import_module(name)
-                    names.update(f"{name}.{member}" for member in module.__all__)
+                    excluded = re.search(r":exclude-members:(.*)", options)
+                    skip = {m.strip() for m in excluded[1].split(",")} if excluded else set()
+                    names.update(f"{name}.{m}" for m in module.__all__ if m not in skip)
     objects = []
     for name in names:
         obj = resolve(name)
