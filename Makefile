@@ -30,7 +30,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench compliance docs examples
-	$(BIN)/ruff format --check src tests docs examples
+	$(BIN)/ruff format --check src tests docs/conf.py docs/_ext examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
