@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench conformance clean docs
+.PHONY: run test lint typecheck pytest bench conformance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,17 +13,6 @@ $(STAMP): pyproject.toml src/tether/sansio/_speedups.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
-
-# Sphinx and MyST, on top of the test install (docs/conf.py imports tether for autodoc).
-DOCS_STAMP := $(VENV)/.installed-docs
-$(DOCS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
-	touch $(DOCS_STAMP)
-
-# The documentation site, warnings as errors (nitpicky: every reference must resolve).
-docs: $(DOCS_STAMP)
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
-	@echo "docs: docs/_build/html/index.html"
 
 run: $(STAMP)
 	$(BIN)/tether serve
@@ -69,6 +58,18 @@ conformance-perf: $(STAMP)
 	bash compliance/install.sh
 	$(BIN)/python compliance/run.py --mode both --with-perf
 
+.PHONY: docs
+# Sphinx and MyST, on top of the test install (docs/conf.py imports tether for autodoc).
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+# The documentation site, warnings as errors (nitpicky: every reference must resolve).
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) build dist docs/_build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
 	rm -f src/tether/sansio/*.so
