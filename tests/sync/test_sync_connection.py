@@ -525,3 +525,32 @@ def test_abrupt_resets_leave_nothing_behind() -> None:
         while server.connections and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not server.connections
+
+
+def test_recv_waiting_for_the_background_read_is_woken_when_that_read_times_out() -> None:
+    # The background thread reads for an application away from recv(), with a timeout (its next
+    # keepalive deadline). An application that came back to recv() meanwhile waits for that
+    # read; when it times out with nothing read, the application must take over the reading,
+    # or the message that arrives next is never read (a lost wakeup: recv() timed out with the
+    # message in the socket, and keepalive pongs went unread).
+    go = threading.Event()
+
+    def late(ws: ServerConnection) -> None:
+        go.wait(10)
+        ws.send("late")
+        for _ in ws:
+            pass
+
+    with running(late) as server, connect(uri(server), ping_interval=None) as ws:
+        # Every read of the background thread times out after 0.3 s.
+        ws._next_deadline = lambda now: 0.3  # type: ignore[method-assign]
+        for _ in range(500):  # until the background thread holds the read role
+            with ws._mutex:
+                if ws._reading and not ws._recv_busy:
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the background thread never read")
+        # recv() waits for the background read, which times out; the message comes after.
+        threading.Timer(1.0, go.set).start()
+        assert ws.recv(timeout=5) == "late"

@@ -615,13 +615,16 @@ class Connection(ConnectionInfo):
             if self._bg_wake_on_read_done:
                 self._bg_wake_on_read_done = False
                 self._bg_cond.notify()
+            # Whoever waits for this read wakes up however it ends: with data (parsed below,
+            # before the mutex is let go), or with a timeout, after which a recv() waiting for
+            # the background thread's read must take the read role itself, or nobody reads.
+            if self._data_waiters:
+                self._data_cond.notify_all()
         if data:
             self.protocol.receive_data(data)
         else:
             self.protocol.receive_eof()
         output = self._process_events()
-        if self._data_waiters:
-            self._data_cond.notify_all()
         if output:
             self._flush_unlocked()
 
