@@ -23,9 +23,9 @@ to ``close_timeout`` seconds.
 
 Flow control. Reading: the sans-I/O parser takes everything the transport reads (so pings,
 pongs and a close are seen even while the application is busy), and the transport stops reading
-once ``ws_max_queue`` messages wait for ``receive()`` (a message handed straight to a waiting
-``receive()`` does not count); what one read brings can overshoot that by one read's worth,
-each message bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is
+while a message waits for ``receive()`` (uvicorn's contract; a message handed straight to a
+waiting ``receive()`` does not count): what waits is at most what one read brought, each message
+bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is
 above its high water mark (``pause_writing``/``resume_writing``).
 """
 
@@ -369,7 +369,7 @@ class UvicornProtocol(asyncio.Protocol):
         protocol = self.protocol
         if self._phase == _ACCEPTED:
             closing = self.close_timer is not None or protocol.state is not State.OPEN
-            want_pause = not closing and len(self._queue) >= self._max_queue
+            want_pause = not closing and bool(self._queue)
         else:
             # Before the 101, keep reading (a client that leaves is noticed) while what it
             # sends ahead stays small.
