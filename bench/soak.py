@@ -65,7 +65,7 @@ LIBS = ("tether", "websockets")
 
 
 def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -196,7 +196,9 @@ async def fuzz_frames(lib: str, n: int) -> dict[str, object]:
             for _ in range(r.randint(1, 6)):
                 if r.random() < 0.5:
                     payload = r.randbytes(r.randint(0, 300))
-                    chunks.append(frame(r.choice([0, 1, 2, 3, 8, 9, 10, 11]), payload, r.random() < 0.7))
+                    chunks.append(
+                        frame(r.choice([0, 1, 2, 3, 8, 9, 10, 11]), payload, r.random() < 0.7)
+                    )
                 else:
                     chunks.append(r.randbytes(r.randint(1, 64)))
             await asyncio.get_running_loop().sock_sendall(sock, b"".join(chunks))
@@ -303,7 +305,11 @@ async def ping_flood(lib: str, n: int) -> dict[str, object]:
     rss, _ = server.rss()
     sock.close()
     _, err = server.stop()
-    return {"pings sent": sent, "RSS growth MiB": round(rss - base, 1), "tracebacks": tracebacks(err)}
+    return {
+        "pings sent": sent,
+        "RSS growth MiB": round(rss - base, 1),
+        "tracebacks": tracebacks(err),
+    }
 
 
 async def resets(lib: str, n: int, rounds: int = 4) -> dict[str, object]:

@@ -70,6 +70,11 @@ class MemoryBudget:
             self._timer.cancel()
             self._timer = None
 
+    @property
+    def retry_after(self) -> int:
+        """The ``Retry-After`` value of a refusal, in seconds."""
+        return RETRY_AFTER
+
     def refusing(self) -> bool:
         """Whether a new handshake must be refused (503)."""
         if self.held > self.limit:

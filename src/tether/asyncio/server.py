@@ -38,7 +38,7 @@ from ..sansio.http11 import HeadersLike, Request, Response
 from ..sansio.protocol import State
 from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
 from ..typing import LoggerLike, Subprotocol
-from . import budget as budget_module
+from .budget import MemoryBudget
 from .connection import Connection
 from .fanout import broadcast, broadcast_and_wait
 
@@ -125,7 +125,7 @@ class ServerConnection(Connection):
                 response = self.protocol.reject(
                     503,
                     "The server is over its memory budget; retry later.",
-                    [("Retry-After", str(budget_module.RETRY_AFTER))],
+                    [("Retry-After", str(server.budget.retry_after))],
                 )
             elif server.process_request is not None:
                 result = server.process_request(self, request)
@@ -303,9 +303,9 @@ class Server:
         self._close_task: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         #: The server-wide memory budget, if ``memory_budget`` was given.
-        self.budget: budget_module.MemoryBudget | None = None
+        self.budget: MemoryBudget | None = None
         if self.options.memory_budget is not None:
-            self.budget = budget_module.MemoryBudget(
+            self.budget = MemoryBudget(
                 self.options.memory_budget, lambda: self.connections, self.logger
             )
 
