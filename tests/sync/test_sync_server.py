@@ -213,6 +213,10 @@ with serve(echo, "127.0.0.1", 0, close_timeout=3) as server:
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("signum", "said"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "shut down")]
 )
@@ -224,6 +228,9 @@ def test_a_signal_in_a_script_closes_connections_with_1001_and_exits(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a job started in the background (CI's nohup ... &) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=_default_sigint,
     )
     try:
         assert process.stdout is not None

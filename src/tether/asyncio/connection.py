@@ -49,31 +49,21 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import logging
 import os
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, cast
 
+from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
-from ..sansio.handshake import Handshake
-from ..sansio.http11 import Request, Response
 from ..sansio.protocol import EncodedMessage, Protocol, State
 from ..typing import Data, LoggerLike
 from .messages import Assembler
 
 __all__ = ["Connection"]
-
-
-class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the connection's id and peer, so logs can be scanned."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = cast(dict[str, Any], self.extra)
-        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
 
 
 #: Size of the read buffer: what the selector transport reads at most per call by default.
@@ -100,7 +90,7 @@ def _read_buffer() -> memoryview:
     return view
 
 
-class Connection(asyncio.BufferedProtocol):
+class Connection(ConnectionInfo, asyncio.BufferedProtocol):
     """A WebSocket connection on asyncio. Subclassed by the server and client connections.
 
     ``async for message in connection`` yields messages until the peer closes normally, and
@@ -121,12 +111,7 @@ class Connection(asyncio.BufferedProtocol):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.id = uuid.uuid4()
-        base = logger if logger is not None else logging.getLogger("tether")
-        if isinstance(base, logging.LoggerAdapter):
-            base = base.logger
-        self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": "-"})
-        protocol.logger = self.logger
-        protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+        self._set_logger(logger, "-")
         # Parse everything at once, but hold a close or a peer error behind unread messages
         # (see the module docstring).
         protocol.hold_end_after_message = True
@@ -161,25 +146,6 @@ class Connection(asyncio.BufferedProtocol):
     # --- public API ---------------------------------------------------------------------------
 
     @property
-    def state(self) -> State:
-        return self.protocol.state
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code the peer sent (1006 if none), once the connection is closed."""
-        return self.protocol.close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self.protocol.close_reason
-
-    @property
-    def close_exc(self) -> ConnectionClosed:
-        """The exception that ``recv()`` and ``send()`` raise once the connection is closed:
-        ``ConnectionClosedOK`` or ``ConnectionClosedError``, with both close frames."""
-        return self.protocol.close_exc
-
-    @property
     def bytes_held(self) -> int:
         """Bytes this connection holds of received messages: unread ones (text counted in
         characters), the one still arriving, and input not parsed yet. What a server-wide
@@ -193,30 +159,6 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def local_address(self) -> Any:
         return None if self.transport is None else self.transport.get_extra_info("sockname")
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The subprotocol agreed in the opening handshake, if any."""
-        return self.protocol.subprotocol
-
-    @property
-    def request(self) -> Request | None:
-        """The opening handshake request (``request.path``, ``request.headers``)."""
-        return self.protocol.request
-
-    @property
-    def response(self) -> Response | None:
-        """The opening handshake response."""
-        return self.protocol.response
-
-    @property
-    def handshake(self) -> Handshake:
-        """What the client offered and what was agreed (and, on a server, declined)."""
-        return self.protocol.handshake
-
-    @property
-    def extensions(self) -> list[Any]:
-        return self.protocol.extensions
 
     async def __aiter__(self) -> AsyncIterator[Data]:
         try:

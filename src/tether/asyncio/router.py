@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..sansio.http11 import Request, Response
-from ..sansio.routing import Match, Miss, Router
+from ..sansio.routing import Match, Router
 from .server import ProcessRequest, Server, ServerConnection, serve
 
 __all__ = ["RoutedHandler", "Router", "route"]
@@ -67,10 +67,9 @@ def route(
                 result = await result
             if result is not None:
                 return result
-        found = router.resolve(request.path)
-        if isinstance(found, Miss):
-            headers = [] if found.location is None else [("Location", found.location)]
-            return ws.protocol.reject(found.status, found.text, headers)
+        found = router.answer(ws.protocol, request.path)
+        if isinstance(found, Response):
+            return found
         matches[ws] = found
         return None
 

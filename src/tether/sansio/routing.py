@@ -3,7 +3,8 @@
 A :class:`Router` maps path patterns to handlers; :meth:`Router.resolve` turns a request's
 origin-form target (RFC 9112 section 3.2.1: path and query) into a :class:`Match` (the
 handler and its parameters) or a :class:`Miss` (the HTTP status and text to answer with).
-The I/O layers turn a miss into a response and call ``handler(ws, **params)``.
+:meth:`Router.answer` turns a miss into the response to send, for the I/O layers, which call
+``handler(ws, **params)`` on a match.
 
 Patterns
     ``/chat/{room}`` captures one path segment (RFC 3986 section 3.3: between slashes, not
@@ -32,6 +33,9 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
+
+from .http11 import Response
+from .server import ServerProtocol
 
 __all__ = ["Match", "Miss", "Route", "Router"]
 
@@ -218,3 +222,15 @@ class Router(Generic[H]):
         except ValueError as exc:
             return Miss(400, f"Bad request path {raw}: {exc}.")
         return Miss(404, f"No WebSocket route for path {raw}")
+
+    def answer(self, protocol: ServerProtocol, path: str) -> Match[H] | Response:
+        """Route a request for a server: the :class:`Match`, or the response to send instead.
+
+        A :class:`Miss` becomes ``protocol.reject(status, text)`` (with ``Location`` on a 308),
+        so the response carries the server's headers and ``Connection: close``.
+        """
+        found = self.resolve(path)
+        if isinstance(found, Miss):
+            headers = [] if found.location is None else [("Location", found.location)]
+            return protocol.reject(found.status, found.text, headers)
+        return found

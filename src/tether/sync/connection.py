@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import logging
 import os
 import select
 import socket
@@ -47,11 +46,10 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, cast
 
-from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..connection_info import ConnectionInfo
+from ..exceptions import ConcurrencyError, ConnectionClosedOK
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
-from ..sansio.handshake import Handshake
-from ..sansio.http11 import Request, Response
 from ..sansio.protocol import Protocol, State
 from ..typing import Data, LoggerLike
 from .messages import Assembler
@@ -68,14 +66,6 @@ READ_SIZE = 65536
 IDLE_READ_DELAY = 0.05
 
 _monotonic = time.monotonic
-
-
-class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the connection's id and peer."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = cast(dict[str, Any], self.extra)
-        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
 
 
 # --- sockets --------------------------------------------------------------------------------------
@@ -239,7 +229,7 @@ class TLSTransport(Transport):
 # --- the connection -------------------------------------------------------------------------------
 
 
-class Connection:
+class Connection(ConnectionInfo):
     """A WebSocket connection on a socket, usable from several threads. Subclassed by the server
     and client connections.
 
@@ -263,17 +253,12 @@ class Connection:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.id = uuid.uuid4()
-        base = logger if logger is not None else logging.getLogger("tether")
-        if isinstance(base, logging.LoggerAdapter):
-            base = base.logger
         peer = "-"
         with contextlib.suppress(OSError):
             address = transport.sock.getpeername()
             if isinstance(address, tuple) and len(address) >= 2:
                 peer = f"{address[0]}:{address[1]}"
-        self.logger: LoggerLike = _ConnectionLogger(base, {"id": str(self.id)[:8], "peer": peer})
-        protocol.logger = self.logger
-        protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+        self._set_logger(logger, peer)
         # Parse everything as it arrives, but hold a close frame or a peer error found behind a
         # message the application has not taken yet (as the asyncio layer does), so that its
         # answers to that message go first. The next recv() acts on it, or the background
@@ -322,24 +307,6 @@ class Connection:
     # --- public API ---------------------------------------------------------------------------
 
     @property
-    def state(self) -> State:
-        return self.protocol.state
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code the peer sent (1006 if none), once the connection is closed."""
-        return self.protocol.close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self.protocol.close_reason
-
-    @property
-    def close_exc(self) -> ConnectionClosed:
-        """The exception that ``recv()`` and ``send()`` raise once the connection is closed."""
-        return self.protocol.close_exc
-
-    @property
     def remote_address(self) -> Any:
         try:
             return self.transport.sock.getpeername()
@@ -352,30 +319,6 @@ class Connection:
             return self.transport.sock.getsockname()
         except OSError:
             return None
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The subprotocol agreed in the opening handshake, if any."""
-        return self.protocol.subprotocol
-
-    @property
-    def request(self) -> Request | None:
-        """The opening handshake request (``request.path``, ``request.headers``)."""
-        return self.protocol.request
-
-    @property
-    def response(self) -> Response | None:
-        """The opening handshake response."""
-        return self.protocol.response
-
-    @property
-    def handshake(self) -> Handshake:
-        """What the client offered and what was agreed (and, on a server, declined)."""
-        return self.protocol.handshake
-
-    @property
-    def extensions(self) -> list[Any]:
-        return self.protocol.extensions
 
     def __enter__(self) -> Connection:
         return self

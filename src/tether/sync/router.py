@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..sansio.http11 import Request, Response
-from ..sansio.routing import Match, Miss, Router
+from ..sansio.routing import Match, Router
 from .server import ProcessRequest, Server, ServerConnection, serve
 
 __all__ = ["RoutedHandler", "Router", "route"]
@@ -65,10 +65,9 @@ def route(
             result = process_request(ws, request)
             if result is not None:
                 return result
-        found = router.resolve(request.path)
-        if isinstance(found, Miss):
-            headers = [] if found.location is None else [("Location", found.location)]
-            return ws.protocol.reject(found.status, found.text, headers)
+        found = router.answer(ws.protocol, request.path)
+        if isinstance(found, Response):
+            return found
         with lock:
             matches[ws] = found
         return None

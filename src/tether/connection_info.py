@@ -1,0 +1,91 @@
+"""What a connection tells about itself, read from its sans-I/O protocol (no I/O).
+
+Shared by the I/O layers (:class:`tether.Connection`, :class:`tether.sync.Connection`): each
+keeps its :class:`~tether.sansio.protocol.Protocol` in ``self.protocol`` and inherits these
+read-only properties from :class:`ConnectionInfo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, cast
+
+from .exceptions import ConnectionClosed
+from .sansio.handshake import Handshake
+from .sansio.http11 import Request, Response
+from .sansio.protocol import Protocol, State
+from .typing import LoggerLike
+
+__all__ = ["ConnectionInfo", "ConnectionLogger"]
+
+
+class ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the connection's id and peer, so logs can be scanned."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = cast(dict[str, Any], self.extra)
+        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
+
+
+class ConnectionInfo:
+    """The state, close frames and opening handshake of a connection, as its protocol has
+    them. A base of the asyncio and threading connections."""
+
+    #: The sans-I/O protocol the connection drives.
+    protocol: Protocol
+    id: uuid.UUID
+    logger: LoggerLike
+
+    def _set_logger(self, logger: LoggerLike | None, peer: str) -> None:
+        """Log to ``logger`` (the ``tether`` logger by default) with this connection's id and
+        ``peer`` on every line, and have the protocol log the same way."""
+        base = logger if logger is not None else logging.getLogger("tether")
+        if isinstance(base, logging.LoggerAdapter):
+            base = base.logger
+        self.logger = ConnectionLogger(base, {"id": str(self.id)[:8], "peer": peer})
+        self.protocol.logger = self.logger
+        self.protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1006 if none), once the connection is closed."""
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception that ``recv()`` and ``send()`` raise once the connection is closed:
+        ``ConnectionClosedOK`` or ``ConnectionClosedError``, with both close frames."""
+        return self.protocol.close_exc
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the opening handshake, if any."""
+        return self.protocol.subprotocol
+
+    @property
+    def request(self) -> Request | None:
+        """The opening handshake request (``request.path``, ``request.headers``)."""
+        return self.protocol.request
+
+    @property
+    def response(self) -> Response | None:
+        """The opening handshake response."""
+        return self.protocol.response
+
+    @property
+    def handshake(self) -> Handshake:
+        """What the client offered and what was agreed (and, on a server, declined)."""
+        return self.protocol.handshake
+
+    @property
+    def extensions(self) -> list[Any]:
+        return self.protocol.extensions
