@@ -79,6 +79,12 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/compare.py --quick
 
+# Issue 16's adversarial experiments at full size, tether beside websockets (not in CI).
+.PHONY: soak
+soak: $(BENCH_STAMP)
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/budget.py
+
 # The hub against broadcaster+websockets through Redis, and broadcast to 10,000 connections.
 .PHONY: bench-hub
 bench-hub: $(STAMP)

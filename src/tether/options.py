@@ -227,6 +227,10 @@ class ServerOptions:
     server_header: str | None = DEFAULT_SERVER_HEADER
     #: Sizes and flow control: a :class:`~tether.limits.Limits`.
     limits: Limits | None = None
+    #: Bytes that all connections together may hold of unfinished and unread messages;
+    #: past it new handshakes get 503 and the biggest holders close with 1013 (``None``: no
+    #: server-wide bound).
+    memory_budget: int | None = None
     #: Seconds for the opening handshake (``None``: no limit).
     open_timeout: float | None = 10
     #: Seconds between keepalive pings (``None``: no keepalive).
@@ -239,6 +243,13 @@ class ServerOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "subprotocols", _strings("subprotocols", self.subprotocols))
+        if self.memory_budget is not None:
+            if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int):
+                raise TypeError(
+                    f"memory_budget must be a number of bytes or None, got {self.memory_budget!r}"
+                )
+            if self.memory_budget < 1:
+                raise ValueError(f"memory_budget must be >= 1 byte, got {self.memory_budget}")
         check_select_subprotocol(self.select_subprotocol)
         _expect("require_subprotocol", self.require_subprotocol, bool, "True or False")
         _compression(self.compression)

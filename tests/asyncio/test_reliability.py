@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from tether import ConnectionClosed, Limits, ServerConnection, connect, serve
+from tether import sync as tether_sync
+from tether.asyncio import budget as budget_module
 from tether.asyncio.connection import HELD_END_TIMEOUT
 from tether.sansio.codes import Opcode
 from tether.sansio.frames import Frame, FrameParser, serialize_frame
@@ -436,3 +438,102 @@ def test_tight_send_loop_yields_to_the_event_loop() -> None:
         assert seen_at and seen_at[0] < 200, seen_at
 
     run(main())
+
+
+# --- 8. a server-wide memory budget --------------------------------------------------------
+
+KIB = 1024
+
+
+async def handshake_head(port: int) -> bytes:
+    """A raw opening handshake; the whole response as received until the server closes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16))
+        await loop.sock_sendall(
+            sock,
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        response = b""
+        while chunk := await loop.sock_recv(sock, 65536):
+            response += chunk
+            if response.startswith(b"HTTP/1.1 101 ") and b"\r\n\r\n" in response:
+                break
+        return response
+    finally:
+        sock.close()
+
+
+def test_over_the_budget_newcomers_get_503_and_the_biggest_holder_1013(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long cooling-off period, so that the newcomer below is refused whatever the timing.
+    monkeypatch.setattr(budget_module, "RETRY_AFTER", 60)
+
+    async def handler(ws: ServerConnection) -> None:
+        async for _ in ws:
+            pass
+
+    async def main() -> None:
+        limits = Limits(max_message_size=2**21, max_frame_size=2**21)
+        async with serve(
+            handler,
+            "127.0.0.1",
+            0,
+            limits=limits,
+            memory_budget=2 * 2**20,
+            compression=None,
+        ) as server:
+            assert server.budget is not None
+
+            def held() -> int:
+                return sum(c.bytes_held for c in server.connections)
+
+            frame = masked(Opcode.BINARY, b"x" * 2**20)
+            clients = []
+            # The biggest first, so that it is the biggest whenever the sum goes over.
+            for size in (900 * KIB, 500 * KIB, 400 * KIB, 600 * KIB):
+                before = held()
+                client = await RawClient.open(server.port_number)
+                await client.send(frame[:size])
+                clients.append(client)
+                if len(clients) < 4:
+                    # Under the budget so far: a newcomer is welcome.
+                    target = before + size
+                    await until(lambda: held() >= target)  # noqa: B023 (awaited here)
+                    assert (await handshake_head(server.port_number)).startswith(b"HTTP/1.1 101 ")
+            biggest = clients[0]
+            closing = await biggest.next_frame()
+            assert closing is not None and close_code(closing) == 1013
+            response = await handshake_head(server.port_number)
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 "), response
+            assert b"\r\nRetry-After: 60" in head
+            assert b"memory budget" in body
+            # The others fit in the budget and stay open.
+            await until(lambda: server.budget is not None and server.budget.held <= 2 * 2**20)
+            assert server.budget.shed == 1
+            open_ = [c for c in server.connections if c.state.name == "OPEN" and c.bytes_held]
+            assert sorted(c.bytes_held for c in open_) == [400 * KIB, 500 * KIB, 600 * KIB]
+            for client in clients:
+                client.close()
+
+    run(main())
+    no_tracebacks(caplog)
+    assert any("memory budget exceeded" in r.getMessage() for r in caplog.records)
+
+
+def test_memory_budget_is_checked() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="memory_budget"):
+        serve(handler, "127.0.0.1", 0, memory_budget=0)
+    with pytest.raises(TypeError, match="memory_budget"):
+        serve(handler, "127.0.0.1", 0, memory_budget="64M")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not supported by tether"):
+        tether_sync.serve(lambda ws: None, "127.0.0.1", 0, memory_budget=2**20)

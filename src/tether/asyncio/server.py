@@ -38,6 +38,7 @@ from ..sansio.http11 import HeadersLike, Request, Response
 from ..sansio.protocol import State
 from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
 from ..typing import LoggerLike, Subprotocol
+from .budget import MemoryBudget
 from .connection import Connection
 from .fanout import broadcast, broadcast_and_wait
 
@@ -120,7 +121,13 @@ class ServerConnection(Connection):
         server = self.server
         response: Response | None = None
         try:
-            if server.process_request is not None:
+            if server.budget is not None and server.budget.refusing():
+                response = self.protocol.reject(
+                    503,
+                    "The server is over its memory budget; retry later.",
+                    [("Retry-After", str(server.budget.retry_after))],
+                )
+            elif server.process_request is not None:
                 result = server.process_request(self, request)
                 if inspect.isawaitable(result):
                     result = await result
@@ -204,6 +211,10 @@ class Server:
             async): change or replace the response (add headers to ``response.headers``).
         server_header: the ``Server`` header (``None``: none).
         limits: a :class:`~tether.limits.Limits` (message size, queue, write buffer...).
+        memory_budget: bytes all connections together may hold of unfinished and unread
+            messages (``None``: no bound), summed every 0.1 s; past it, new handshakes get 503
+            with ``Retry-After`` and the connections holding the most are closed with 1013
+            (see :mod:`tether.asyncio.budget`).
         open_timeout: seconds for the opening handshake.
         ping_interval: seconds between keepalive pings (``None`` turns keepalive off).
         ping_timeout: seconds to wait for a pong; a missed pong closes with 1011.
@@ -237,6 +248,7 @@ class Server:
         process_response: ProcessResponse | None = None,
         server_header: str | None = DEFAULT_SERVER_HEADER,
         limits: Limits | None = None,
+        memory_budget: int | None = None,
         open_timeout: float | None = 10,
         ping_interval: float | None = 20,
         ping_timeout: float | None = 20,
@@ -290,6 +302,12 @@ class Server:
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None
+        #: The server-wide memory budget, if ``memory_budget`` was given.
+        self.budget: MemoryBudget | None = None
+        if self.options.memory_budget is not None:
+            self.budget = MemoryBudget(
+                self.options.memory_budget, lambda: self.connections, self.logger
+            )
 
     @property
     def extension_factories(self) -> list[ServerExtensionFactory]:
@@ -339,6 +357,8 @@ class Server:
         else:
             kwargs["sock"] = self.sock
         self._server = await loop.create_server(self._make_connection, ssl=self.ssl, **kwargs)
+        if self.budget is not None:
+            self.budget.start(loop)
         scheme = "wss" if self.ssl is not None else "ws"
         for address in self.addresses:
             self.logger.info("server listening on %s", _describe(scheme, address))
@@ -402,6 +422,8 @@ class Server:
         self._close_task = asyncio.get_running_loop().create_task(self._close(close_connections))
 
     async def _close(self, close_connections: bool) -> None:
+        if self.budget is not None:
+            self.budget.stop()
         if self._server is not None:
             self._server.close()
         connections = list(self.connections)

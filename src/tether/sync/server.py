@@ -115,6 +115,9 @@ class Server:
         process_response: ``(connection, request, response) -> Response | None``.
         server_header: the ``Server`` header (tether's by default).
         limits: a :class:`~tether.limits.Limits`, per connection.
+        memory_budget: not supported by ``tether.sync`` (bound it with ``max_connections``
+            times ``limits``); anything but ``None`` raises ``ValueError``. ``tether.serve``
+            (asyncio) supports it.
         max_connections: most connections at once (handshakes included); past it, clients get
             503 with a reason and ``Retry-After: retry_after``.
         open_timeout: seconds for the TLS and opening handshakes.
@@ -148,6 +151,7 @@ class Server:
         process_response: ProcessResponse | None = None,
         server_header: str | None = DEFAULT_SERVER_HEADER,
         limits: Limits | None = None,
+        memory_budget: int | None = None,
         max_connections: int | None = None,
         retry_after: int = 5,
         open_timeout: float | None = 10,
@@ -168,6 +172,11 @@ class Server:
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for no bound)")
+        if memory_budget is not None:
+            raise ValueError(
+                "memory_budget is not supported by tether.sync; bound memory with "
+                "max_connections and limits, or use tether.serve (asyncio)"
+            )
         #: The WebSocket options, validated (shared with the other I/O layers).
         self.options: ServerOptions = pick(ServerOptions, locals())
         self.handler = handler
