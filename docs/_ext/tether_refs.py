@@ -14,7 +14,7 @@ which ``-W`` turns into a failure: a reference to a public tether name that is n
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import sys
 from typing import Any, TypeVar
 
@@ -28,18 +28,10 @@ _MISSING = object()
 
 def resolve_name(dotted: str) -> Any:
     """The object a dotted name refers to, importing modules as needed, or ``_MISSING``."""
-    parts = dotted.split(".")
-    for split in range(len(parts), 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:split]))
-        except Exception:
-            continue
-        for attribute in parts[split:]:
-            obj = getattr(obj, attribute, _MISSING)
-            if obj is _MISSING:
-                return _MISSING
-        return obj
-    return _MISSING
+    try:
+        return pkgutil.resolve_name(dotted)
+    except (ImportError, AttributeError, ValueError):
+        return _MISSING
 
 
 _cache: dict[int, tuple[int, tuple[dict[int, str], dict[str, list[str]]]]] = {}
