@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from helpers.net import free_port
 from tether import ConnectionClosedOK, __version__, connect
 from tether.cli import main
 
@@ -143,13 +144,6 @@ def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

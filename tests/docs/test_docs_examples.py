@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 
 from helpers.browser import Browser
+from helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -148,13 +149,6 @@ def parse(page: Path) -> tuple[list[Block], list[Include]]:
         previous = ""
         index = end + 1
     return blocks, includes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _environment() -> dict[str, str]:

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from .net import free_port
+
 __all__ = [
     "Danted",
     "MiniSocks5",
@@ -62,12 +64,6 @@ def danted_available() -> str | None:
 
 def proxies_available() -> str | None:
     return tinyproxy_available() or danted_available()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Process:
