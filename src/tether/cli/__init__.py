@@ -47,7 +47,7 @@ from .. import (
 )
 from ..exceptions import HubError
 from ..sansio.masking import implementation
-from ..sansio.uri import parse_uri
+from ..sansio.uri import WebSocketURI, parse_uri
 from .text import printable
 
 __all__ = ["main"]
@@ -168,15 +168,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=CONNECT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    client.add_argument("url", help="ws:// or wss:// URL")
+    _add_target_arguments(client, "")
     client.add_argument(
         "--subprotocol", action="append", metavar="NAME", help="offer a subprotocol, repeatable"
-    )
-    client.add_argument(
-        "--header",
-        action="append",
-        metavar="'NAME: VALUE'",
-        help="an extra request header, repeatable",
     )
     client.add_argument(
         "--origin",
@@ -187,9 +181,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=COMPRESSION_CHOICES,
         default="deflate",
         help="offer permessage-deflate (deflate, a preset) or not (none)",
-    )
-    client.add_argument(
-        "--insecure", action="store_true", help="accept any TLS certificate (self-signed)"
     )
     client.add_argument(
         "--timeout", type=float, default=10.0, help="seconds for the opening handshake (10)"
@@ -209,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Open a series of hand-written handshakes and report, topic by topic, "
         "what the server did and whether RFC 6455 and RFC 7692 allow it.",
     )
-    inspect.add_argument("url", help="ws:// or wss:// URL")
+    _add_target_arguments(inspect, " for every probe")
     inspect.add_argument(
         "--subprotocol",
         action="append",
@@ -220,16 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--timeout", type=float, default=5.0, help="seconds allowed for each probe (5)"
     )
-    inspect.add_argument(
-        "--insecure", action="store_true", help="accept any TLS certificate (self-signed)"
-    )
     inspect.add_argument("--origin", help="Origin header to send with every probe")
-    inspect.add_argument(
-        "--header",
-        action="append",
-        metavar="'NAME: VALUE'",
-        help="an extra request header for every probe, repeatable",
-    )
     inspect.add_argument(
         "--color",
         choices=["auto", "always", "never"],
@@ -237,6 +219,31 @@ def _parser() -> argparse.ArgumentParser:
         help="colour the report (auto: on a terminal, unless NO_COLOR is set)",
     )
     return parser
+
+
+def _add_target_arguments(command: argparse.ArgumentParser, scope: str) -> None:
+    """What ``connect`` and ``inspect`` share: the URL, ``--header`` and ``--insecure``."""
+    command.add_argument("url", help="ws:// or wss:// URL")
+    command.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help=f"an extra request header{scope}, repeatable",
+    )
+    command.add_argument(
+        "--insecure", action="store_true", help="accept any TLS certificate (self-signed)"
+    )
+
+
+def _target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> WebSocketURI:
+    """The parsed URL of ``connect`` or ``inspect``, checked against ``--insecure``."""
+    try:
+        uri = parse_uri(args.url)
+    except InvalidURI as exc:
+        parser.error(str(exc))
+    if args.insecure and not uri.secure:
+        parser.error("--insecure only applies to wss:// URLs")
+    return uri
 
 
 def _headers(
@@ -333,10 +340,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run(options, ready=ready))
-    except OSError as exc:
-        print(f"tether serve: error: {exc}", file=sys.stderr)
-        return 1
-    except (ssl_module.SSLError, ValueError, HubError) as exc:
+    except (OSError, ValueError, HubError) as exc:  # ssl.SSLError is an OSError
         print(f"tether serve: error: {exc}", file=sys.stderr)
         return 1
     except asyncio.CancelledError:
@@ -538,12 +542,7 @@ class _Session:
 
 def _connect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     headers = _headers(parser, args.header)
-    try:
-        uri = parse_uri(args.url)
-    except InvalidURI as exc:
-        parser.error(str(exc))
-    if args.insecure and not uri.secure:
-        parser.error("--insecure only applies to wss:// URLs")
+    uri = _target(parser, args)
     try:
         return asyncio.run(_connect_session(args, headers, uri.secure))
     except ValueError as exc:  # e.g. a header tether sets itself
@@ -656,12 +655,7 @@ def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
-    try:
-        uri = parse_uri(args.url)
-    except InvalidURI as exc:
-        parser.error(str(exc))
-    if args.insecure and not uri.secure:
-        parser.error("--insecure only applies to wss:// URLs")
+    uri = _target(parser, args)
     options = InspectOptions(
         url=args.url,
         subprotocols=args.subprotocol or (),
