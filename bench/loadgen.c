@@ -335,6 +335,32 @@ static void print_result(mark_t a, mark_t b) {
     fflush(stdout);
 }
 
+/* The event loop for the warmup, then for the measured duration, marked at both ends. */
+static void measure(void (*on_event)(struct epoll_event *), mark_t *first, mark_t *last) {
+    struct epoll_event events[256];
+    double start = now(), t_mark0 = start + warmup, t_end = t_mark0 + duration;
+    int marked = 0;
+    *first = (mark_t){0};
+    for (;;) {
+        double t = now();
+        if (!marked && t >= t_mark0) {
+            *first = take_mark();
+            marked = 1;
+        }
+        if (t >= t_end) break;
+        int timeout = (int)(((marked ? t_end : t_mark0) - t) * 1000) + 1;
+        int n = epoll_wait(epfd, events, 256, timeout);
+        for (int i = 0; i < n; i++) on_event(&events[i]);
+    }
+    *last = take_mark();
+}
+
+static void echo_event(struct epoll_event *ev) {
+    conn_t *c = ev->data.ptr;
+    if ((ev->events & EPOLLOUT) && c->writing) send_frame(c);
+    if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) echo_readable(c);
+}
+
 static void run_echo(void) {
     load_frame();
     conn_t *conns = calloc((size_t)nconns, sizeof *conns);
@@ -346,37 +372,16 @@ static void run_echo(void) {
         epoll_ctl(epfd, EPOLL_CTL_ADD, conns[i].fd, &ev);
     }
     for (int i = 0; i < nconns; i++) send_frame(&conns[i]);
-    struct epoll_event events[256];
-    double start = now(), t_mark0 = start + warmup, t_end = t_mark0 + duration;
-    mark_t first = {0}, last;
-    int marked = 0;
-    for (;;) {
-        double t = now();
-        if (!marked && t >= t_mark0) {
-            first = take_mark();
-            marked = 1;
-        }
-        if (t >= t_end) break;
-        int timeout = (int)(((marked ? t_end : t_mark0) - t) * 1000) + 1;
-        int n = epoll_wait(epfd, events, 256, timeout);
-        for (int i = 0; i < n; i++) {
-            conn_t *c = events[i].data.ptr;
-            if ((events[i].events & EPOLLOUT) && c->writing) send_frame(c);
-            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) echo_readable(c);
-        }
-    }
-    last = take_mark();
+    mark_t first, last;
+    measure(echo_event, &first, &last);
     /* Let the echoes in flight come back, then close. */
     running = 0;
     in_flight = nconns;
+    struct epoll_event events[256];
     double give_up = now() + 10;
     while (in_flight > 0 && now() < give_up) {
         int n = epoll_wait(epfd, events, 256, 100);
-        for (int i = 0; i < n; i++) {
-            conn_t *c = events[i].data.ptr;
-            if ((events[i].events & EPOLLOUT) && c->writing) send_frame(c);
-            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) echo_readable(c);
-        }
+        for (int i = 0; i < n; i++) echo_event(&events[i]);
     }
     print_result(first, last);
     close_gracefully(conns, nconns);
@@ -452,26 +457,14 @@ static void hs_event(conn_t *c) {
     }
 }
 
+static void hs_dispatch(struct epoll_event *ev) { hs_event(ev->data.ptr); }
+
 static void run_handshake(void) {
     conn_t *conns = calloc((size_t)nconns, sizeof *conns);
     epfd = epoll_create1(0);
     for (int i = 0; i < nconns; i++) hs_start(&conns[i]);
-    struct epoll_event events[256];
-    double start = now(), t_mark0 = start + warmup, t_end = t_mark0 + duration;
-    mark_t first = {0}, last;
-    int marked = 0;
-    for (;;) {
-        double t = now();
-        if (!marked && t >= t_mark0) {
-            first = take_mark();
-            marked = 1;
-        }
-        if (t >= t_end) break;
-        int timeout = (int)(((marked ? t_end : t_mark0) - t) * 1000) + 1;
-        int n = epoll_wait(epfd, events, 256, timeout);
-        for (int i = 0; i < n; i++) hs_event(events[i].data.ptr);
-    }
-    last = take_mark();
+    mark_t first, last;
+    measure(hs_dispatch, &first, &last);
     print_result(first, last);
     for (int i = 0; i < nconns; i++) close(conns[i].fd);
 }
