@@ -33,7 +33,6 @@ import base64
 import json
 import os
 import resource
-import shutil
 import socket
 import struct
 import subprocess
@@ -242,11 +241,12 @@ class Pinned(echo.Child):
     """A helper process on one CPU (``taskset -c``), spoken to over stdin/stdout."""
 
     def __init__(self, cpu: str, args: list[str]) -> None:
-        command = [sys.executable, *args]
-        if shutil.which("taskset"):
-            command = ["taskset", "-c", cpu, *command]  # taskset execs: same pid
         self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            [*echo.pinned(cpu), sys.executable, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
 
 
@@ -377,7 +377,8 @@ def main() -> None:
         f"clients on CPU {CLIENT_CPU}; best of {args.rounds} interleaved round(s), "
         f"{args.duration:g} s cells; run took {elapsed:.0f} s"
     )
-    print(_versions(), f"; load average before {load_before}, after {echo._load()}")
+    peers = echo.versions("uvicorn", "websockets", "wsproto", "httptools")
+    print(peers, f"; load average before {load_before}, after {echo._load()}")
     head = "".join(f" {c:>18}" for c in classes)
     ratio_cols = [c for c in classes if c != "tether"] if "tether" in classes else []
     ratio_head = "".join(f" {'tether/' + c[:10]:>18}" for c in ratio_cols)
@@ -411,18 +412,6 @@ def main() -> None:
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for name in ("uvicorn", "websockets", "wsproto", "httptools"):
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name} ?")
-    return ", ".join(found)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from echo import label, pinned, versions  # noqa: E402
 from echo_client import build_frame, masked_frame  # noqa: E402
 
 SERVERS = ("picows", "aiohttp", "websockets", "tether")
@@ -62,14 +63,6 @@ ECHO_SIZES = (16, 1024, 65536, 1 << 20)
 DEFLATE_SIZES = (1024, 65536)
 SERVER_CORE, CLIENT_CORE = "1", "0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tether-bench"
-
-
-def label(size: int) -> str:
-    if size >= 1 << 20:
-        return f"{size >> 20} MiB"
-    if size >= 1024:
-        return f"{size >> 10} KiB"
-    return f"{size} B"
 
 
 def load() -> str:
@@ -90,11 +83,6 @@ def loadgen() -> str:
             raise SystemExit("compare.py needs gcc (or cc) to build bench/loadgen.c")
         subprocess.run([gcc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
     return str(binary)
-
-
-def pinned(core: str) -> list[str]:
-    taskset = shutil.which("taskset")
-    return [taskset, "-c", core] if taskset and (os.cpu_count() or 1) > 1 else []
 
 
 class Server:
@@ -705,7 +693,7 @@ def main() -> None:
         f" load generator on core {CLIENT_CORE}; {args.rounds} round(s) of {args.duration:g} s"
         f" after {args.warmup:g} s warm-up; median round; run took {elapsed:.0f} s"
     )
-    print(versions())
+    print(versions("tether", "picows", "aiohttp", "websockets"))
     print(f"load average (1/5/15 min) before: {load_before}; after: {load()}")
     print(f"load average at each round's start: {'; '.join(bench.loads)}")
     print()
@@ -720,18 +708,6 @@ def main() -> None:
         }
         Path(args.json).write_text(json.dumps(data, indent=1))
     shutil.rmtree(bench.tmp, ignore_errors=True)
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for name in ("tether", "picows", "aiohttp", "websockets"):
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
 
 
 if __name__ == "__main__":

@@ -41,20 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from echo_client import CLIENTS
+
 HERE = Path(__file__).resolve().parent
 SERVERS = ("tether", "websockets", "aiohttp", "picows", "tether-alt")
 ALT_SRC: list[str] = []  # the directory given with --tether-alt
-CLIENTS = (
-    "raw",
-    "raw-asyncio",
-    "websockets",
-    "tether",
-    "aiohttp",
-    "picows",
-    "tether-sync",
-    "websockets-sync",
-    "websocket-client",
-)
 DEFAULT_SIZES = "16,1k,64k,1m"
 DEFAULT_CONNECTIONS = "1,64"
 
@@ -97,6 +88,13 @@ def process_cpu(pid: int) -> float:
         return float("nan")
     # After the command name: state is field 3, utime field 14 and stime field 15 (1-based).
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def pinned(cpu: str) -> list[str]:
+    """The command prefix that runs a process on one CPU (``taskset -c``, which execs: the pid
+    stays the same), or nothing where there is no taskset or only one CPU."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", cpu] if taskset and (os.cpu_count() or 1) > 1 else []
 
 
 class Child:
@@ -588,7 +586,7 @@ def main() -> None:
         f"{'text' if args.text else 'binary'} messages; "
         f"client: {', '.join(clients)} x{args.client_procs} process(es); run took {elapsed:.0f} s"
     )
-    print(_versions())
+    print(versions("tether", "websockets", "aiohttp"))
     if args.malloc_mmap_threshold is not None:
         print(f"MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold} in every process")
     print(
@@ -630,15 +628,16 @@ def _load() -> str:
         return "?"
 
 
-def _versions() -> str:
+def versions(*names: str) -> str:
+    """The installed version of each distribution, for the line above a table."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for name in ("tether", "websockets", "aiohttp"):
+    for name in names:
         try:
             found.append(f"{name} {version(name)}")
         except PackageNotFoundError:
-            found.append(f"{name} ?")
+            found.append(f"{name} (not installed)")
     return ", ".join(found)
 
 

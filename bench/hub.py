@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from echo import process_cpu
+
 HERE = Path(__file__).resolve()
 CHANNEL = "bench"
 
@@ -52,12 +54,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- servers (subprocesses) -------------------------------------------------------------------
@@ -366,10 +362,10 @@ def run_fanout(stack: str, subscribers: int, paced: int, rate: float, burst: int
                 wait_line(client, "ready")
                 time.sleep(0.5)  # let every subscription reach Redis
                 pids = [s.pid for s in servers] + [redis_pid]
-                cpu_before = [cpu_seconds(pid) for pid in pids]
+                cpu_before = [process_cpu(pid) for pid in pids]
                 asyncio.run(publish(stack, url, count, phase_rate))
                 result = json.loads(wait_line(client))
-                cpu_after = [cpu_seconds(pid) for pid in pids]
+                cpu_after = [process_cpu(pid) for pid in pids]
                 client.wait()
                 servers_cpu = sum(cpu_after[i] - cpu_before[i] for i in range(2))
                 redis_cpu = cpu_after[2] - cpu_before[2]
