@@ -40,6 +40,7 @@ DIRECTIVE = re.compile(
     re.MULTILINE,
 )
 
+
 def resolve(dotted: str) -> Any:
     try:
         return pkgutil.resolve_name(dotted)
