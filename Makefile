@@ -13,25 +13,29 @@ PYTHONS ?= $(PY311) $(PY312) $(PY313)
 
 .PHONY: run test lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
 
+PIP := $(BIN)/python -m pip install --quiet
+# What ruff checks and formats (ruff format also reads Markdown code blocks: not docs/*.md).
+PY_PATHS := src tests bench compliance asgi_conformance tools docs/conf.py docs/_ext examples setup.py
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
 
+# Each stamp is one editable install with the extras its targets need.
 $(STAMP): pyproject.toml setup.py src/tether/sansio/_speedups.c | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,asgi-test]'
-	touch $(STAMP)
+	$(PIP) -e '.[test,asgi-test]'
+	touch $@
 
 $(RUN_STAMP): pyproject.toml setup.py src/tether/sansio/_speedups.c | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
-	touch $(RUN_STAMP)
+	$(PIP) -e .
+	touch $@
 
 run: $(RUN_STAMP)
 	$(BIN)/tether serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench compliance asgi_conformance tools docs examples setup.py
-	$(BIN)/ruff format --check src tests tools docs/conf.py docs/_ext examples setup.py
+	$(BIN)/ruff check $(PY_PATHS)
+	$(BIN)/ruff format --check $(PY_PATHS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -70,8 +74,8 @@ test: lint typecheck pytest
 # bench-quick ~1 min). Needs gcc and taskset; the peers come from the `bench` extra.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	touch $(BENCH_STAMP)
+	$(PIP) -e '.[test,bench]'
+	touch $@
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/compare.py
@@ -87,8 +91,7 @@ soak: $(BENCH_STAMP)
 
 # The hub against broadcaster+websockets through Redis, and broadcast to 10,000 connections.
 .PHONY: bench-hub
-bench-hub: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+bench-hub: $(BENCH_STAMP)
 	$(BIN)/python bench/hub.py
 
 # Autobahn Testsuite, both roles, all sections but 9 (about 15 minutes per role on 2 cores).
@@ -120,9 +123,9 @@ conformance-perf: $(STAMP)
 .PHONY: docs
 # Sphinx and MyST, on top of the test install (docs/conf.py imports tether for autodoc).
 DOCS_STAMP := $(VENV)/.installed-docs
-$(DOCS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
-	touch $(DOCS_STAMP)
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) -e '.[test,docs]'
+	touch $@
 
 # The documentation site, warnings as errors (nitpicky: every reference must resolve).
 docs: $(DOCS_STAMP)
