@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.test_main import ServeProcess
 from helpers.browser import Browser, Page
-from helpers.demo import DemoThread
+from helpers.demo import DemoThread, ServeProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 

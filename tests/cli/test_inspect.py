@@ -26,7 +26,7 @@ from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.typing import Subprotocol as WebsocketsSubprotocol
 
-from cli.test_main import ServeProcess, tether
+from helpers.demo import ServeProcess, tether
 from helpers.net import free_port
 from tether.cli.inspect import (
     NOTE,

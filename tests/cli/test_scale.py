@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
-from cli.test_main import ServeProcess, tether
 from helpers.browser import Browser
+from helpers.demo import ServeProcess, http_get, tether
 from helpers.redis import RedisServer
 from tether import ClientConnection, ConnectionClosed, connect
 
@@ -35,12 +34,10 @@ async def _next_message(ws: ClientConnection) -> dict[str, Any]:
 
 def _health(server: ServeProcess) -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(server.url("/healthz", "http"), timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        status, _, body = http_get(server.url("/healthz", "http"))
     except OSError:  # a worker killed with connections in its accept queue resets them
         return 0, {}
+    return status, json.loads(body)
 
 
 @pytest.mark.redis
@@ -114,7 +111,14 @@ def test_a_reconnecting_client_gets_exactly_what_it_missed(redis_server: RedisSe
             assert offsets == list(range(last["offset"] + 1, last["offset"] + 1 + len(items)))
             texts = [item["text"] for item in items if item["type"] == "message"]
             assert texts == [f"missed {i}" for i in range(5)]
-            assert len(items) == 10
+            notices = sorted((i["type"], i["name"]) for i in items if i["type"] != "message")
+            assert notices == [
+                ("join", "reader"),
+                ("join", "writer2"),
+                ("leave", "reader"),
+                ("leave", "writer"),
+                ("leave", "writer2"),
+            ]
 
         asyncio.run(main())
 
@@ -168,8 +172,6 @@ def test_a_dead_worker_is_logged_and_shown_not_restarted() -> None:
         status, health = _health(server)
         assert status == 200
         victim = health["workers"][1]["pid"]
-        import os
-
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while True:
