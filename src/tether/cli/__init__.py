@@ -48,7 +48,7 @@ from .. import (
 from ..exceptions import HubError
 from ..sansio.masking import implementation
 from ..sansio.uri import WebSocketURI, parse_uri
-from .text import printable
+from .text import client_ssl, printable
 
 __all__ = ["main"]
 
@@ -267,14 +267,6 @@ def _headers(
 
 def _compression(value: str) -> str | None:
     return None if value == "none" else value
-
-
-def _client_ssl(insecure: bool) -> ssl_module.SSLContext:
-    context = ssl_module.create_default_context()
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl_module.CERT_NONE
-    return context
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -560,7 +552,7 @@ async def _connect_session(
             subprotocols=args.subprotocol,
             compression=_compression(args.compression),
             additional_headers=headers or None,
-            ssl=_client_ssl(args.insecure) if secure else None,
+            ssl=client_ssl(args.insecure) if secure else None,
             open_timeout=args.timeout,
         )
     except InvalidStatus as exc:

@@ -55,7 +55,7 @@ from ..sansio.streams import StreamReader
 from ..sansio.uri import WebSocketURI, parse_uri
 from ..typing import ExtensionParameter
 from ..version import __version__
-from .text import printable
+from .text import client_ssl, printable
 
 __all__ = [
     "NOTE",
@@ -438,13 +438,7 @@ class Inspector:
         self.limits = Limits()
         self.report = Report(str(self.uri))
         self._semaphore = asyncio.Semaphore(4)
-        self._ssl: ssl_module.SSLContext | None = None
-        if self.uri.secure:
-            context = ssl_module.create_default_context()
-            if options.insecure:
-                context.check_hostname = False
-                context.verify_mode = ssl_module.CERT_NONE
-            self._ssl = context
+        self._ssl = client_ssl(options.insecure) if self.uri.secure else None
         # Fail now, not in the middle of the run, if a header given by the user cannot be
         # sent (a control character, a name that is not a token).
         Request("GET", self.uri.resource_name, Headers(self.request()[0])).serialize()

@@ -1,10 +1,12 @@
-"""Text from the network, made safe to print on a terminal (shared by the commands)."""
+"""What ``connect`` and ``inspect`` share: text from the network made safe to print on a
+terminal, and the TLS context of ``--insecure``."""
 
 from __future__ import annotations
 
+import ssl
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["client_ssl", "printable"]
 
 # Characters that must never reach a terminal as they are: C0 and C1 controls, DEL, and the
 # bidirectional formatting characters that can make text read differently from what it is.
@@ -30,3 +32,12 @@ def printable(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def client_ssl(insecure: bool) -> ssl.SSLContext:
+    """The client TLS context: verified as usual, or accepting any certificate (``--insecure``)."""
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
