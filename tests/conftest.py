@@ -1,8 +1,8 @@
-"""Markers and fixtures for the browser and Node harnesses in ``tests/helpers``.
+"""Markers and fixtures for the harnesses in ``tests/helpers`` (Chromium, Node, proxies, Redis).
 
-A test that needs Chromium or Node is skipped, with the reason shown in the summary, only when
-the tool is not installed. Set ``TETHER_NO_SKIP=1`` (CI, once it installs them) to make such a
-test fail instead, so that a missing install cannot pass unnoticed.
+A test that needs one of them is skipped, with the reason shown in the summary, only when the
+tool is not installed. ``TETHER_NO_SKIP=1`` (set by CI, which installs them) makes such a test
+fail instead, so that a missing install cannot pass unnoticed.
 """
 
 from __future__ import annotations
