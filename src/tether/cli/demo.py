@@ -298,11 +298,15 @@ class DemoServer:
             logger.warning("chat: %s of %s not announced: %s", kind, name, exc)
 
 
+def _authority(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _peer(ws: ServerConnection) -> str:
     address = ws.remote_address
     if isinstance(address, tuple) and len(address) >= 2:
-        host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
-        return f"{host}:{address[1]}"
+        return _authority(str(address[0]), address[1])
     return "-"
 
 
@@ -318,8 +322,7 @@ def urls(server: Server, secure: bool) -> list[str]:
     found = []
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host
-        found.append(f"{scheme}://{host}:{port}")
+        found.append(f"{scheme}://{_authority(host, port)}")
     return found
 
 
@@ -432,8 +435,7 @@ def serve_workers(options: ServeOptions, *, banner: Callable[[list[str]], None])
     if port == 0:  # one free port for all, not one each
         reserved, port = free_reuse_port(options.host)
     options = dataclasses.replace(options, port=port)
-    host = f"[{options.host}]" if ":" in options.host else options.host
-    base = f"{'https' if options.certfile else 'http'}://{host}:{port}"
+    base = f"{'https' if options.certfile else 'http'}://{_authority(options.host, port)}"
 
     started = False
 
