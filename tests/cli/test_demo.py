@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import json
+import re
 from typing import Any
 
 import pytest
 
 from tether import connect, serve
-from tether.cli.demo import MAX_NAME, DemoServer
+from tether.cli.demo import DEFAULT_SUBPROTOCOLS, MAX_NAME, DemoServer
 
 
 async def joined_as(path: str) -> dict[str, Any]:
@@ -47,3 +49,11 @@ def test_join_notice_uses_the_name_the_page_sends(path: str, name: str) -> None:
 def test_without_a_name_the_server_names_a_guest(path: str) -> None:
     notice = asyncio.run(asyncio.wait_for(joined_as(path), 10))
     assert notice == {"type": "join", "name": "guest-1", "count": 1}
+
+
+def test_the_page_offers_what_the_server_supports_by_default() -> None:
+    """The page's list and ``DEFAULT_SUBPROTOCOLS`` are one list written in two languages."""
+    page = importlib.resources.files("tether.cli").joinpath("demo.html").read_text()
+    offered = re.search(r"const CHAT_PROTOCOLS = (\[.*?\]);", page)
+    assert offered is not None
+    assert json.loads(offered[1]) == list(DEFAULT_SUBPROTOCOLS)
