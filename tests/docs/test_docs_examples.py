@@ -358,6 +358,24 @@ def test_a_failing_block_fails_the_page(tmp_path: Path) -> None:
         run_page(page, tmp_path / "run")
 
 
+def test_a_server_that_logs_a_traceback_fails_the_page(tmp_path: Path) -> None:
+    """The client reaches the page's server on the port that replaced 8765; what the server
+    logs is checked when the page ends."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- test: server -->\n```python\nimport socket, sys\n"
+        "listener = socket.create_server(('127.0.0.1', 8765))\nwhile True:\n"
+        "    conn, _ = listener.accept()\n    if conn.recv(4) == b'boom':\n"
+        "        print('Traceback (most recent call last):', file=sys.stderr, flush=True)\n"
+        "        conn.sendall(b'ok')\n    conn.close()\n```\n\n"
+        "<!-- test: client -->\n```python\nimport socket\n"
+        "conn = socket.create_connection(('127.0.0.1', 8765))\nconn.sendall(b'boom')\n"
+        "assert conn.recv(2) == b'ok'\n```\n"
+    )
+    with pytest.raises(AssertionError, match="the server logged a traceback"):
+        run_page(page, tmp_path / "run")
+
+
 @pytest.mark.browser
 def test_tutorial_chat_page_in_chromium(browser: Browser, tmp_path: Path) -> None:
     """The tutorial's page, served by its chat server, chats between two browser tabs."""
