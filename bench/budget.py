@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import socket
 import subprocess
 import sys
 import time
+
+# The raw client handshake and the RSS reading of the soak experiments (bench/soak.py).
+from soak import connect as open_client
+from soak import rss
 
 SERVER = """
 import asyncio, sys
@@ -33,36 +35,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def rss(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of ``pid`` in KiB."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            fields[name] = value
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
-async def open_client(port: int) -> tuple[socket.socket, bytes]:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, HANDSHAKE % base64.b64encode(os.urandom(16)))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = await loop.sock_recv(sock, 65536)
-        if not chunk:
-            break
-        head += chunk
-    return sock, head
 
 
 async def hold(sock: socket.socket, size: int) -> None:

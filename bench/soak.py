@@ -70,6 +70,16 @@ def raise_nofile() -> int:
     return hard
 
 
+def rss(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            fields[name] = value
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
 class Server:
     def __init__(self, lib: str, budget: int = 0) -> None:
         self.process = subprocess.Popen(
@@ -84,12 +94,8 @@ class Server:
 
     def rss(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) in MiB."""
-        fields = {}
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                fields[name] = value
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+        current, peak = rss(self.process.pid)
+        return current / 1024, peak / 1024
 
     def alive(self) -> bool:
         return self.process.poll() is None
