@@ -633,21 +633,19 @@ class Protocol:
     def encode_message(self, message: str | bytes | bytearray | memoryview) -> EncodedMessage:
         """Encode ``message`` (text for ``str``) once for every protocol with the same
         :meth:`encoding_key`; this protocol's state is not touched. When the key is ``None``
-        the result only carries the message, and :meth:`send_encoded` sends it normally."""
+        the result only carries the payload, and :meth:`send_encoded` sends it normally."""
         text = isinstance(message, str)
         payload = message.encode() if isinstance(message, str) else bytes(message)
-        key = self.encoding_key(len(payload))
+        return self._encode(payload, text, self.encoding_key(len(payload)))
+
+    def _encode(self, payload: bytes, text: bool, key: Hashable | None) -> EncodedMessage:
+        """:meth:`encode_message` of a payload already in bytes, whose key is known."""
         if key is None:
-            return EncodedMessage(
-                None, message if isinstance(message, str) else payload, b"", len(payload)
-            )
+            return EncodedMessage(None, payload, text, b"")
         frame = Frame(Opcode.TEXT if text else Opcode.BINARY, payload)
         for extension in self.extensions:
             frame = extension.encode_for_broadcast(frame)
-        data = serialize_frame(frame, mask=False)
-        return EncodedMessage(
-            key, message if isinstance(message, str) else payload, data, len(payload)
-        )
+        return EncodedMessage(key, payload, text, serialize_frame(frame, mask=False))
 
     def send_encoded(self, encoded: EncodedMessage) -> None:
         """Send a message encoded by :meth:`encode_message` (of this protocol or of one with
@@ -661,7 +659,7 @@ class Protocol:
         if self._out_opcode is not None:
             raise InvalidState("a fragmented message is in progress: finish it first")
         if encoded.key is None:
-            self.send_message(encoded.message)
+            self.send_message(encoded.payload, text=encoded.text)
             return
         if self.encoding_key(encoded.size) != encoded.key:
             raise ValueError("this message was encoded for a connection with other parameters")
@@ -746,14 +744,20 @@ class Protocol:
 class EncodedMessage:
     """A message encoded once by :meth:`Protocol.encode_message`, for every protocol whose
     :meth:`Protocol.encoding_key` equals ``key`` (``None``: not shared; ``data`` is empty and
-    each protocol encodes ``message`` itself)."""
+    each protocol frames ``payload`` itself)."""
 
     key: Hashable | None
-    message: str | bytes
+    #: The payload before any extension (the UTF-8 of a text message).
+    payload: bytes
+    #: Whether it is a text message.
+    text: bool
     #: The frame as it goes on the wire.
     data: bytes
-    #: The size of the payload before any extension (the UTF-8 size of a text message).
-    size: int
+
+    @property
+    def size(self) -> int:
+        """The size of the payload before any extension (the UTF-8 size of a text message)."""
+        return len(self.payload)
 
 
 class MessageEncoder:
@@ -763,21 +767,30 @@ class MessageEncoder:
         encoder = MessageEncoder(message)
         for protocol in protocols:
             protocol.send_encoded(encoder.encode_for(protocol))
+
+    A ``str`` is encoded to UTF-8 once here, whatever the number of protocols and groups.
     """
 
-    __slots__ = ("_cache", "message", "size")
+    __slots__ = ("_cache", "_unshared", "payload", "text")
 
     def __init__(self, message: str | bytes | bytearray | memoryview) -> None:
-        self.message: str | bytes = message if isinstance(message, str) else bytes(message)
-        self.size = len(message.encode()) if isinstance(message, str) else len(self.message)
+        self.text = isinstance(message, str)
+        self.payload = message.encode() if isinstance(message, str) else bytes(message)
         self._cache: dict[Hashable, EncodedMessage] = {}
+        #: What every protocol that cannot share an encoding gets (it frames the payload).
+        self._unshared = EncodedMessage(None, self.payload, self.text, b"")
+
+    @property
+    def size(self) -> int:
+        """The size of the payload (the UTF-8 size of a text message)."""
+        return len(self.payload)
 
     def encode_for(self, protocol: Protocol) -> EncodedMessage:
         """The message encoded for ``protocol``, shared with the protocols of its group."""
-        key = protocol.encoding_key(self.size)
+        key = protocol.encoding_key(len(self.payload))
         if key is None:
-            return EncodedMessage(None, self.message, b"", self.size)
+            return self._unshared
         encoded = self._cache.get(key)
         if encoded is None:
-            encoded = self._cache[key] = protocol.encode_message(self.message)
+            encoded = self._cache[key] = protocol._encode(self.payload, self.text, key)
         return encoded
