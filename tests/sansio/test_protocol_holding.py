@@ -227,3 +227,17 @@ def test_message_limit_wins_over_utf8_whatever_the_chunking() -> None:
             protocol.receive_data(raw[start : start + chunk])
         results.append(Close.parse(sent_frames(protocol)[0].data).code)
     assert results == [1009, 1009]
+
+
+def test_holding_frees_the_message_in_progress_at_once() -> None:
+    protocol = Protocol(Side.SERVER)  # assembles messages: the fragments are kept
+    protocol.hold_end_after_message = True
+    protocol.receive_data(
+        masked(Opcode.TEXT, b"1")
+        + masked(Opcode.BINARY, b"x" * 1000, fin=False)
+        + masked(Opcode.CLOSE, b"\x03\xe8")
+    )
+    assert protocol.holding
+    assert (protocol._message.opcode, protocol._message.size) == (None, 0)
+    protocol.caught_up()
+    assert protocol.close_rcvd == Close(1000, "")

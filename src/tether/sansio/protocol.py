@@ -372,11 +372,13 @@ class Protocol:
         if isinstance(end, Exception):
             end.__traceback__ = None  # no cycle through this frame's locals
         self._held = end
-        self._discard = True
         self._drop_input()
 
     def _drop_input(self) -> None:
-        """Free the partial frame and message at once (the connection is ending)."""
+        """The connection is ending: discard input from now on, and free the partial frame
+        and message at once."""
+        self._discard = True
+        self._message.reset()
         if self._parser is not None:
             self._parser.discard()
         self.reader.buffer.clear()
@@ -439,17 +441,14 @@ class Protocol:
         self.close_rcvd = close
         if self.close_sent is None:
             self.close_rcvd_then_sent = True
-        if self._message.opcode is not None:
-            # The message in progress will never end: drop it.
-            self._message.reset()
         self._events.append(CloseReceived(close))
         if self._state is State.OPEN:
             # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
             # Close frame, the endpoint MUST send a Close frame in response." We echo the code.
             echo = Close(close.code, "") if close.code != CloseCode.NO_STATUS_RCVD else None
             self._send_close_frame(echo)
-        # Nothing may follow a close frame: what does is discarded.
-        self._discard = True
+        # Nothing may follow a close frame: what does is discarded, and the message in
+        # progress will never end.
         self._drop_input()
         # 7.1.1: the server closes the TCP connection first.
         if self.side is Side.SERVER and not self.eof_sent:
@@ -731,8 +730,6 @@ class Protocol:
         none was sent, stop reading, and close the TCP connection when we are the server."""
         if self._state is State.OPEN:
             self._send_close_frame(Close(code, _truncate_reason(reason)))
-        self._discard = True
-        self._message.reset()
         self._drop_input()
         # 7.1.7: "the endpoint MUST Close the WebSocket Connection". The server closes the TCP
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
