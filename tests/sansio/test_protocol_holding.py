@@ -19,7 +19,8 @@ def masked(opcode: Opcode, data: bytes, fin: bool = True, rsv2: bool = False) ->
 
 
 def sent_frames(protocol: Protocol) -> list[Frame]:
-    parser = FrameParser(mask_expected=False)
+    """The frames ``protocol`` wrote (masked when it is a client)."""
+    parser = FrameParser(mask_expected=protocol.side is Side.CLIENT)
     for data in protocol.data_to_send():
         parser.feed(data)
     frames = []
@@ -185,7 +186,7 @@ def test_invalid_utf8_in_a_continuation_frame_still_arriving() -> None:
     protocol.receive_data(first + cont[:6])  # header (4 bytes) + CE's continuation + "X"
     assert protocol.data_to_send() == []
     protocol.receive_data(cont[6:7])  # FF
-    frames = [f for f in sent_frames_client(protocol)]
+    frames = sent_frames(protocol)
     assert Close.parse(frames[0].data).code == 1007
 
 
@@ -204,16 +205,6 @@ def test_surrogate_prefix_in_an_incomplete_frame_fails() -> None:
     raw = masked(Opcode.TEXT, b"ab\xed\xa0\x80cd")
     protocol.receive_data(raw[: len(raw) - 3])  # ... ED A0
     assert Close.parse(sent_frames(protocol)[0].data).code == 1007
-
-
-def sent_frames_client(protocol: Protocol) -> list[Frame]:
-    parser = FrameParser(mask_expected=True)
-    for data in protocol.data_to_send():
-        parser.feed(data)
-    frames = []
-    while (frame := parser.next_frame()) is not None:
-        frames.append(frame)
-    return frames
 
 
 def test_message_limit_wins_over_utf8_whatever_the_chunking() -> None:
