@@ -191,6 +191,11 @@ def test_serve_validates_options_at_the_call(
         ({"additional_headers": "X-A: b"}, TypeError, "additional_headers: headers must be"),
         ({"additional_headers": {"X-A": "b\r\nX-B: c"}}, ValueError, "invalid value for header"),
         ({"additional_headers": {"bad name": "x"}}, ValueError, "invalid header name"),
+        (
+            {"additional_headers": [("sec-websocket-protocol", "x")]},
+            ValueError,
+            "additional_headers: sec-websocket-protocol is set by the handshake",
+        ),
         ({"max_redirects": -1}, ValueError, "max_redirects must be >= 0"),
         ({"close_timeout": -0.5}, ValueError, "close_timeout must be >= 0"),
         ({"user_agent": b"x"}, TypeError, "user_agent must be a str or None"),

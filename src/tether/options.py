@@ -32,9 +32,9 @@ from .extensions.permessage_deflate import (
     ServerPerMessageDeflateFactory,
 )
 from .limits import Limits
-from .sansio.client import ClientProtocol
+from .sansio.client import ClientProtocol, check_additional_headers
 from .sansio.handshake import SUPPORTED_VERSIONS
-from .sansio.http11 import HeadersLike, normalize_headers
+from .sansio.http11 import HeadersLike
 from .sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
 from .sansio.uri import WebSocketURI
 from .version import __version__
@@ -343,7 +343,7 @@ class ClientOptions:
         set_(self, "extensions", extensions)
         if self.additional_headers is not None:
             try:
-                headers = tuple(normalize_headers(self.additional_headers))
+                headers = tuple(check_additional_headers(self.additional_headers))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"additional_headers: {exc}") from None
             set_(self, "additional_headers", headers)

@@ -7,6 +7,7 @@ import pytest
 from tether.exceptions import InvalidState
 from tether.extensions.permessage_deflate import PerMessageDeflate
 from tether.limits import Limits
+from tether.sansio.codes import Opcode
 from tether.sansio.events import BinaryMessage, TextMessage
 from tether.sansio.frames import FrameParser
 from tether.sansio.protocol import MessageEncoder, Protocol, Side
@@ -92,6 +93,24 @@ def test_clients_mask_so_they_never_share() -> None:
     parser.feed(wire)
     frame = parser.next_frame()
     assert frame is not None and frame.data == b"ping"
+    assert frame.opcode is Opcode.TEXT  # a str goes as text, unshared too
+
+
+def test_unshared_protocols_get_the_payload_encoded_once() -> None:
+    # Context takeover or masking: nothing to share, but the str is not encoded per protocol.
+    encoder = MessageEncoder("h\u00e9 " * 100)
+    protocols = [server(deflate(no_context_takeover=False)) for _ in range(2)]
+    protocols.append(Protocol(Side.CLIENT))
+    encoded = [encoder.encode_for(protocol) for protocol in protocols]
+    assert all(e is encoded[0] for e in encoded)
+    assert encoded[0].key is None and encoded[0].text
+    assert encoded[0].payload is encoder.payload == ("h\u00e9 " * 100).encode()
+    assert encoder.size == encoded[0].size == 400
+    for protocol in protocols:
+        protocol.send_encoded(encoded[0])
+    (wire,) = protocols[0].data_to_send()
+    expected = [TextMessage("h\u00e9 " * 100)]
+    assert receive(wire, PerMessageDeflate(False, True, 15, 15)) == expected
 
 
 def test_split_messages_are_encoded_by_each_connection() -> None:
@@ -129,6 +148,7 @@ def test_encode_message_without_a_shared_key_carries_only_the_message() -> None:
     client._start_frames()
     encoded = client.encode_message(b"\x01\x02")
     assert encoded.key is None and encoded.data == b"" and encoded.size == 2
+    assert (encoded.payload, encoded.text) == (b"\x01\x02", False)
     client.send_encoded(encoded)
     (wire,) = client.data_to_send()
     assert wire[0] == 0x82 and wire[1] == 0x80 | 2  # masked binary frame of 2 bytes

@@ -19,7 +19,8 @@ def masked(opcode: Opcode, data: bytes, fin: bool = True, rsv2: bool = False) ->
 
 
 def sent_frames(protocol: Protocol) -> list[Frame]:
-    parser = FrameParser(mask_expected=False)
+    """The frames ``protocol`` wrote (masked when it is a client)."""
+    parser = FrameParser(mask_expected=protocol.side is Side.CLIENT)
     for data in protocol.data_to_send():
         parser.feed(data)
     frames = []
@@ -185,7 +186,7 @@ def test_invalid_utf8_in_a_continuation_frame_still_arriving() -> None:
     protocol.receive_data(first + cont[:6])  # header (4 bytes) + CE's continuation + "X"
     assert protocol.data_to_send() == []
     protocol.receive_data(cont[6:7])  # FF
-    frames = [f for f in sent_frames_client(protocol)]
+    frames = sent_frames(protocol)
     assert Close.parse(frames[0].data).code == 1007
 
 
@@ -206,16 +207,6 @@ def test_surrogate_prefix_in_an_incomplete_frame_fails() -> None:
     assert Close.parse(sent_frames(protocol)[0].data).code == 1007
 
 
-def sent_frames_client(protocol: Protocol) -> list[Frame]:
-    parser = FrameParser(mask_expected=True)
-    for data in protocol.data_to_send():
-        parser.feed(data)
-    frames = []
-    while (frame := parser.next_frame()) is not None:
-        frames.append(frame)
-    return frames
-
-
 def test_message_limit_wins_over_utf8_whatever_the_chunking() -> None:
     from tether.limits import Limits
 
@@ -227,3 +218,17 @@ def test_message_limit_wins_over_utf8_whatever_the_chunking() -> None:
             protocol.receive_data(raw[start : start + chunk])
         results.append(Close.parse(sent_frames(protocol)[0].data).code)
     assert results == [1009, 1009]
+
+
+def test_holding_frees_the_message_in_progress_at_once() -> None:
+    protocol = Protocol(Side.SERVER)  # assembles messages: the fragments are kept
+    protocol.hold_end_after_message = True
+    protocol.receive_data(
+        masked(Opcode.TEXT, b"1")
+        + masked(Opcode.BINARY, b"x" * 1000, fin=False)
+        + masked(Opcode.CLOSE, b"\x03\xe8")
+    )
+    assert protocol.holding
+    assert (protocol._message.opcode, protocol._message.size) == (None, 0)
+    protocol.caught_up()
+    assert protocol.close_rcvd == Close(1000, "")

@@ -123,11 +123,26 @@ def test_headers_are_taken_in_every_shape(headers: Any) -> None:
         ({"X-A": 1}, TypeError),
         ({"X A": "1"}, ValueError),
         ({"X-A": "1\r\nInjected: yes"}, ValueError),
+        ({"X-A": "\x1b[31m"}, ValueError),
+        ({"X-A": "\x7f"}, ValueError),
+        ({"X-A": "\u20ac"}, ValueError),
     ],
 )
 def test_bad_headers_are_refused(headers: object, error: type[Exception]) -> None:
     with pytest.raises(error):
         normalize_headers(headers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["", "a\tb", "caf\u00e9", "\x1b", "\x00", "\u20ac", "x\ny"])
+def test_headers_are_refused_when_given_exactly_when_serializing_would_fail(value: str) -> None:
+    try:
+        Request("GET", "/", Headers([("X-A", value)])).serialize()
+    except ValueError as exc:
+        with pytest.raises(ValueError) as given:
+            normalize_headers([("X-A", value)])
+        assert str(given.value) == str(exc)
+    else:
+        assert normalize_headers([("X-A", value)]) == [("X-A", value)]
 
 
 def test_reject_takes_a_content_type_and_bytes() -> None:

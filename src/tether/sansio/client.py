@@ -46,7 +46,24 @@ from .http11 import Headers, HeadersLike, Request, Response, normalize_headers
 from .protocol import Protocol, Side, State
 from .uri import WebSocketURI
 
-__all__ = ["ClientProtocol", "HeadersLike"]
+__all__ = ["ClientProtocol", "HeadersLike", "check_additional_headers"]
+
+
+def check_additional_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    """The lines of a client's additional request headers, checked as
+    :func:`~tether.sansio.http11.normalize_headers` does; ``Sec-WebSocket-*`` ones are refused
+    too (the handshake sets them from options). ``ClientOptions`` calls it when built, so a bad
+    header fails at the call rather than when connecting.
+
+    Raises:
+        TypeError: ``headers`` is not one of the accepted shapes.
+        ValueError: a name or a value is invalid, or a name starts with ``Sec-WebSocket-``.
+    """
+    items = normalize_headers(headers)
+    for name, _ in items:
+        if name.lower().startswith("sec-websocket-"):
+            raise ValueError(f"{name} is set by the handshake; pass it as an option")
+    return items
 
 
 class ClientProtocol(Protocol):
@@ -85,10 +102,7 @@ class ClientProtocol(Protocol):
         self.subprotocols = [Subprotocol(s) for s in subprotocols or ()]
         self.require_subprotocol = require_subprotocol
         self.extension_factories = list(extensions or ())
-        self.additional_headers = normalize_headers(additional_headers)
-        for name, _ in self.additional_headers:
-            if name.lower().startswith("sec-websocket-"):
-                raise ValueError(f"{name} is set by the handshake; pass it as an option")
+        self.additional_headers = check_additional_headers(additional_headers)
         self.user_agent = user_agent
         self.key = generate_key()
         self.handshake = Handshake(

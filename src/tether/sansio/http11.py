@@ -231,8 +231,9 @@ HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def normalize_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
-    """The ``(name, value)`` lines of ``headers``, checked: names are tokens and values have
-    no CR, LF or NUL (which would let a value inject header lines).
+    """The ``(name, value)`` lines of ``headers``, checked as the serializer checks them: names
+    are tokens and values are field-value characters (no CR, LF, NUL or other control
+    character, which would let a value inject header lines).
 
     Raises:
         TypeError: ``headers`` is not one of the accepted shapes.
@@ -255,10 +256,9 @@ def normalize_headers(headers: HeadersLike | None) -> list[tuple[str, str]]:
     for name, value in items:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str, got {name!r}: {value!r}")
-        if not _TOKEN_STR_RE.fullmatch(name):
-            raise ValueError(f"invalid header name: {name!r}")
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError(f"invalid value for header {name}: {value!r}")
+        # The serializer's own rule (_serialize_headers), applied when the headers are given.
+        _check_head_text("header name", _TOKEN_STR_RE, name)
+        _check_head_text(f"value for header {name}", _FIELD_VALUE_STR_RE, value)
     return items
 
 

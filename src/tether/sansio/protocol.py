@@ -372,11 +372,13 @@ class Protocol:
         if isinstance(end, Exception):
             end.__traceback__ = None  # no cycle through this frame's locals
         self._held = end
-        self._discard = True
         self._drop_input()
 
     def _drop_input(self) -> None:
-        """Free the partial frame and message at once (the connection is ending)."""
+        """The connection is ending: discard input from now on, and free the partial frame
+        and message at once."""
+        self._discard = True
+        self._message.reset()
         if self._parser is not None:
             self._parser.discard()
         self.reader.buffer.clear()
@@ -439,17 +441,14 @@ class Protocol:
         self.close_rcvd = close
         if self.close_sent is None:
             self.close_rcvd_then_sent = True
-        if self._message.opcode is not None:
-            # The message in progress will never end: drop it.
-            self._message.reset()
         self._events.append(CloseReceived(close))
         if self._state is State.OPEN:
             # 5.5.1: "If an endpoint receives a Close frame and did not previously send a
             # Close frame, the endpoint MUST send a Close frame in response." We echo the code.
             echo = Close(close.code, "") if close.code != CloseCode.NO_STATUS_RCVD else None
             self._send_close_frame(echo)
-        # Nothing may follow a close frame: what does is discarded.
-        self._discard = True
+        # Nothing may follow a close frame: what does is discarded, and the message in
+        # progress will never end.
         self._drop_input()
         # 7.1.1: the server closes the TCP connection first.
         if self.side is Side.SERVER and not self.eof_sent:
@@ -633,21 +632,19 @@ class Protocol:
     def encode_message(self, message: str | bytes | bytearray | memoryview) -> EncodedMessage:
         """Encode ``message`` (text for ``str``) once for every protocol with the same
         :meth:`encoding_key`; this protocol's state is not touched. When the key is ``None``
-        the result only carries the message, and :meth:`send_encoded` sends it normally."""
+        the result only carries the payload, and :meth:`send_encoded` sends it normally."""
         text = isinstance(message, str)
         payload = message.encode() if isinstance(message, str) else bytes(message)
-        key = self.encoding_key(len(payload))
+        return self._encode(payload, text, self.encoding_key(len(payload)))
+
+    def _encode(self, payload: bytes, text: bool, key: Hashable | None) -> EncodedMessage:
+        """:meth:`encode_message` of a payload already in bytes, whose key is known."""
         if key is None:
-            return EncodedMessage(
-                None, message if isinstance(message, str) else payload, b"", len(payload)
-            )
+            return EncodedMessage(None, payload, text, b"")
         frame = Frame(Opcode.TEXT if text else Opcode.BINARY, payload)
         for extension in self.extensions:
             frame = extension.encode_for_broadcast(frame)
-        data = serialize_frame(frame, mask=False)
-        return EncodedMessage(
-            key, message if isinstance(message, str) else payload, data, len(payload)
-        )
+        return EncodedMessage(key, payload, text, serialize_frame(frame, mask=False))
 
     def send_encoded(self, encoded: EncodedMessage) -> None:
         """Send a message encoded by :meth:`encode_message` (of this protocol or of one with
@@ -661,7 +658,7 @@ class Protocol:
         if self._out_opcode is not None:
             raise InvalidState("a fragmented message is in progress: finish it first")
         if encoded.key is None:
-            self.send_message(encoded.message)
+            self.send_message(encoded.payload, text=encoded.text)
             return
         if self.encoding_key(encoded.size) != encoded.key:
             raise ValueError("this message was encoded for a connection with other parameters")
@@ -733,8 +730,6 @@ class Protocol:
         none was sent, stop reading, and close the TCP connection when we are the server."""
         if self._state is State.OPEN:
             self._send_close_frame(Close(code, _truncate_reason(reason)))
-        self._discard = True
-        self._message.reset()
         self._drop_input()
         # 7.1.7: "the endpoint MUST Close the WebSocket Connection". The server closes the TCP
         # connection at once; a client waits for the server to do it (7.1.1), within a timeout.
@@ -746,14 +741,20 @@ class Protocol:
 class EncodedMessage:
     """A message encoded once by :meth:`Protocol.encode_message`, for every protocol whose
     :meth:`Protocol.encoding_key` equals ``key`` (``None``: not shared; ``data`` is empty and
-    each protocol encodes ``message`` itself)."""
+    each protocol frames ``payload`` itself)."""
 
     key: Hashable | None
-    message: str | bytes
+    #: The payload before any extension (the UTF-8 of a text message).
+    payload: bytes
+    #: Whether it is a text message.
+    text: bool
     #: The frame as it goes on the wire.
     data: bytes
-    #: The size of the payload before any extension (the UTF-8 size of a text message).
-    size: int
+
+    @property
+    def size(self) -> int:
+        """The size of the payload before any extension (the UTF-8 size of a text message)."""
+        return len(self.payload)
 
 
 class MessageEncoder:
@@ -763,21 +764,30 @@ class MessageEncoder:
         encoder = MessageEncoder(message)
         for protocol in protocols:
             protocol.send_encoded(encoder.encode_for(protocol))
+
+    A ``str`` is encoded to UTF-8 once here, whatever the number of protocols and groups.
     """
 
-    __slots__ = ("_cache", "message", "size")
+    __slots__ = ("_cache", "_unshared", "payload", "text")
 
     def __init__(self, message: str | bytes | bytearray | memoryview) -> None:
-        self.message: str | bytes = message if isinstance(message, str) else bytes(message)
-        self.size = len(message.encode()) if isinstance(message, str) else len(self.message)
+        self.text = isinstance(message, str)
+        self.payload = message.encode() if isinstance(message, str) else bytes(message)
         self._cache: dict[Hashable, EncodedMessage] = {}
+        #: What every protocol that cannot share an encoding gets (it frames the payload).
+        self._unshared = EncodedMessage(None, self.payload, self.text, b"")
+
+    @property
+    def size(self) -> int:
+        """The size of the payload (the UTF-8 size of a text message)."""
+        return len(self.payload)
 
     def encode_for(self, protocol: Protocol) -> EncodedMessage:
         """The message encoded for ``protocol``, shared with the protocols of its group."""
-        key = protocol.encoding_key(self.size)
+        key = protocol.encoding_key(len(self.payload))
         if key is None:
-            return EncodedMessage(None, self.message, b"", self.size)
+            return self._unshared
         encoded = self._cache.get(key)
         if encoded is None:
-            encoded = self._cache[key] = protocol.encode_message(self.message)
+            encoded = self._cache[key] = protocol._encode(self.payload, self.text, key)
         return encoded
