@@ -16,14 +16,12 @@ import os
 import socket
 import ssl as ssl_module
 import time
-import urllib.parse
 from collections.abc import Sequence
 from typing import Literal, Never
 
 from ..exceptions import (
     ConnectionLostDuringHandshake,
     InvalidProxy,
-    InvalidRedirect,
     InvalidStatus,
 )
 from ..extensions.base import ClientExtensionFactory
@@ -35,6 +33,7 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..redirects import redirect_target, too_many_redirects
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.protocol import State
 from ..sansio.proxy import (
@@ -157,12 +156,9 @@ def connect(
                 logger=log,
             )
         except InvalidStatus as exc:
-            location = exc.location
-            if location is None or sock is not None:
+            following = None if sock is not None else redirect_target(target, exc)
+            if following is None:
                 raise
-            following = parse_uri(urllib.parse.urljoin(str(target), location))
-            if target.secure and not following.secure:
-                raise InvalidRedirect(exc.response, "redirect from wss:// to ws://") from exc
             log.info("redirected (%d) to %s", exc.response.status, following)
             target = following
             continue
@@ -171,7 +167,7 @@ def connect(
         )
         connection.start()
         return connection
-    raise InvalidRedirect(None, f"more than {max_redirects} redirects")
+    raise too_many_redirects(max_redirects)
 
 
 def _remaining(deadline: float | None) -> float | None:
