@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import os
 import select
 import socket
 import ssl as ssl_module
@@ -48,6 +47,7 @@ from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
+from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import Protocol, State
@@ -282,11 +282,12 @@ class Connection(ConnectionInfo):
         # Output, in the protocol's order; item i is written once _written > i.
         self._out: collections.deque[bytes] = collections.deque()
         self._queued = 0  # items ever appended to _out
-        self._written = 0  # items ever written (or dropped, once _lost)
-        self._lost_at: int | None = None  # items written when the socket failed
+        self._written = 0  # items ever written (or dropped, once lost)
+        # Items written when the socket failed or was shut down; once set, nothing more is
+        # written (``None``: the socket is usable).
+        self._lost_at: int | None = None
         self._write_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one message (maybe fragmented) at a time
-        self._lost = False  # the socket failed or was shut down: nothing more is written
 
         # Pings sent: payload -> (future resolved with the round-trip time, time sent).
         self._pings: dict[bytes, tuple[concurrent.futures.Future[float], float]] = {}
@@ -302,7 +303,6 @@ class Connection(ConnectionInfo):
 
         self._thread: threading.Thread | None = None
         self._socket_closed = False
-        self._closed_event = threading.Event()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -466,15 +466,7 @@ class Connection(ConnectionInfo):
             ConcurrencyError: a ping with the same data is waiting for its pong.
         """
         with self._mutex:
-            if data is None:
-                payload = os.urandom(4)
-                while payload in self._pings:
-                    payload = os.urandom(4)
-            else:
-                payload = data.encode() if isinstance(data, str) else bytes(data)
-                if payload in self._pings:
-                    raise ConcurrencyError("already waiting for a pong with the same data")
-            waiter = self._send_ping(payload)
+            waiter = self._send_ping(ping_payload(self._pings, data))
             self._bg_cond.notify()
         self._flush()
         return waiter
@@ -525,7 +517,7 @@ class Connection(ConnectionInfo):
         if thread is threading.current_thread():
             # From a ping future's callback, in the background thread: it releases the socket
             # once this returns.
-            return self._closed_event.is_set()
+            return self._socket_closed
         thread.join(timeout)
         return not thread.is_alive()
 
@@ -647,7 +639,7 @@ class Connection(ConnectionInfo):
             elif type(event) is Pong:
                 self._pong_received(event)
         writes = protocol.data_to_send()
-        if writes and not self._lost:
+        if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
         if protocol.state is not State.OPEN:
@@ -665,13 +657,10 @@ class Connection(ConnectionInfo):
 
     def _pong_received(self, event: Pong) -> None:
         now = _monotonic()
-        for payload in event.acked:
-            entry = self._pings.pop(payload, None)
-            if entry is None:
-                continue
-            waiter, sent = entry
-            self.latency = now - sent
-            self._settled.append((waiter, self.latency))
+        answered = answered_pings(self._pings, event.acked, now)
+        if answered:
+            self.latency = answered[-1][1]
+            self._settled.extend(answered)
         if self._keepalive_payload is not None and self._keepalive_payload in event.acked:
             # As the asyncio layer does: the next keepalive ping one interval after the pong.
             self._keepalive_payload = None
@@ -684,7 +673,7 @@ class Connection(ConnectionInfo):
     def _take_output(self) -> int:
         """Queue the protocol's output (mutex held); return the count to write up to."""
         writes = self.protocol.data_to_send()
-        if writes and not self._lost:
+        if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
         return self._queued
@@ -797,8 +786,7 @@ class Connection(ConnectionInfo):
 
     def _connection_lost(self) -> None:
         """The socket broke (mutex held): nothing more is written; readers see EOF."""
-        if not self._lost:
-            self._lost = True
+        if self._lost_at is None:
             self._lost_at = self._written
             self._written += len(self._out)
             self._out.clear()
@@ -930,9 +918,7 @@ class Connection(ConnectionInfo):
         if self.protocol.state is not State.OPEN:
             self._next_ping = None
             return
-        payload = os.urandom(4)
-        while payload in self._pings:
-            payload = os.urandom(4)
+        payload = ping_payload(self._pings, None)
         self._send_ping(payload)
         if self.ping_timeout is not None:
             self._keepalive_payload = payload
@@ -961,8 +947,7 @@ class Connection(ConnectionInfo):
         with self._write_lock:
             with self._mutex:
                 self._socket_closed = True
-                self._lost = True
+                self._connection_lost()  # after a clean close: nothing more is written
                 self.transport.close()
                 self._data_cond.notify_all()
-        self._closed_event.set()
         self.logger.debug("= connection closed: code %s", self.close_code)
