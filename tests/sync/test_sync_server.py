@@ -23,7 +23,7 @@ import pytest
 from helpers.sync_server import running, uri
 from tether import ConnectionClosed, ConnectionClosedOK, InvalidStatus, Limits, Request, Response
 from tether import serve as asyncio_serve
-from tether.sync import ServerConnection, connect
+from tether.sync import ServerConnection, connect, serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -134,6 +134,16 @@ def test_process_request_answers_plain_http_and_hook_errors_are_500() -> None:
         with connect(uri(s)) as ws:
             assert ws.response is not None
             assert ws.response.headers["X-Seen"] == "yes"
+
+
+def test_hooks_of_the_wrong_shape_are_refused_at_serve_time() -> None:
+    def legacy(path: str, request_headers: Any) -> Any:
+        return None
+
+    with pytest.raises(TypeError, match=r"legacy \(path, request_headers\) shape.*request\.path"):
+        serve(echo, "127.0.0.1", 0, process_request=legacy)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="process_response must be callable"):
+        serve(echo, "127.0.0.1", 0, process_response="not a function")  # type: ignore[arg-type]
 
 
 def test_max_connections_refuses_extras_with_503_and_retry_after() -> None:

@@ -40,6 +40,7 @@ from ..options import (
     DEFAULT_SERVER_HEADER,
     Compression,
     ServerOptions,
+    check_process_request,
     check_unknown_keywords,
     pick,
 )
@@ -170,6 +171,9 @@ class Server:
             raise TypeError(f"handler must be a function of the connection, got {handler!r}")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        check_process_request(process_request)
+        if process_response is not None and not callable(process_response):
+            raise TypeError(f"process_response must be callable, got {process_response!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for no bound)")
         if memory_budget is not None:
