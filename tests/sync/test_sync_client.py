@@ -16,6 +16,7 @@ from tether import (
     ConnectionLostDuringHandshake,
     InvalidRedirect,
     InvalidStatus,
+    OpenTimeout,
     Request,
     Response,
 )
@@ -183,8 +184,10 @@ def test_open_timeout_bounds_a_silent_server() -> None:
     thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
     thread.start()
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as caught:
         connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/", open_timeout=0.3)
+    assert isinstance(caught.value, OpenTimeout)
+    assert "open_timeout=0.3 s" in str(caught.value)
     assert time.monotonic() - start < 3
     thread.join(5)
     for sock in accepted:

@@ -23,6 +23,8 @@ from ..exceptions import (
     ConnectionLostDuringHandshake,
     InvalidProxy,
     InvalidStatus,
+    OpenTimeout,
+    TetherError,
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
@@ -124,7 +126,7 @@ def connect(
             to ws://.
         InvalidProxy: the proxy cannot be reached (``retryable``) or refused the tunnel (its
             HTTP status or SOCKS5 reply is in the message).
-        TimeoutError: ``open_timeout`` elapsed.
+        OpenTimeout: ``open_timeout`` elapsed (also a ``TimeoutError``).
         OSError: the TCP connection could not be opened.
     """
     check_unknown_keywords("connect", unknown)
@@ -155,6 +157,13 @@ def connect(
                 close_timeout=close_timeout,
                 logger=log,
             )
+        except TimeoutError as exc:
+            if isinstance(exc, TetherError) or open_timeout is None:
+                raise  # or the kernel's connect timeout (ETIMEDOUT)
+            raise OpenTimeout(
+                f"could not connect to {target} and finish the opening handshake within "
+                f"open_timeout={open_timeout:g} s"
+            ) from exc
         except InvalidStatus as exc:
             following = None if sock is not None else redirect_target(target, exc)
             if following is None:
