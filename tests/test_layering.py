@@ -29,10 +29,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sans-I/O core", ("tether.sansio",)),
     ("extensions", ("tether.extensions",)),
     # The options of serve()/connect(), validated, what a connection reads from its protocol,
-    # and the bookkeeping of pings and redirects: shared by every I/O layer.
+    # the bookkeeping of pings and redirects, and hook responses: shared by every I/O layer.
     (
         "shared options",
-        ("tether.options", "tether.connection_info", "tether.pings", "tether.redirects"),
+        (
+            "tether.options",
+            "tether.connection_info",
+            "tether.pings",
+            "tether.redirects",
+            "tether.responses",
+        ),
     ),
     ("I/O layers", ("tether.asyncio", "tether.sync", "tether.asgi")),
     ("hub", ("tether.hub",)),

@@ -44,6 +44,7 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..responses import ServerResponses
 from ..sansio.codes import CloseCode
 from ..sansio.handshake import SUPPORTED_VERSIONS
 from ..sansio.http11 import Request, Response
@@ -72,8 +73,9 @@ MAX_TLS_REFUSALS = 8
 TLS_REFUSAL_TIMEOUT = 5.0
 
 
-class ServerConnection(Connection):
-    """One client's connection, as the handler sees it."""
+class ServerConnection(Connection, ServerResponses):
+    """One client's connection, as the handler sees it; ``respond()``, ``respond_json()`` and
+    ``respond_html()`` build the answers of ``process_request`` hooks, as in asyncio."""
 
     protocol: ServerProtocol
 
@@ -87,10 +89,6 @@ class ServerConnection(Connection):
             logger=server.logger,
         )
         self.server = server
-
-    def respond(self, status: int, text: str) -> Response:
-        """A plain-text HTTP response, for ``process_request`` hooks (``/healthz``)."""
-        return self.protocol.reject(status, text)
 
 
 class Server:
