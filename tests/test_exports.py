@@ -33,7 +33,7 @@ MODULES = [
     "tether.sync.client",
     "tether.sync.server",
     "tether.sync.connection",
-    "tether.sync.messages",
+    "tether.fragment_queue",
     "tether.sync.router",
 ]
 

@@ -29,12 +29,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sans-I/O core", ("tether.sansio",)),
     ("extensions", ("tether.extensions",)),
     # The options of serve()/connect(), validated, what a connection reads from its protocol,
-    # the bookkeeping of pings and redirects, and hook responses: shared by every I/O layer.
+    # its receive queue, the bookkeeping of pings and redirects, and hook responses: shared by
+    # every I/O layer.
     (
         "shared options",
         (
             "tether.options",
             "tether.connection_info",
+            "tether.fragment_queue",
             "tether.pings",
             "tether.redirects",
             "tether.responses",

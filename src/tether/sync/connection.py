@@ -47,12 +47,12 @@ from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
+from ..fragment_queue import FragmentQueue
 from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import Protocol, State
 from ..typing import Data, LoggerLike
-from .messages import Assembler
 
 __all__ = ["Connection"]
 
@@ -269,7 +269,7 @@ class Connection(ConnectionInfo):
         self._mutex = threading.Lock()
         self._data_cond = threading.Condition(self._mutex)  # recv(), close(): something changed
         self._bg_cond = threading.Condition(self._mutex)  # the background thread's sleep
-        self._assembler = Assembler(protocol.limits.max_queue)
+        self._assembler = FragmentQueue(protocol.limits.max_queue)
         self._reading = False  # a thread holds the read role
         self._recv_busy = False  # the application is in recv() or recv_streaming()
         self._recv_left = 0.0  # when the application last left recv()
@@ -360,19 +360,18 @@ class Connection(ConnectionInfo):
                     "recv_streaming()"
                 )
             assembler = self._assembler
-            message = assembler.pop_message()
-            if message is None:
+            if not assembler.complete:
                 self._recv_busy = True
                 try:
                     deadline = None if timeout is None else _monotonic() + timeout
-                    while message is None:
+                    while not assembler.complete:
                         self._read_or_wait(deadline)
-                        message = assembler.pop_message()
                 finally:
                     self._recv_busy = False
                     if self._bg_wake_on_recv_exit:
                         self._bg_wake_on_recv_exit = False
                         self._bg_cond.notify()
+            message = assembler.pop_message()
             self._recv_left = _monotonic()
             self._after_pop()
             return message
@@ -543,13 +542,13 @@ class Connection(ConnectionInfo):
         deadline = None if timeout is None else _monotonic() + timeout
         try:
             with self._mutex:
-                while True:
-                    fragment = self._assembler.pop_fragment()
-                    if fragment is not None:
-                        if fragment.last:
-                            self._after_pop()
-                        return fragment
+                assembler = self._assembler
+                while not assembler.fragments:
                     self._read_or_wait(deadline)
+                fragment = assembler.pop()
+                if fragment.last:
+                    self._after_pop()
+                return fragment
         finally:
             if self._settled:
                 self._settle()
@@ -937,6 +936,8 @@ class Connection(ConnectionInfo):
                     self._data_cond.wait(0.1)
                 finally:
                     self._data_waiters -= 1
+            # A message still arriving will never end: free it now (as asyncio does).
+            self._assembler.drop_incomplete()
             closed = self.protocol.close_exc
             unanswered = [waiter for waiter, _ in self._pings.values()]
             self._pings.clear()
