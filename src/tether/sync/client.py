@@ -58,9 +58,6 @@ class ClientConnection(Connection):
 
     protocol: ClientProtocol
 
-    def __enter__(self) -> ClientConnection:
-        return self
-
 
 def connect(
     uri: str,

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
@@ -320,7 +320,7 @@ class Connection(ConnectionInfo):
         except OSError:
             return None
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
