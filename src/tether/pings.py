@@ -45,8 +45,7 @@ def answered_pings(
 ) -> list[tuple[Waiter, float]]:
     """Take the pings that a pong answered (``acked``, oldest first) out of ``waiting``:
     ``(waiter, round-trip time)`` for each, the latest last (its time is the connection's
-    latency). Payloads that are not waiting (unsolicited, or a ping sent by the protocol
-    itself) are skipped."""
+    latency). Payloads no longer waiting are skipped."""
     answered = []
     for payload in acked:
         entry = waiting.pop(payload, None)

@@ -72,6 +72,9 @@ MAX_TLS_REFUSALS = 8
 #: Seconds a refusal over TLS may take, handshake and answer included.
 TLS_REFUSAL_TIMEOUT = 5.0
 
+#: The reason of the 503 answered to connections that arrive during :meth:`Server.shutdown`.
+SHUTTING_DOWN = "The server is shutting down; try again later."
+
 
 class ServerConnection(Connection, ServerResponses):
     """One client's connection, as the handler sees it; ``respond()``, ``respond_json()`` and
@@ -340,16 +343,14 @@ class Server:
         client closes (so that closing does not reset the connection before the client has
         read the answer)."""
         if self._closing:
-            text = "The server is shutting down; try again later."
+            text = SHUTTING_DOWN
         else:
             text = (
                 f"The server is at its limit of {self.max_connections} connections; "
                 f"try again in {self.retry_after} s."
             )
         self.logger.info("! refused a connection: %s", text)
-        response = ServerProtocol(server_header=self.server_header).reject(
-            503, text, [("Retry-After", str(self.retry_after))]
-        )
+        response = self._unavailable(ServerProtocol(server_header=self.server_header), text)
         if self.ssl is not None:
             # The answer needs a TLS handshake first: a short-lived thread does it, at most
             # MAX_TLS_REFUSALS at a time (past that, extras are closed without an answer).
@@ -569,12 +570,12 @@ class Server:
             connection.logger.error("! error in the opening handshake hooks", exc_info=True)
             response = protocol.reject(500, "Internal server error.")
         if response.status == 101 and self._closing:
-            response = protocol.reject(
-                503,
-                "The server is shutting down; try again later.",
-                [("Retry-After", str(self.retry_after))],
-            )
+            response = self._unavailable(protocol, SHUTTING_DOWN)
         return response
+
+    def _unavailable(self, protocol: ServerProtocol, text: str) -> Response:
+        """503 with ``text`` and ``Retry-After``: the server cannot take the connection now."""
+        return protocol.reject(503, text, [("Retry-After", str(self.retry_after))])
 
     def _run_handler(self, connection: ServerConnection) -> None:
         try:
