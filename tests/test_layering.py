@@ -28,9 +28,20 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("extension interface", ("tether.extensions.base",)),
     ("sans-I/O core", ("tether.sansio",)),
     ("extensions", ("tether.extensions",)),
-    # The options of serve()/connect(), validated, and what a connection reads from its
-    # protocol: shared by every I/O layer.
-    ("shared options", ("tether.options", "tether.connection_info")),
+    # The options of serve()/connect(), validated, what a connection reads from its protocol,
+    # its receive queue, the bookkeeping of pings and redirects, and hook responses: shared by
+    # every I/O layer.
+    (
+        "shared options",
+        (
+            "tether.options",
+            "tether.connection_info",
+            "tether.fragment_queue",
+            "tether.pings",
+            "tether.redirects",
+            "tether.responses",
+        ),
+    ),
     ("I/O layers", ("tether.asyncio", "tether.sync", "tether.asgi")),
     ("hub", ("tether.hub",)),
     ("package root", ("tether",)),

@@ -16,6 +16,7 @@ from tether import (
     ConnectionLostDuringHandshake,
     InvalidRedirect,
     InvalidStatus,
+    OpenTimeout,
     Request,
     Response,
 )
@@ -75,9 +76,19 @@ def test_redirect_loops_and_refusals_are_clear_errors() -> None:
         assert "Go away." in str(caught.value)
 
 
+def test_a_given_socket_follows_no_redirect() -> None:
+    with running(echo, process_request=redirect_to("/final")) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port_number))
+        with pytest.raises(InvalidStatus) as caught:
+            connect(uri(server, "/start"), sock=sock)
+        assert caught.value.response.status == 302
+        assert caught.value.location == "/final"
+
+
 @pytest.fixture
 def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a test dependency: missing, the test fails rather than skips
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -103,6 +114,18 @@ def test_tls_between_sync_peers(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> N
             connect(target)  # the default context does not trust our CA
         with pytest.raises(ValueError, match="wss://"):
             connect(uri(server), ssl=client_context)
+
+
+def test_a_redirect_from_wss_to_ws_is_refused(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_context, client_context = tls
+    with running(
+        echo, process_request=redirect_to("ws://127.0.0.1:9/final"), ssl=server_context
+    ) as s:
+        with pytest.raises(InvalidRedirect, match=r"from wss:// to ws://") as caught:
+            connect(f"wss://127.0.0.1:{s.port_number}/start", ssl=client_context)
+        assert caught.value.response is not None
+        assert caught.value.response.status == 302
+        assert isinstance(caught.value.__cause__, InvalidStatus)
 
 
 def test_max_connections_over_tls_answers_503(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
@@ -161,8 +184,10 @@ def test_open_timeout_bounds_a_silent_server() -> None:
     thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
     thread.start()
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as caught:
         connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/", open_timeout=0.3)
+    assert isinstance(caught.value, OpenTimeout)
+    assert "open_timeout=0.3 s" in str(caught.value)
     assert time.monotonic() - start < 3
     thread.join(5)
     for sock in accepted:

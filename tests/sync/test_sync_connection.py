@@ -450,7 +450,7 @@ def test_a_slow_reader_bounds_memory_and_a_slow_peer_blocks_send() -> None:
         assert 0 < sent < 400
         # The client holds at most max_queue and one message; the blocked server holds at most
         # the message it is sending.
-        assert ws._assembler.queued_bytes + ws.protocol.buffered <= limits.max_queue + size
+        assert ws._assembler.size + ws.protocol.buffered <= limits.max_queue + size
         assert sum(len(data) for data in server_side[0]._out) <= size + 16
         received = 0
         for message in ws:

@@ -23,7 +23,7 @@ import pytest
 from helpers.sync_server import running, uri
 from tether import ConnectionClosed, ConnectionClosedOK, InvalidStatus, Limits, Request, Response
 from tether import serve as asyncio_serve
-from tether.sync import ServerConnection, connect
+from tether.sync import ServerConnection, connect, serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -134,6 +134,42 @@ def test_process_request_answers_plain_http_and_hook_errors_are_500() -> None:
         with connect(uri(s)) as ws:
             assert ws.response is not None
             assert ws.response.headers["X-Seen"] == "yes"
+
+
+def test_hooks_answer_with_json_html_and_any_content_type_as_in_asyncio() -> None:
+    def process_request(ws: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/json":
+            return ws.respond_json(401, {"error": "token"}, headers={"WWW-Authenticate": "Bearer"})
+        if request.path == "/html":
+            return ws.respond_html(200, "<p>hi</p>")
+        return ws.respond(404, b"\x00raw", content_type="application/octet-stream")
+
+    with running(echo, process_request=process_request) as server:
+        answer = exchange(server.port_number, b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+        assert b"\r\nContent-Type: application/json\r\n" in head
+        assert b"\r\nWWW-Authenticate: Bearer\r\n" in head
+        assert body == b'{"error": "token"}'
+        answer = exchange(server.port_number, b"GET /html HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"\r\nContent-Type: text/html; charset=utf-8\r\n" in head
+        assert body == b"<p>hi</p>"
+        answer = exchange(server.port_number, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+        assert b"\r\nContent-Type: application/octet-stream\r\n" in head
+        assert body == b"\x00raw"
+
+
+def test_hooks_of_the_wrong_shape_are_refused_at_serve_time() -> None:
+    def legacy(path: str, request_headers: Any) -> Any:
+        return None
+
+    with pytest.raises(TypeError, match=r"legacy \(path, request_headers\) shape.*request\.path"):
+        serve(echo, "127.0.0.1", 0, process_request=legacy)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="process_response must be callable"):
+        serve(echo, "127.0.0.1", 0, process_response="not a function")  # type: ignore[arg-type]
 
 
 def test_max_connections_refuses_extras_with_503_and_retry_after() -> None:

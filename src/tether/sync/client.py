@@ -16,15 +16,15 @@ import os
 import socket
 import ssl as ssl_module
 import time
-import urllib.parse
 from collections.abc import Sequence
 from typing import Literal, Never
 
 from ..exceptions import (
     ConnectionLostDuringHandshake,
     InvalidProxy,
-    InvalidRedirect,
     InvalidStatus,
+    OpenTimeout,
+    TetherError,
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
@@ -35,6 +35,7 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..redirects import redirect_target, too_many_redirects
 from ..sansio.client import ClientProtocol, HeadersLike
 from ..sansio.protocol import State
 from ..sansio.proxy import (
@@ -56,9 +57,6 @@ class ClientConnection(Connection):
     """A client connection, returned by :func:`connect`."""
 
     protocol: ClientProtocol
-
-    def __enter__(self) -> ClientConnection:
-        return self
 
 
 def connect(
@@ -125,7 +123,7 @@ def connect(
             to ws://.
         InvalidProxy: the proxy cannot be reached (``retryable``) or refused the tunnel (its
             HTTP status or SOCKS5 reply is in the message).
-        TimeoutError: ``open_timeout`` elapsed.
+        OpenTimeout: ``open_timeout`` elapsed (also a ``TimeoutError``).
         OSError: the TCP connection could not be opened.
     """
     check_unknown_keywords("connect", unknown)
@@ -156,13 +154,17 @@ def connect(
                 close_timeout=close_timeout,
                 logger=log,
             )
+        except TimeoutError as exc:
+            if isinstance(exc, TetherError) or open_timeout is None:
+                raise  # or the kernel's connect timeout (ETIMEDOUT)
+            raise OpenTimeout(
+                f"could not connect to {target} and finish the opening handshake within "
+                f"open_timeout={open_timeout:g} s"
+            ) from exc
         except InvalidStatus as exc:
-            location = exc.location
-            if location is None or sock is not None:
+            following = None if sock is not None else redirect_target(target, exc)
+            if following is None:
                 raise
-            following = parse_uri(urllib.parse.urljoin(str(target), location))
-            if target.secure and not following.secure:
-                raise InvalidRedirect(exc.response, "redirect from wss:// to ws://") from exc
             log.info("redirected (%d) to %s", exc.response.status, following)
             target = following
             continue
@@ -171,7 +173,7 @@ def connect(
         )
         connection.start()
         return connection
-    raise InvalidRedirect(None, f"more than {max_redirects} redirects")
+    raise too_many_redirects(max_redirects)
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import os
 import select
 import socket
 import ssl as ssl_module
@@ -44,15 +43,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
+from ..fragment_queue import FragmentQueue
+from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import Protocol, State
 from ..typing import Data, LoggerLike
-from .messages import Assembler
 
 __all__ = ["Connection"]
 
@@ -269,7 +269,7 @@ class Connection(ConnectionInfo):
         self._mutex = threading.Lock()
         self._data_cond = threading.Condition(self._mutex)  # recv(), close(): something changed
         self._bg_cond = threading.Condition(self._mutex)  # the background thread's sleep
-        self._assembler = Assembler(protocol.limits.max_queue)
+        self._assembler = FragmentQueue(protocol.limits.max_queue)
         self._reading = False  # a thread holds the read role
         self._recv_busy = False  # the application is in recv() or recv_streaming()
         self._recv_left = 0.0  # when the application last left recv()
@@ -282,11 +282,12 @@ class Connection(ConnectionInfo):
         # Output, in the protocol's order; item i is written once _written > i.
         self._out: collections.deque[bytes] = collections.deque()
         self._queued = 0  # items ever appended to _out
-        self._written = 0  # items ever written (or dropped, once _lost)
-        self._lost_at: int | None = None  # items written when the socket failed
+        self._written = 0  # items ever written (or dropped, once lost)
+        # Items written when the socket failed or was shut down; once set, nothing more is
+        # written (``None``: the socket is usable).
+        self._lost_at: int | None = None
         self._write_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one message (maybe fragmented) at a time
-        self._lost = False  # the socket failed or was shut down: nothing more is written
 
         # Pings sent: payload -> (future resolved with the round-trip time, time sent).
         self._pings: dict[bytes, tuple[concurrent.futures.Future[float], float]] = {}
@@ -302,7 +303,6 @@ class Connection(ConnectionInfo):
 
         self._thread: threading.Thread | None = None
         self._socket_closed = False
-        self._closed_event = threading.Event()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Connection(ConnectionInfo):
         except OSError:
             return None
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -360,19 +360,18 @@ class Connection(ConnectionInfo):
                     "recv_streaming()"
                 )
             assembler = self._assembler
-            message = assembler.pop_message()
-            if message is None:
+            if not assembler.complete:
                 self._recv_busy = True
                 try:
                     deadline = None if timeout is None else _monotonic() + timeout
-                    while message is None:
+                    while not assembler.complete:
                         self._read_or_wait(deadline)
-                        message = assembler.pop_message()
                 finally:
                     self._recv_busy = False
                     if self._bg_wake_on_recv_exit:
                         self._bg_wake_on_recv_exit = False
                         self._bg_cond.notify()
+            message = assembler.pop_message()
             self._recv_left = _monotonic()
             self._after_pop()
             return message
@@ -466,15 +465,7 @@ class Connection(ConnectionInfo):
             ConcurrencyError: a ping with the same data is waiting for its pong.
         """
         with self._mutex:
-            if data is None:
-                payload = os.urandom(4)
-                while payload in self._pings:
-                    payload = os.urandom(4)
-            else:
-                payload = data.encode() if isinstance(data, str) else bytes(data)
-                if payload in self._pings:
-                    raise ConcurrencyError("already waiting for a pong with the same data")
-            waiter = self._send_ping(payload)
+            waiter = self._send_ping(ping_payload(self._pings, data))
             self._bg_cond.notify()
         self._flush()
         return waiter
@@ -525,7 +516,7 @@ class Connection(ConnectionInfo):
         if thread is threading.current_thread():
             # From a ping future's callback, in the background thread: it releases the socket
             # once this returns.
-            return self._closed_event.is_set()
+            return self._socket_closed
         thread.join(timeout)
         return not thread.is_alive()
 
@@ -551,13 +542,13 @@ class Connection(ConnectionInfo):
         deadline = None if timeout is None else _monotonic() + timeout
         try:
             with self._mutex:
-                while True:
-                    fragment = self._assembler.pop_fragment()
-                    if fragment is not None:
-                        if fragment.last:
-                            self._after_pop()
-                        return fragment
+                assembler = self._assembler
+                while not assembler.fragments:
                     self._read_or_wait(deadline)
+                fragment = assembler.pop()
+                if fragment.last:
+                    self._after_pop()
+                return fragment
         finally:
             if self._settled:
                 self._settle()
@@ -647,7 +638,7 @@ class Connection(ConnectionInfo):
             elif type(event) is Pong:
                 self._pong_received(event)
         writes = protocol.data_to_send()
-        if writes and not self._lost:
+        if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
         if protocol.state is not State.OPEN:
@@ -665,13 +656,10 @@ class Connection(ConnectionInfo):
 
     def _pong_received(self, event: Pong) -> None:
         now = _monotonic()
-        for payload in event.acked:
-            entry = self._pings.pop(payload, None)
-            if entry is None:
-                continue
-            waiter, sent = entry
-            self.latency = now - sent
-            self._settled.append((waiter, self.latency))
+        answered = answered_pings(self._pings, event.acked, now)
+        if answered:
+            self.latency = answered[-1][1]
+            self._settled.extend(answered)
         if self._keepalive_payload is not None and self._keepalive_payload in event.acked:
             # As the asyncio layer does: the next keepalive ping one interval after the pong.
             self._keepalive_payload = None
@@ -684,7 +672,7 @@ class Connection(ConnectionInfo):
     def _take_output(self) -> int:
         """Queue the protocol's output (mutex held); return the count to write up to."""
         writes = self.protocol.data_to_send()
-        if writes and not self._lost:
+        if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
         return self._queued
@@ -797,8 +785,7 @@ class Connection(ConnectionInfo):
 
     def _connection_lost(self) -> None:
         """The socket broke (mutex held): nothing more is written; readers see EOF."""
-        if not self._lost:
-            self._lost = True
+        if self._lost_at is None:
             self._lost_at = self._written
             self._written += len(self._out)
             self._out.clear()
@@ -930,9 +917,7 @@ class Connection(ConnectionInfo):
         if self.protocol.state is not State.OPEN:
             self._next_ping = None
             return
-        payload = os.urandom(4)
-        while payload in self._pings:
-            payload = os.urandom(4)
+        payload = ping_payload(self._pings, None)
         self._send_ping(payload)
         if self.ping_timeout is not None:
             self._keepalive_payload = payload
@@ -951,6 +936,8 @@ class Connection(ConnectionInfo):
                     self._data_cond.wait(0.1)
                 finally:
                     self._data_waiters -= 1
+            # A message still arriving will never end: free it now (as asyncio does).
+            self._assembler.drop_incomplete()
             closed = self.protocol.close_exc
             unanswered = [waiter for waiter, _ in self._pings.values()]
             self._pings.clear()
@@ -961,8 +948,7 @@ class Connection(ConnectionInfo):
         with self._write_lock:
             with self._mutex:
                 self._socket_closed = True
-                self._lost = True
+                self._connection_lost()  # after a clean close: nothing more is written
                 self.transport.close()
                 self._data_cond.notify_all()
-        self._closed_event.set()
         self.logger.debug("= connection closed: code %s", self.close_code)

@@ -18,8 +18,6 @@ is called as ``handler(ws, **params)``.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -53,12 +51,6 @@ def route(
             instead of routing.
         kwargs: every other :func:`serve` option.
     """
-    # A connection refused after routing (a bad handshake) never reaches the handler: its
-    # entry goes with the connection.
-    matches: weakref.WeakKeyDictionary[ServerConnection, Match[RoutedHandler]] = (
-        weakref.WeakKeyDictionary()
-    )
-    lock = threading.Lock()
 
     def dispatch(ws: ServerConnection, request: Request) -> Response | None:
         if process_request is not None:
@@ -66,15 +58,15 @@ def route(
             if result is not None:
                 return result
         found = router.answer(ws.protocol, request.path)
-        if isinstance(found, Response):
-            return found
-        with lock:
-            matches[ws] = found
-        return None
+        return found if isinstance(found, Response) else None
 
     def handler(ws: ServerConnection) -> None:
-        with lock:
-            found = matches.pop(ws)
+        # Routed again rather than kept from dispatch(): no state shared between connection
+        # threads, and nothing left behind by a connection refused after routing.
+        assert ws.request is not None
+        found = router.resolve(ws.request.path)
+        if not isinstance(found, Match):  # the router changed since the handshake
+            raise LookupError(f"no route for {ws.request.path} any more")
         found.handler(ws, **found.params)
 
     return serve(handler, host, port, process_request=dispatch, **kwargs)

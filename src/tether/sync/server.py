@@ -40,9 +40,11 @@ from ..options import (
     DEFAULT_SERVER_HEADER,
     Compression,
     ServerOptions,
+    check_process_request,
     check_unknown_keywords,
     pick,
 )
+from ..responses import ServerResponses
 from ..sansio.codes import CloseCode
 from ..sansio.handshake import SUPPORTED_VERSIONS
 from ..sansio.http11 import Request, Response
@@ -70,9 +72,13 @@ MAX_TLS_REFUSALS = 8
 #: Seconds a refusal over TLS may take, handshake and answer included.
 TLS_REFUSAL_TIMEOUT = 5.0
 
+#: The reason of the 503 answered to connections that arrive during :meth:`Server.shutdown`.
+SHUTTING_DOWN = "The server is shutting down; try again later."
 
-class ServerConnection(Connection):
-    """One client's connection, as the handler sees it."""
+
+class ServerConnection(Connection, ServerResponses):
+    """One client's connection, as the handler sees it; ``respond()``, ``respond_json()`` and
+    ``respond_html()`` build the answers of ``process_request`` hooks, as in asyncio."""
 
     protocol: ServerProtocol
 
@@ -86,10 +92,6 @@ class ServerConnection(Connection):
             logger=server.logger,
         )
         self.server = server
-
-    def respond(self, status: int, text: str) -> Response:
-        """A plain-text HTTP response, for ``process_request`` hooks (``/healthz``)."""
-        return self.protocol.reject(status, text)
 
 
 class Server:
@@ -170,6 +172,9 @@ class Server:
             raise TypeError(f"handler must be a function of the connection, got {handler!r}")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        check_process_request(process_request)
+        if process_response is not None and not callable(process_response):
+            raise TypeError(f"process_response must be callable, got {process_response!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for no bound)")
         if memory_budget is not None:
@@ -338,16 +343,14 @@ class Server:
         client closes (so that closing does not reset the connection before the client has
         read the answer)."""
         if self._closing:
-            text = "The server is shutting down; try again later."
+            text = SHUTTING_DOWN
         else:
             text = (
                 f"The server is at its limit of {self.max_connections} connections; "
                 f"try again in {self.retry_after} s."
             )
         self.logger.info("! refused a connection: %s", text)
-        response = ServerProtocol(server_header=self.server_header).reject(
-            503, text, [("Retry-After", str(self.retry_after))]
-        )
+        response = self._unavailable(ServerProtocol(server_header=self.server_header), text)
         if self.ssl is not None:
             # The answer needs a TLS handshake first: a short-lived thread does it, at most
             # MAX_TLS_REFUSALS at a time (past that, extras are closed without an answer).
@@ -567,12 +570,12 @@ class Server:
             connection.logger.error("! error in the opening handshake hooks", exc_info=True)
             response = protocol.reject(500, "Internal server error.")
         if response.status == 101 and self._closing:
-            response = protocol.reject(
-                503,
-                "The server is shutting down; try again later.",
-                [("Retry-After", str(self.retry_after))],
-            )
+            response = self._unavailable(protocol, SHUTTING_DOWN)
         return response
+
+    def _unavailable(self, protocol: ServerProtocol, text: str) -> Response:
+        """503 with ``text`` and ``Retry-After``: the server cannot take the connection now."""
+        return protocol.reject(503, text, [("Retry-After", str(self.retry_after))])
 
     def _run_handler(self, connection: ServerConnection) -> None:
         try:
