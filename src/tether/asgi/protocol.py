@@ -26,7 +26,8 @@ pongs and a close are seen even while the application is busy), and the transpor
 while a message waits for ``receive()`` (uvicorn's contract; a message handed straight to a
 waiting ``receive()`` does not count): what waits is at most what one read brought, each message
 bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is
-above its high water mark (``pause_writing``/``resume_writing``).
+above its high water mark (``pause_writing``/``resume_writing``), and meanwhile only the latest
+ping is answered (when writing resumes), so pings cannot grow the write buffer.
 """
 
 from __future__ import annotations
@@ -253,9 +254,17 @@ class UvicornProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A client that sends pings and reads nothing must not grow our write buffer: while
+        # paused, only the latest ping is answered, once writing resumes.
+        self.protocol.defer_pongs = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        protocol = self.protocol
+        protocol.defer_pongs = False
+        if protocol.pong_due is not None:
+            protocol.send_due_pong()
+            self._flush()
         self._wake_writers()
 
     def connection_lost(self, exc: Exception | None) -> None:
