@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..asyncio import server as _io
 from ..asyncio.connection import Connection
+from ..asyncio.fanout import broadcast, broadcast_and_wait
 from ..exceptions import ConnectionClosed, HubError, MessageTooBig
 from ..sansio.protocol import State
 from .base import Backend, Message, Signal, check_channel
@@ -371,30 +370,19 @@ class Hub:
         if state is None:
             return
         if state.epoch and message.epoch != state.epoch:
-            self._signal_channel(
-                state,
-                Signal(
-                    "unrecoverable",
-                    state.name,
-                    message.epoch,
-                    message.offset - 1,
-                    "the channel's history was reset",
-                ),
-            )
+            gap: str | None = "the channel's history was reset"
         elif message.offset <= state.delivered:
             return  # already delivered (a read repeated after a reconnection)
         elif message.offset != state.delivered + 1:
-            self._signal_channel(
-                state,
-                Signal(
-                    "unrecoverable",
-                    state.name,
-                    message.epoch,
-                    message.offset - 1,
-                    f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
-                    "the history before this server could read them",
-                ),
+            gap = (
+                f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
+                "the history before this server could read them"
             )
+        else:
+            gap = None
+        if gap is not None:
+            signal = Signal("unrecoverable", state.name, message.epoch, message.offset - 1, gap)
+            self._signal_channel(state, signal)
         state.epoch = message.epoch
         state.delivered = message.offset
         for connection, last in list(state.joining.items()):
@@ -487,16 +475,10 @@ class Hub:
 
 
 async def _fan_out(connections: set[Connection], payload: str | bytes, slow: str) -> int:
-    """tether's broadcast with the policy ``slow``: ``broadcast_and_wait`` for ``"wait"`` where
-    the asyncio layer has it, else ``broadcast`` (a coroutine in some versions)."""
-    wait = getattr(_io, "broadcast_and_wait", None)
-    if slow == "wait" and wait is not None:
-        return int(await wait(connections, payload))
-    broadcast: Any = _io.broadcast
-    result = broadcast(connections, payload, slow=slow)
-    if inspect.isawaitable(result):
-        result = await result
-    return int(result)
+    """tether's broadcast with the policy ``slow`` (``"wait"``: ``broadcast_and_wait``)."""
+    if slow == "wait":
+        return await broadcast_and_wait(connections, payload)
+    return broadcast(connections, payload, slow="drop" if slow == "drop" else "skip")
 
 
 def _call(listener: Listener, item: Message | Signal) -> None:
