@@ -34,6 +34,17 @@ def _log_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "uvicorn.error")
 
 
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked frame from the server: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
 def only_protocol(server: Any) -> UvicornProtocol:
     (protocol,) = server.server_state.connections
     assert isinstance(protocol, UvicornProtocol)
@@ -241,6 +252,32 @@ async def test_keepalive_ping_pong() -> None:
             assert protocol.ping_sent_at > 0
 
 
+async def test_keepalive_ping_timeout_closes_with_1011(caplog: pytest.LogCaptureFixture) -> None:
+    disconnects: list[Message] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        disconnects.append(await receive())
+
+    async with uvicorn_server(app, ws_ping_interval=0.05, ws_ping_timeout=0.1) as (_, port):
+        reader, writer, head = await raw_handshake(port)  # a client that never answers pings
+        assert head.startswith(b"HTTP/1.1 101 ")
+        frames: list[tuple[int, bytes]] = []
+        async with asyncio.timeout(5):
+            while not frames or frames[-1][0] != 0x8:
+                frames.append(await _read_frame(reader))
+            while not disconnects:
+                await asyncio.sleep(0.01)
+        writer.close()
+    assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # one ping, then the close
+    assert frames[-1][1] == struct.pack("!H", 1011) + b"keepalive ping timeout"
+    assert disconnects == [
+        {"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}
+    ]
+    assert "no pong within 0.1 s; closing with 1011" in caplog.text
+
+
 async def test_keepalive_disabled() -> None:
     async with uvicorn_server(echo_app, ws_ping_interval=None) as (server, port):
         async with connect(f"ws://127.0.0.1:{port}/", ping_interval=None):
@@ -277,17 +314,6 @@ async def test_ws_max_queue_bounds_the_messages_waiting_for_the_app() -> None:
                 while len(received) < 50:
                     await asyncio.sleep(0.01)
     assert received == [f"m{i}" for i in range(50)]
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked frame from the server: (opcode, payload)."""
-    first, second = await reader.readexactly(2)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first & 0x0F, await reader.readexactly(length)
 
 
 async def test_pings_while_writing_is_paused_get_one_pong_when_it_resumes() -> None:
