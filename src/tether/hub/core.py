@@ -16,12 +16,14 @@
         ...
 
 Each message is framed once (``codec``) and sent with tether's ``broadcast``, which encodes
-(and compresses) it once per group of connections that negotiated the same parameters, and
-applies the slow-consumer policy: ``"skip"`` leaves a connection whose write buffer is full out
-of this message (its client sees the offset jump and can recover), ``"drop"`` closes it with
-1008, ``"wait"`` waits for it (which delays delivery to everybody, and ``publish()`` with the
-in-process backend). No policy lets a slow client grow the server's memory beyond its write
-buffer's high-water mark.
+(and compresses) it once per group of connections that negotiated the same parameters (for
+compressed connections, only when the server keeps no context between messages, e.g.
+``serve(..., compression="small")``; with the default preset each connection compresses it
+with its own context), and applies the slow-consumer policy: ``"skip"`` leaves a connection
+whose write buffer is full out of this message (its client sees the offset jump and can
+recover), ``"drop"`` closes it with 1008, ``"wait"`` waits for it (which delays delivery to
+everybody, and ``publish()`` with the in-process backend). No policy lets a slow client grow
+the server's memory beyond its write buffer's high-water mark.
 """
 
 from __future__ import annotations
