@@ -247,7 +247,12 @@ async def test_keepalive_ping_pong() -> None:
             async with asyncio.timeout(5):
                 while protocol.latency == 0.0:  # a pong came back and was measured
                     await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # several intervals
+                # With a ping timeout, the next ping leaves only after the last one's pong:
+                # three distinct send times prove the pongs were matched and the timer re-armed.
+                sent = {protocol.ping_sent_at}
+                while len(sent) < 3:
+                    await asyncio.sleep(0.01)
+                    sent.add(protocol.ping_sent_at)
             assert not protocol.transport.is_closing()
             assert protocol.ping_sent_at > 0
 
