@@ -458,6 +458,32 @@ def test_unsubscribing_and_subscribing_again_at_once_keeps_delivering(
     run(main())
 
 
+def test_a_connection_that_closed_without_unsubscribing_is_forgotten() -> None:
+    async def main() -> None:
+        hub = Hub()
+
+        async def handler(ws: ServerConnection) -> None:
+            await hub.subscribe(ws, "c")  # and never unsubscribe
+            await ws.wait_closed()
+
+        async with hub, serve(handler, "127.0.0.1", 0) as server:
+            from tether import connect
+
+            async with connect(f"ws://127.0.0.1:{server.port_number}/") as ws:
+                while hub.subscribers("c") < 1:
+                    await asyncio.sleep(0.01)
+                await hub.publish("c", "open")
+                assert json.loads(await ws.recv())["data"] == "open"
+            (connection,) = hub._channels["c"].live
+            await connection.wait_closed()
+            assert hub.subscribers("c") == 1
+            await hub.publish("c", "closed")
+            assert hub.subscribers("c") == 0
+            assert hub.delivered == 1
+
+    run(main())
+
+
 def test_offsets_that_jump_in_live_delivery_are_signalled() -> None:
     """A process that fell behind the history's trimming tells its subscribers which offsets
     it could not deliver (the hub's side of the backend contract)."""

@@ -392,12 +392,15 @@ class Hub:
                 del state.joining[connection]
                 state.live.add(connection)
         if state.live:
-            closed = [c for c in state.live if c.state is State.CLOSED]
-            for connection in closed:
-                self.unsubscribe(connection)
             try:
                 payload = self.codec.message(message)
-                self.delivered += await _fan_out(state.live, payload, self.slow)
+                sent = await _fan_out(state.live, payload, self.slow)
+                self.delivered += sent
+                if sent < len(state.live):
+                    # Some were left out: forget those that closed without unsubscribing
+                    # (a scan of every subscriber only then, not once per message).
+                    for connection in [c for c in state.live if c.state is State.CLOSED]:
+                        self.unsubscribe(connection)
             except Exception:
                 # One message that cannot be framed or sent must not stop the listener that
                 # delivers every other one.
