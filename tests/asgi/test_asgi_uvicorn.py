@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers.asgi import raw_handshake, require_module, uvicorn_server
+from helpers.asgi import raw_handshake, require_module, send_upgrade, uvicorn_server
 from tether.asgi import UvicornProtocol
 from tether.exceptions import ClientDisconnected
 
@@ -32,6 +32,17 @@ Message = dict[str, Any]
 @pytest.fixture(autouse=True)
 def _log_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "uvicorn.error")
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked frame from the server: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
 
 
 def only_protocol(server: Any) -> UvicornProtocol:
@@ -222,7 +233,9 @@ async def test_invalid_utf8_closes_with_1007() -> None:
             with pytest.raises(websockets_exceptions.ConnectionClosedError) as raised:
                 await ws.recv()
     assert raised.value.rcvd is not None and raised.value.rcvd.code == 1007
-    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        while not disconnects:
+            await asyncio.sleep(0.01)
     assert disconnects[0]["code"] == 1007
 
 
@@ -234,9 +247,40 @@ async def test_keepalive_ping_pong() -> None:
             async with asyncio.timeout(5):
                 while protocol.latency == 0.0:  # a pong came back and was measured
                     await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)  # several intervals
+                # With a ping timeout, the next ping leaves only after the last one's pong:
+                # three distinct send times prove the pongs were matched and the timer re-armed.
+                sent = {protocol.ping_sent_at}
+                while len(sent) < 3:
+                    await asyncio.sleep(0.01)
+                    sent.add(protocol.ping_sent_at)
             assert not protocol.transport.is_closing()
             assert protocol.ping_sent_at > 0
+
+
+async def test_keepalive_ping_timeout_closes_with_1011(caplog: pytest.LogCaptureFixture) -> None:
+    disconnects: list[Message] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        disconnects.append(await receive())
+
+    async with uvicorn_server(app, ws_ping_interval=0.05, ws_ping_timeout=0.1) as (_, port):
+        reader, writer, head = await raw_handshake(port)  # a client that never answers pings
+        assert head.startswith(b"HTTP/1.1 101 ")
+        frames: list[tuple[int, bytes]] = []
+        async with asyncio.timeout(5):
+            while not frames or frames[-1][0] != 0x8:
+                frames.append(await _read_frame(reader))
+            while not disconnects:
+                await asyncio.sleep(0.01)
+        writer.close()
+    assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # one ping, then the close
+    assert frames[-1][1] == struct.pack("!H", 1011) + b"keepalive ping timeout"
+    assert disconnects == [
+        {"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}
+    ]
+    assert "no pong within 0.1 s; closing with 1011" in caplog.text
 
 
 async def test_keepalive_disabled() -> None:
@@ -258,23 +302,66 @@ async def test_ws_max_queue_bounds_the_messages_waiting_for_the_app() -> None:
 
     async with uvicorn_server(app, ws_max_queue=3) as (server, port):
         async with connect(f"ws://127.0.0.1:{port}/") as ws:
-            for i in range(50):
-                await ws.send(f"m{i}")
+            await ws.send("m0")
             protocol = only_protocol(server)
             async with asyncio.timeout(5):
                 while protocol.queue_size < 1:
                     await asyncio.sleep(0.01)
+            # Reading stops while a message waits for receive() (uvicorn's contract): what
+            # the client sends next stays in the socket, never in the queue.
+            assert not protocol.transport.is_reading()
+            for i in range(1, 50):
+                await ws.send(f"m{i}")
             await asyncio.sleep(0.1)
-            # Reading stops while a message waits (uvicorn's contract); what the last read
-            # carried is parsed (pings and a close must be seen), never all 50.
-            waiting = protocol.queue_size
-            await asyncio.sleep(0.1)
-            assert 1 <= protocol.queue_size == waiting < 50
+            assert protocol.queue_size == 1 and not protocol.transport.is_reading()
             go.set()
             async with asyncio.timeout(5):
                 while len(received) < 50:
                     await asyncio.sleep(0.01)
     assert received == [f"m{i}" for i in range(50)]
+
+
+async def test_pings_while_writing_is_paused_get_one_pong_when_it_resumes() -> None:
+    """A client that pings and reads nothing cannot grow the write buffer with pongs."""
+    big = b"\x02" * (16 * 2**20)
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": big})  # more than the kernel holds
+        await send({"type": "websocket.send", "text": "after"})  # waits for resume_writing
+        await receive()
+
+    async with uvicorn_server(app, ws_per_message_deflate=False) as (server, port):
+        reader, writer, head = await raw_handshake(port, rcvbuf=4096)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        protocol = only_protocol(server)
+        async with asyncio.timeout(5):
+            while not protocol._writing_paused:
+                await asyncio.sleep(0.01)
+        buffered = protocol.transport.get_write_buffer_size()
+        # 200 masked pings (mask 0: payload as is), then a text message that will wait in
+        # the queue for receive(): once it is there, every ping before it was handled.
+        for i in range(200):
+            writer.write(bytes([0x89, 0x84]) + b"\x00" * 4 + struct.pack("!I", i))
+        writer.write(bytes([0x81, 0x83]) + b"\x00" * 4 + b"end")
+        async with asyncio.timeout(5):
+            while protocol.queue_size < 1:
+                await asyncio.sleep(0.01)
+        assert protocol._writing_paused
+        assert protocol.protocol.pong_due == struct.pack("!I", 199)  # deferred, latest only
+        assert protocol.transport.get_write_buffer_size() <= buffered  # no pong written
+        frames: list[tuple[int, bytes]] = []
+        async with asyncio.timeout(10):
+            while not frames or frames[-1][0] != 0x1:
+                frames.append(await _read_frame(reader))
+        writer.close()
+    # The big message (maybe in fragments), then one pong for the latest ping, then "after".
+    opcodes = [opcode for opcode, _ in frames]
+    assert opcodes[0] == 0x2 and set(opcodes[1:-2]) <= {0x0} and opcodes[-2:] == [0xA, 0x1]
+    assert b"".join(payload for _, payload in frames[:-2]) == big
+    assert frames[-2][1] == struct.pack("!I", 199)
+    assert frames[-1][1] == b"after"
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -309,11 +396,7 @@ async def test_app_that_never_accepts_gets_500_on_shutdown() -> None:
         disconnects.append(await receive())
 
     async with uvicorn_server(app) as (server, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        reader, writer = await send_upgrade(port)
         await asyncio.wait_for(connected.wait(), 5)
         server.should_exit = True
         response = await asyncio.wait_for(reader.read(), 5)
@@ -403,11 +486,7 @@ async def test_client_leaving_before_accept_is_noticed() -> None:
         disconnects.append(await receive())
 
     async with uvicorn_server(app) as (server, port):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        _, writer = await send_upgrade(port)
         await asyncio.wait_for(connected.wait(), 5)
         writer.close()
         async with asyncio.timeout(5):

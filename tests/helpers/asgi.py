@@ -76,11 +76,17 @@ async def uvicorn_server(app: Any, **options: Any) -> AsyncIterator[tuple[Any, i
             sock.close()
 
 
-async def raw_handshake(
-    port: int, path: str = "/", extra: Sequence[str] = ()
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Open a TCP connection, send an upgrade request, return (reader, writer, response head)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def send_upgrade(
+    port: int, path: str = "/", extra: Sequence[str] = (), rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a TCP connection (with ``rcvbuf``: that small a receive buffer, set before
+    connecting) and send an upgrade request; return (reader, writer)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
@@ -91,6 +97,14 @@ async def raw_handshake(
         *extra,
     ]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return reader, writer
+
+
+async def raw_handshake(
+    port: int, path: str = "/", extra: Sequence[str] = (), rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """:func:`send_upgrade`, then wait for the response head: (reader, writer, head)."""
+    reader, writer = await send_upgrade(port, path, extra, rcvbuf)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     return reader, writer, head
 

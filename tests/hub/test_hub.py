@@ -15,6 +15,7 @@ from tether import ServerConnection, serve
 from tether.exceptions import HubError, InvalidChannel, MessageTooBig
 from tether.hub import Backend, Hub, JsonCodec, MemoryBackend, Message, Signal, parse_request
 from tether.limits import Limits
+from tether.sansio.protocol import Protocol, Side
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -241,9 +242,14 @@ def test_listen_gets_messages_and_signals_without_a_websocket(
             while len(got) < 5:
                 await asyncio.sleep(0.01)
             stop()
+            # A second listener shows when the next message has been delivered in this process.
+            witness: list[Message | Signal] = []
+            await hub.listen("ticks", witness.append)
             await hub.publish("ticks", "unheard")
-            await asyncio.sleep(0.05)
+            while not witness:
+                await asyncio.sleep(0.01)
         assert [m.data for m in got if isinstance(m, Message)] == ["0", "1", "2", "3", "4"]
+        assert [m.data for m in witness if isinstance(m, Message)] == ["unheard"]
 
     run(main())
 
@@ -386,8 +392,18 @@ async def _echo(ws: ServerConnection) -> None:
         await ws.send(message)
 
 
-def test_the_hub_uses_compress_once_broadcast() -> None:
-    """Two compressed subscribers share one encoding (no context takeover on our side)."""
+def test_the_hub_uses_compress_once_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two compressed subscribers share one encoding when the server keeps no compression
+    context between messages (``compression="small"``: server_no_context_takeover)."""
+    payloads: list[str | bytes] = []
+    encode_message = Protocol.encode_message
+
+    def counting(self: Protocol, message: Any) -> Any:
+        if self.side is Side.SERVER:
+            payloads.append(message)
+        return encode_message(self, message)
+
+    monkeypatch.setattr(Protocol, "encode_message", counting)
 
     async def main() -> None:
         hub = Hub()
@@ -395,7 +411,7 @@ def test_the_hub_uses_compress_once_broadcast() -> None:
         async def handler(ws: ServerConnection) -> None:
             await hub.serve(ws)
 
-        async with hub, serve(handler, "127.0.0.1", 0) as server:
+        async with hub, serve(handler, "127.0.0.1", 0, compression="small") as server:
             from tether import connect
 
             port = server.port_number
@@ -414,6 +430,10 @@ def test_the_hub_uses_compress_once_broadcast() -> None:
                     assert ws.extensions  # permessage-deflate was agreed
 
     run(main())
+    # The message was framed (and compressed) once for both subscribers.
+    framed = [p for p in payloads if isinstance(p, str) and '"data":"hello ' in p]
+    assert len(framed) == 1, framed
+    assert json.loads(framed[0])["data"] == "hello " * 100
 
 
 def test_unsubscribing_and_subscribing_again_at_once_keeps_delivering(
@@ -434,6 +454,32 @@ def test_unsubscribing_and_subscribing_again_at_once_keeps_delivering(
                 await a.request(type="unsubscribe", channel="flip")
                 while hub.subscribers("flip") > 0:
                     await asyncio.sleep(0.005)
+
+    run(main())
+
+
+def test_a_connection_that_closed_without_unsubscribing_is_forgotten() -> None:
+    async def main() -> None:
+        hub = Hub()
+
+        async def handler(ws: ServerConnection) -> None:
+            await hub.subscribe(ws, "c")  # and never unsubscribe
+            await ws.wait_closed()
+
+        async with hub, serve(handler, "127.0.0.1", 0) as server:
+            from tether import connect
+
+            async with connect(f"ws://127.0.0.1:{server.port_number}/") as ws:
+                while hub.subscribers("c") < 1:
+                    await asyncio.sleep(0.01)
+                await hub.publish("c", "open")
+                assert json.loads(await ws.recv())["data"] == "open"
+            (connection,) = hub._channels["c"].live
+            await connection.wait_closed()
+            assert hub.subscribers("c") == 1
+            await hub.publish("c", "closed")
+            assert hub.subscribers("c") == 0
+            assert hub.delivered == 1
 
     run(main())
 

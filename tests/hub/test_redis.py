@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers.hub import FAST, client, hub_server, run
+from helpers.hub import client, hub_server, make_backend, run
 from helpers.redis import RedisServer
 from tether.exceptions import HubUnavailable
 from tether.hub import Hub, Message, RedisBackend, Signal
@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(40)]
 
 
 def backend(url: str, **kwargs: Any) -> RedisBackend:
-    return RedisBackend(url, backoff=FAST, block=1.0, connect_timeout=0.5, **kwargs)
+    made = make_backend("redis", url, **kwargs)
+    assert isinstance(made, RedisBackend)
+    return made
 
 
 def test_two_servers_deliver_every_message_to_everyone_in_one_order(

@@ -26,7 +26,8 @@ pongs and a close are seen even while the application is busy), and the transpor
 while a message waits for ``receive()`` (uvicorn's contract; a message handed straight to a
 waiting ``receive()`` does not count): what waits is at most what one read brought, each message
 bounded by ``ws_max_size``. Writing: ``send()`` waits while the transport is
-above its high water mark (``pause_writing``/``resume_writing``).
+above its high water mark (``pause_writing``/``resume_writing``), and meanwhile only the latest
+ping is answered (when writing resumes), so pings cannot grow the write buffer.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ class _Config(Protocol):
     root_path: str
     asgi_version: str
     ws_max_size: int
-    ws_max_queue: int
     ws_ping_interval: float | None
     ws_ping_timeout: float | None
     ws_per_message_deflate: bool
@@ -149,8 +149,8 @@ class UvicornProtocol(asyncio.Protocol):
 
     Args:
         config: uvicorn's ``Config``: the app, ``root_path``, ``ws_max_size``,
-            ``ws_max_queue``, ``ws_ping_interval``, ``ws_ping_timeout``,
-            ``ws_per_message_deflate``.
+            ``ws_ping_interval``, ``ws_ping_timeout``, ``ws_per_message_deflate``
+            (``ws_max_queue`` is not applied, see :attr:`queue_size`).
         server_state: uvicorn's ``ServerState``: the connection registers itself in
             ``connections`` and its application task in ``tasks``; ``default_headers``
             (``Server``, ``Date``) go on every response.
@@ -198,7 +198,6 @@ class UvicornProtocol(asyncio.Protocol):
         # Messages for receive(): a queue and at most one waiting receive().
         self._queue: collections.deque[Message] = collections.deque()
         self._waiter: asyncio.Future[Message] | None = None
-        self._max_queue = max(1, config.ws_max_queue)
         self._disconnect: Message | None = None  # set once; repeated after it is received
         self._app_closed = False  # the application sent websocket.close after accepting
         self._ended_by_server = False  # the handshake was ended by a timeout or a shutdown
@@ -225,8 +224,10 @@ class UvicornProtocol(asyncio.Protocol):
 
     @property
     def queue_size(self) -> int:
-        """Messages waiting for the application's ``receive()`` (at most ``ws_max_queue``
-        data messages, plus ``websocket.connect`` or ``websocket.disconnect``)."""
+        """Messages waiting for the application's ``receive()``: what the reads made before
+        reading paused carried (``ws_max_queue`` is not applied: the sans-I/O parser cannot
+        stop after a number of messages), plus ``websocket.connect`` or
+        ``websocket.disconnect``."""
         return len(self._queue)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -253,9 +254,17 @@ class UvicornProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A client that sends pings and reads nothing must not grow our write buffer: while
+        # paused, only the latest ping is answered, once writing resumes.
+        self.protocol.defer_pongs = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        protocol = self.protocol
+        protocol.defer_pongs = False
+        if protocol.pong_due is not None:
+            protocol.send_due_pong()
+            self._flush()
         self._wake_writers()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -16,26 +16,27 @@
         ...
 
 Each message is framed once (``codec``) and sent with tether's ``broadcast``, which encodes
-(and compresses) it once per group of connections that negotiated the same parameters, and
-applies the slow-consumer policy: ``"skip"`` leaves a connection whose write buffer is full out
-of this message (its client sees the offset jump and can recover), ``"drop"`` closes it with
-1008, ``"wait"`` waits for it (which delays delivery to everybody, and ``publish()`` with the
-in-process backend). No policy lets a slow client grow the server's memory beyond its write
-buffer's high-water mark.
+(and compresses) it once per group of connections that negotiated the same parameters (for
+compressed connections, only when the server keeps no context between messages, e.g.
+``serve(..., compression="small")``; with the default preset each connection compresses it
+with its own context), and applies the slow-consumer policy: ``"skip"`` leaves a connection
+whose write buffer is full out of this message (its client sees the offset jump and can
+recover), ``"drop"`` closes it with 1008, ``"wait"`` waits for it (which delays delivery to
+everybody, and ``publish()`` with the in-process backend). No policy lets a slow client grow
+the server's memory beyond its write buffer's high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..asyncio import server as _io
 from ..asyncio.connection import Connection
+from ..asyncio.fanout import broadcast, broadcast_and_wait
 from ..exceptions import ConnectionClosed, HubError, MessageTooBig
 from ..sansio.protocol import State
 from .base import Backend, Message, Signal, check_channel
@@ -371,30 +372,19 @@ class Hub:
         if state is None:
             return
         if state.epoch and message.epoch != state.epoch:
-            self._signal_channel(
-                state,
-                Signal(
-                    "unrecoverable",
-                    state.name,
-                    message.epoch,
-                    message.offset - 1,
-                    "the channel's history was reset",
-                ),
-            )
+            gap: str | None = "the channel's history was reset"
         elif message.offset <= state.delivered:
             return  # already delivered (a read repeated after a reconnection)
         elif message.offset != state.delivered + 1:
-            self._signal_channel(
-                state,
-                Signal(
-                    "unrecoverable",
-                    state.name,
-                    message.epoch,
-                    message.offset - 1,
-                    f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
-                    "the history before this server could read them",
-                ),
+            gap = (
+                f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
+                "the history before this server could read them"
             )
+        else:
+            gap = None
+        if gap is not None:
+            signal = Signal("unrecoverable", state.name, message.epoch, message.offset - 1, gap)
+            self._signal_channel(state, signal)
         state.epoch = message.epoch
         state.delivered = message.offset
         for connection, last in list(state.joining.items()):
@@ -402,12 +392,15 @@ class Hub:
                 del state.joining[connection]
                 state.live.add(connection)
         if state.live:
-            closed = [c for c in state.live if c.state is State.CLOSED]
-            for connection in closed:
-                self.unsubscribe(connection)
             try:
                 payload = self.codec.message(message)
-                self.delivered += await _fan_out(state.live, payload, self.slow)
+                sent = await _fan_out(state.live, payload, self.slow)
+                self.delivered += sent
+                if sent < len(state.live):
+                    # Some were left out: forget those that closed without unsubscribing
+                    # (a scan of every subscriber only then, not once per message).
+                    for connection in [c for c in state.live if c.state is State.CLOSED]:
+                        self.unsubscribe(connection)
             except Exception:
                 # One message that cannot be framed or sent must not stop the listener that
                 # delivers every other one.
@@ -487,16 +480,10 @@ class Hub:
 
 
 async def _fan_out(connections: set[Connection], payload: str | bytes, slow: str) -> int:
-    """tether's broadcast with the policy ``slow``: ``broadcast_and_wait`` for ``"wait"`` where
-    the asyncio layer has it, else ``broadcast`` (a coroutine in some versions)."""
-    wait = getattr(_io, "broadcast_and_wait", None)
-    if slow == "wait" and wait is not None:
-        return int(await wait(connections, payload))
-    broadcast: Any = _io.broadcast
-    result = broadcast(connections, payload, slow=slow)
-    if inspect.isawaitable(result):
-        result = await result
-    return int(result)
+    """tether's broadcast with the policy ``slow`` (``"wait"``: ``broadcast_and_wait``)."""
+    if slow == "wait":
+        return await broadcast_and_wait(connections, payload)
+    return broadcast(connections, payload, slow="drop" if slow == "drop" else "skip")
 
 
 def _call(listener: Listener, item: Message | Signal) -> None:
