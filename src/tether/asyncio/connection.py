@@ -262,7 +262,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             self.protocol.send_message(message, text)
             self._flush()
             if self._writing_paused:
-                await self._drain()
+                await self.drain()
             elif self._unyielded >= YIELD_EVERY:
                 await self._yield()
             else:
@@ -370,8 +370,19 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         return self._writing_paused
 
     async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark."""
-        await self._drain()
+        """Wait until the write buffer is below its low-water mark (what ``send()`` does after
+        writing while ``writing_paused``).
+
+        Raises:
+            ConnectionClosed: the connection was lost first.
+        """
+        self._unyielded = 0
+        while self._writing_paused:
+            if self.connection_lost_waiter.done():
+                raise self.close_exc
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter  # connection_lost() sets close_exc on it
 
     def send_encoded(self, encoded: EncodedMessage) -> None:
         """Send a message encoded once for several connections, without waiting."""
@@ -505,7 +516,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             self._send_fragment(current, is_str, as_text, first, following is None)
             first = False
             if self._writing_paused:
-                await self._drain()
+                await self.drain()
             if following is None:
                 return
             current = following
@@ -568,20 +579,6 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         if self.transport is not None and not self.connection_lost_waiter.done():
             self.logger.info("! timed out waiting for the peer to close the TCP connection")
             self.transport.abort()
-
-    async def _drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark.
-
-        Raises:
-            ConnectionClosed: the connection was lost first.
-        """
-        self._unyielded = 0
-        while self._writing_paused:
-            if self.connection_lost_waiter.done():
-                raise self.close_exc
-            waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter  # connection_lost() sets close_exc on it
 
     # --- keepalive ----------------------------------------------------------------------------
 
