@@ -258,8 +258,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
                 # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
                     pass
-            self._check_sendable()
-            self.protocol.send_message(message, text)
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:  # _check_sendable() inlined: once per message
+                raise self.close_exc
+            protocol.send_message(message, text)
             self._flush()
             if self._writing_paused:
                 await self.drain()
