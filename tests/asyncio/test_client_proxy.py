@@ -263,7 +263,7 @@ def test_ws_and_wss_through_both_proxies_on_uvloop(
 ) -> None:
     # uvloop's transports are not asyncio.Transport subclasses; start_tls and set_protocol
     # must work on them too.
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a test dependency (pyproject.toml): missing must fail, not skip
 
     async def main() -> None:
         async with asyncio.timeout(30):

@@ -286,7 +286,8 @@ def test_redirects_are_followed_with_a_fresh_key() -> None:
 
 
 def test_tls_with_self_signed_certificate() -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a test dependency (pyproject.toml): missing must fail, not skip
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -545,7 +546,7 @@ def test_broadcast_wait_policy_waits_for_the_buffer_to_drain() -> None:
 
 
 def test_works_on_uvloop() -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a test dependency (pyproject.toml): missing must fail, not skip
 
     async def main() -> None:
         async with serve(echo, "127.0.0.1", 0) as server, connect(uri(server)) as ws:

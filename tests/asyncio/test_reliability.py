@@ -26,7 +26,8 @@ import pytest
 from tether import ConnectionClosed, Limits, ServerConnection, connect, serve
 from tether import sync as tether_sync
 from tether.asyncio import budget as budget_module
-from tether.asyncio.connection import HELD_END_TIMEOUT
+from tether.asyncio import connection as connection_module
+from tether.asyncio.connection import HELD_END_TIMEOUT, YIELD_EVERY
 from tether.sansio.codes import Opcode
 from tether.sansio.frames import Frame, FrameParser, serialize_frame
 
@@ -165,12 +166,17 @@ def test_send_only_handler_keeps_a_client_that_answers_pings(
     no_tracebacks(caplog)
 
 
-def test_close_behind_an_unread_message_is_answered_with_1000() -> None:
+def test_close_behind_an_unread_message_is_answered_with_1000(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The hold timer far away: only wait_closed() can release the held close in time.
+    monkeypatch.setattr(connection_module, "HELD_END_TIMEOUT", 60)
+
     async def never_reads(ws: ServerConnection) -> None:
         await ws.wait_closed()
 
     async def main() -> None:
-        async with serve(never_reads, "127.0.0.1", 0, compression=None) as server:
+        async with serve(never_reads, "127.0.0.1", 0, close_timeout=60, compression=None) as server:
             client = await RawClient.open(server.port_number)
             await client.send(masked(Opcode.TEXT, b"unread") + masked(Opcode.CLOSE, b"\x03\xe8"))
             async with asyncio.timeout(0.5):  # at once: the handler waits in wait_closed()
@@ -435,7 +441,34 @@ def test_tight_send_loop_yields_to_the_event_loop() -> None:
             async with connect(f"ws://127.0.0.1:{server.port_number}/") as ws:
                 for _ in range(2000):
                     await ws.recv()
-        assert seen_at and seen_at[0] < 200, seen_at
+        assert seen_at and seen_at[0] <= YIELD_EVERY, seen_at
+
+    run(main())
+
+
+def test_tight_recv_loop_yields_to_the_event_loop() -> None:
+    """A handler taking messages that are already queued never waits for data: it yields
+    every YIELD_EVERY messages all the same."""
+    count = 2000
+    taken = 0
+    seen_at: list[int] = []
+
+    async def reader(ws: ServerConnection) -> None:
+        nonlocal taken
+        await until(lambda: ws.bytes_held >= count)  # every message is queued
+        asyncio.get_running_loop().call_soon(lambda: seen_at.append(taken))
+        for _ in range(count):
+            assert await ws.recv() == "x"
+            taken += 1
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with serve(reader, "127.0.0.1", 0, compression=None) as server:
+            client = await RawClient.open(server.port_number)
+            await client.send(masked(Opcode.TEXT, b"x") * count)
+            await until(lambda: taken == count)
+            client.close()
+        assert seen_at and seen_at[0] <= YIELD_EVERY, seen_at
 
     run(main())
 

@@ -182,18 +182,19 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             TimeoutError: no message came within ``timeout``.
             UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8.
         """
-        self._check_receivable("recv")
+        if self._recv_busy:  # _check_receivable() inlined: recv() runs once per message
+            self._check_receivable("recv")
         self._recv_busy = True
         try:
             messages = self._messages
             if messages.complete == 0:
                 if timeout is None:
                     while messages.complete == 0:
-                        await self._wait_for_data()
+                        await self._data_waiter()
                 else:
                     async with asyncio.timeout(timeout):
                         while messages.complete == 0:
-                            await self._wait_for_data()
+                            await self._data_waiter()
             elif self._unyielded >= YIELD_EVERY:
                 await self._yield()
             else:
@@ -216,7 +217,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             decoder = None
             while True:
                 while not messages.fragments:
-                    await self._wait_for_data()
+                    await self._data_waiter()
                 fragment = messages.pop()
                 self._taken()
                 data = fragment.data
@@ -257,11 +258,13 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
                 # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
                     pass
-            self._check_sendable()
-            self.protocol.send_message(message, text)
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:  # _check_sendable() inlined: once per message
+                raise self.close_exc
+            protocol.send_message(message, text)
             self._flush()
             if self._writing_paused:
-                await self._drain()
+                await self.drain()
             elif self._unyielded >= YIELD_EVERY:
                 await self._yield()
             else:
@@ -369,8 +372,19 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         return self._writing_paused
 
     async def drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark."""
-        await self._drain()
+        """Wait until the write buffer is below its low-water mark (what ``send()`` does after
+        writing while ``writing_paused``).
+
+        Raises:
+            ConnectionClosed: the connection was lost first.
+        """
+        self._unyielded = 0
+        while self._writing_paused:
+            if self.connection_lost_waiter.done():
+                raise self.close_exc
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter  # connection_lost() sets close_exc on it
 
     def send_encoded(self, encoded: EncodedMessage) -> None:
         """Send a message encoded once for several connections, without waiting."""
@@ -379,16 +393,20 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
 
     # --- internals: receiving -------------------------------------------------------------------
 
-    async def _wait_for_data(self) -> None:
-        """Wait for more received data; raise ``close_exc`` if none can come. Before waiting,
-        act on a close or error held behind messages the application has now all taken."""
+    def _data_waiter(self) -> asyncio.Future[None]:
+        """The future to await for more received data; raise ``close_exc`` if none can come.
+        Before waiting, act on a close or error held behind messages the application has now
+        all taken (the future is then already done: look at the queue again). A plain method
+        returning a future, not a coroutine: one coroutine frame less per message received."""
         if self.protocol.holding and not self._messages.fragments:
             self._release_held()
-            return
+            done = self.loop.create_future()
+            done.set_result(None)
+            return done
         if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
             raise self.close_exc
         self._unyielded = 0
-        await self._messages.waiter()
+        return self._messages.waiter()
 
     def _taken(self) -> None:
         """The application took a fragment: resume reading if the queue shrank enough; once no
@@ -500,7 +518,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             self._send_fragment(current, is_str, as_text, first, following is None)
             first = False
             if self._writing_paused:
-                await self._drain()
+                await self.drain()
             if following is None:
                 return
             current = following
@@ -563,20 +581,6 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         if self.transport is not None and not self.connection_lost_waiter.done():
             self.logger.info("! timed out waiting for the peer to close the TCP connection")
             self.transport.abort()
-
-    async def _drain(self) -> None:
-        """Wait until the write buffer is below its low-water mark.
-
-        Raises:
-            ConnectionClosed: the connection was lost first.
-        """
-        self._unyielded = 0
-        while self._writing_paused:
-            if self.connection_lost_waiter.done():
-                raise self.close_exc
-            waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter  # connection_lost() sets close_exc on it
 
     # --- keepalive ----------------------------------------------------------------------------
 
