@@ -396,14 +396,14 @@ def test_the_hub_uses_compress_once_broadcast(monkeypatch: pytest.MonkeyPatch) -
     """Two compressed subscribers share one encoding when the server keeps no compression
     context between messages (``compression="small"``: server_no_context_takeover)."""
     payloads: list[str | bytes] = []
-    encode_message = Protocol.encode_message
+    encode = Protocol._encode  # what encode_message and MessageEncoder both call to frame
 
-    def counting(self: Protocol, message: Any) -> Any:
-        if self.side is Side.SERVER:
-            payloads.append(message)
-        return encode_message(self, message)
+    def counting(self: Protocol, payload: bytes, text: bool, key: Any) -> Any:
+        if self.side is Side.SERVER and key is not None:  # framed (and compressed) to share
+            payloads.append(payload.decode())
+        return encode(self, payload, text, key)
 
-    monkeypatch.setattr(Protocol, "encode_message", counting)
+    monkeypatch.setattr(Protocol, "_encode", counting)
 
     async def main() -> None:
         hub = Hub()
