@@ -395,15 +395,15 @@ async def _echo(ws: ServerConnection) -> None:
 def test_the_hub_uses_compress_once_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two compressed subscribers share one encoding when the server keeps no compression
     context between messages (``compression="small"``: server_no_context_takeover)."""
-    payloads: list[str | bytes] = []
-    encode_message = Protocol.encode_message
+    payloads: list[bytes] = []
+    encode = Protocol._encode  # what encode_message() and the broadcast cache both call
 
-    def counting(self: Protocol, message: Any) -> Any:
+    def counting(self: Protocol, payload: bytes, text: bool, key: Any) -> Any:
         if self.side is Side.SERVER:
-            payloads.append(message)
-        return encode_message(self, message)
+            payloads.append(payload)
+        return encode(self, payload, text, key)
 
-    monkeypatch.setattr(Protocol, "encode_message", counting)
+    monkeypatch.setattr(Protocol, "_encode", counting)
 
     async def main() -> None:
         hub = Hub()
@@ -431,7 +431,7 @@ def test_the_hub_uses_compress_once_broadcast(monkeypatch: pytest.MonkeyPatch) -
 
     run(main())
     # The message was framed (and compressed) once for both subscribers.
-    framed = [p for p in payloads if isinstance(p, str) and '"data":"hello ' in p]
+    framed = [p for p in payloads if b'"data":"hello ' in p]
     assert len(framed) == 1, framed
     assert json.loads(framed[0])["data"] == "hello " * 100
 
