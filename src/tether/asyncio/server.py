@@ -327,14 +327,8 @@ class Server:
 
     def _make_connection(self) -> ServerConnection:
         options = self.options
-        hook = options.select_subprotocol
         connection: ServerConnection
-
-        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-            assert hook is not None
-            return Subprotocol(choice) if (choice := hook(connection, offered)) else None
-
-        protocol = options.make_protocol(select if hook is not None else None)
+        protocol = options.make_protocol(lambda: connection)
         connection = ServerConnection(
             self,
             protocol,
