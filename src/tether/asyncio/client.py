@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Literal, Never
 
 from ..exceptions import (
-    ConnectionFailed,
     ConnectionLostDuringHandshake,
     InvalidStatus,
     OpenTimeout,
     TetherError,
+    connection_failed,
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
@@ -323,23 +323,3 @@ class connect:
             logger=self.logger,
             target=self.uri,
         )
-
-
-_failed_classes: dict[type[OSError], type[ConnectionFailed]] = {}
-
-
-def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
-    """A :class:`ConnectionFailed` that is also an instance of ``exc``'s class, so that
-    ``except ConnectionRefusedError`` (or ``ssl.SSLError``) keeps working."""
-    cls = _failed_classes.get(type(exc))
-    if cls is None:
-        try:
-            cls = type("ConnectionFailed", (ConnectionFailed, type(exc)), {})
-            cls.__module__ = ConnectionFailed.__module__
-        except TypeError:  # an OSError subclass that cannot be combined
-            cls = ConnectionFailed
-        _failed_classes[type(exc)] = cls
-    detail = f"{exc.strerror or exc} ({type(exc).__name__})"
-    if exc.errno is None:
-        return cls(f"{what}: {detail}")
-    return cls(exc.errno, f"{what}: {detail}")
