@@ -415,6 +415,29 @@ class ConnectionFailed(TetherError, OSError):
     """
 
 
+#: connection_failed()'s classes, one per OSError class met.
+_failed_classes: dict[type[OSError], type[ConnectionFailed]] = {}
+
+
+def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
+    """A :class:`ConnectionFailed` that is also an instance of ``exc``'s class, so that
+    ``except ConnectionRefusedError`` (or ``ssl.SSLError``) keeps working; each I/O layer's
+    ``connect()`` raises it ``from exc`` when opening the socket or TLS fails. ``what`` says
+    what failed (``could not connect to host:port``)."""
+    cls = _failed_classes.get(type(exc))
+    if cls is None:
+        try:
+            cls = type("ConnectionFailed", (ConnectionFailed, type(exc)), {})
+            cls.__module__ = ConnectionFailed.__module__
+        except TypeError:  # an OSError subclass that cannot be combined
+            cls = ConnectionFailed
+        _failed_classes[type(exc)] = cls
+    detail = f"{exc.strerror or exc} ({type(exc).__name__})"
+    if exc.errno is None:
+        return cls(f"{what}: {detail}")
+    return cls(exc.errno, f"{what}: {detail}")
+
+
 class OpenTimeout(TetherError, TimeoutError):
     """``connect()`` did not open the connection and finish the handshake within
     ``open_timeout`` (a ``TimeoutError`` too)."""

@@ -37,6 +37,7 @@ from .sansio.handshake import SUPPORTED_VERSIONS
 from .sansio.http11 import HeadersLike
 from .sansio.server import OriginRule, SelectSubprotocol, ServerProtocol
 from .sansio.uri import WebSocketURI
+from .typing import Subprotocol
 from .version import __version__
 
 __all__ = [
@@ -280,15 +281,26 @@ class ServerOptions:
         """``extensions`` followed by what ``compression`` stands for."""
         return [*(self.extensions or ()), *server_extensions(self.compression)]
 
-    def make_protocol(self, select_subprotocol: SelectSubprotocol | None = None) -> ServerProtocol:
+    def make_protocol(self, connection: Callable[[], Any]) -> ServerProtocol:
         """A fresh sans-I/O server protocol for one connection, delivering fragments.
 
-        ``select_subprotocol`` is the hook as the sans-I/O layer calls it, ``(protocol,
-        offered)``; the I/O layer wraps :attr:`select_subprotocol` to pass its connection.
+        ``connection`` returns the I/O layer's connection: the sans-I/O layer calls its hook
+        as ``(protocol, offered)``, and :attr:`select_subprotocol` gets ``(connection(),
+        offered)`` instead (a callable, since the connection is built after its protocol).
         """
+        hook = self.select_subprotocol
+        select: SelectSubprotocol | None = None
+        if hook is not None:
+
+            def select(
+                protocol: ServerProtocol, offered: Sequence[Subprotocol]
+            ) -> Subprotocol | None:
+                assert hook is not None
+                return Subprotocol(choice) if (choice := hook(connection(), offered)) else None
+
         return ServerProtocol(
             subprotocols=self.subprotocols,
-            select_subprotocol=select_subprotocol,
+            select_subprotocol=select,
             require_subprotocol=self.require_subprotocol,
             extensions=self.extension_factories,
             origins=self.origins,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from helpers.net import free_port
 from tether import (
     ConnectionClosed,
     InvalidStatus,
@@ -37,12 +37,6 @@ def run(coro: Awaitable[Any]) -> Any:
             return await coro
 
     return asyncio.run(bounded())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def greet(ws: ServerConnection) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.server import ServerConnection as WebsocketsConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.typing import Subprotocol as WebsocketsSubprotocol
@@ -407,7 +408,6 @@ def test_inspect_exit_codes(tether_server: ServeProcess) -> None:
 
 
 def test_inspect_over_tls(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
     cert = trustme.CA().issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_pem.write_to_path(key_file)

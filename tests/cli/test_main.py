@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from helpers.demo import ServeProcess, http_get, tether
 from helpers.net import free_port
@@ -230,7 +231,6 @@ def test_connect_to_nothing_exits_non_zero() -> None:
 
 
 def test_tls_serve_and_connect_insecure(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
     authority = trustme.CA()
     cert = authority.issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -262,6 +262,10 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         (
             ["inspect", "ws://127.0.0.1/", "--header", "X: \x1b"],
             "invalid value for header X: '\\x1b'",
+        ),
+        (
+            ["connect", "ws://127.0.0.1/", "--header", "Sec-WebSocket-Protocol: x"],
+            "--header 'Sec-WebSocket-Protocol: x': Sec-WebSocket-Protocol is set by the handshake",
         ),
         (["connect", "ws://127.0.0.1/", "--insecure"], "--insecure only applies to wss:// URLs"),
         (["inspect", "ws://127.0.0.1/", "--insecure"], "--insecure only applies to wss:// URLs"),

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "free_port", "redis_available"]
+from helpers.net import free_port
+
+__all__ = ["RedisServer", "redis_available"]
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
@@ -33,12 +35,6 @@ def redis_available() -> str | None:
     except ImportError:
         return "redis-py not installed (pip install 'tether[redis]')"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

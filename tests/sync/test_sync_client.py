@@ -13,12 +13,14 @@ import pytest
 
 from helpers.sync_server import running, running_on, uri
 from tether import (
+    ConnectionFailed,
     ConnectionLostDuringHandshake,
     InvalidRedirect,
     InvalidStatus,
     OpenTimeout,
     Request,
     Response,
+    TetherError,
 )
 from tether import connect as asyncio_connect
 from tether import serve as asyncio_serve
@@ -110,8 +112,10 @@ def test_tls_between_sync_peers(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> N
             assert ws.recv(timeout=5) == big
             assert ws.ping().result(5) > 0
         assert ws.close_code == 1000
-        with pytest.raises(ssl.SSLError):
+        with pytest.raises(ssl.SSLError) as untrusted:
             connect(target)  # the default context does not trust our CA
+        assert isinstance(untrusted.value, ConnectionFailed)
+        assert isinstance(untrusted.value.__cause__, ssl.SSLCertVerificationError)
         with pytest.raises(ValueError, match="wss://"):
             connect(uri(server), ssl=client_context)
 
@@ -231,8 +235,12 @@ def test_connection_refused_is_an_oserror() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as refused:
         connect(f"ws://127.0.0.1:{port}/")
+    # A ConnectionFailed (a TetherError and an OSError), as in the asyncio layer.
+    assert isinstance(refused.value, ConnectionFailed) and isinstance(refused.value, TetherError)
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+    assert f"could not connect to 127.0.0.1:{port}" in str(refused.value)
 
 
 def test_a_connected_socket_can_be_given() -> None:

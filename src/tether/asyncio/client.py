@@ -14,17 +14,15 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Literal, Never
 
 from ..exceptions import (
-    ConnectionFailed,
     ConnectionLostDuringHandshake,
-    InvalidRedirect,
     InvalidStatus,
     OpenTimeout,
     TetherError,
+    connection_failed,
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
@@ -35,6 +33,7 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..redirects import redirect_target, too_many_redirects
 from ..sansio.backoff import Backoff
 from ..sansio.client import ClientProtocol
 from ..sansio.http11 import HeadersLike, Response
@@ -292,12 +291,9 @@ class connect:
                     f"open_timeout={self.options.open_timeout:g} s"
                 ) from exc
             except InvalidStatus as exc:
-                location = exc.location
-                if location is None:
+                target = redirect_target(uri, exc)
+                if target is None:
                     raise
-                target = parse_uri(urllib.parse.urljoin(str(uri), location))
-                if uri.secure and not target.secure:
-                    raise InvalidRedirect(exc.response, "redirect from wss:// to ws://") from exc
                 self.logger.info("redirected (%d) to %s", exc.response.status, target)
                 uri = target
                 continue
@@ -307,7 +303,7 @@ class connect:
             connection.start_keepalive()
             self.connection = connection
             return connection
-        raise InvalidRedirect(None, f"more than {max_redirects} redirects")
+        raise too_many_redirects(max_redirects)
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._connect().__await__()
@@ -327,23 +323,3 @@ class connect:
             logger=self.logger,
             target=self.uri,
         )
-
-
-_failed_classes: dict[type[OSError], type[ConnectionFailed]] = {}
-
-
-def connection_failed(exc: OSError, what: str) -> ConnectionFailed:
-    """A :class:`ConnectionFailed` that is also an instance of ``exc``'s class, so that
-    ``except ConnectionRefusedError`` (or ``ssl.SSLError``) keeps working."""
-    cls = _failed_classes.get(type(exc))
-    if cls is None:
-        try:
-            cls = type("ConnectionFailed", (ConnectionFailed, type(exc)), {})
-            cls.__module__ = ConnectionFailed.__module__
-        except TypeError:  # an OSError subclass that cannot be combined
-            cls = ConnectionFailed
-        _failed_classes[type(exc)] = cls
-    detail = f"{exc.strerror or exc} ({type(exc).__name__})"
-    if exc.errno is None:
-        return cls(f"{what}: {detail}")
-    return cls(exc.errno, f"{what}: {detail}")

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import os
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -57,6 +56,7 @@ from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import EncodedMessage, Protocol, State
@@ -483,15 +483,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         """Other events (handshake, ping, close): overridden by the roles when needed."""
 
     def _pong_received(self, event: Pong) -> None:
-        now = self.loop.time()
-        for payload in event.acked:
-            entry = self._pings.pop(payload, None)
-            if entry is None:
-                continue
-            waiter, sent = entry
-            self.latency = now - sent
+        for waiter, round_trip in answered_pings(self._pings, event.acked, self.loop.time()):
+            self.latency = round_trip
             if not waiter.done():
-                waiter.set_result(self.latency)
+                waiter.set_result(round_trip)
 
     # --- internals: sending -------------------------------------------------------------------
 
@@ -543,14 +538,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._flush()
 
     def _send_ping(self, data: str | bytes | None) -> asyncio.Future[float]:
-        if data is None:
-            payload = os.urandom(4)
-            while payload in self._pings:
-                payload = os.urandom(4)
-        else:
-            payload = data.encode() if isinstance(data, str) else bytes(data)
-            if payload in self._pings:
-                raise ConcurrencyError("already waiting for a pong with the same data")
+        payload = ping_payload(self._pings, data)
         self._check_sendable()
         self.protocol.send_ping(payload)
         waiter: asyncio.Future[float] = self.loop.create_future()

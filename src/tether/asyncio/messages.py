@@ -1,12 +1,13 @@
 """The receive side of a connection: fragments waiting for the application, and read pausing.
 
-:class:`Assembler` owns what a :class:`~tether.asyncio.connection.Connection` holds of received
-messages that the application has not taken: a queue of fragments (whole messages are one
-fragment), how many bytes they weigh, how many complete messages are in it, the waiter of the
-one coroutine receiving, and when to stop and resume reading from the socket. The connection
-feeds it the protocol's :class:`~tether.sansio.events.Fragment` events and asks it for messages;
-the assembler knows nothing of frames or of the socket: it says when to pause or resume reading,
-and the connection does it (no callback to the connection, so no reference cycle).
+:class:`Assembler` is the shared :class:`~tether.fragment_queue.FragmentQueue` (what a
+:class:`~tether.asyncio.connection.Connection` holds of received messages that the application
+has not taken: fragments, how many bytes they weigh, how many complete messages are among them)
+plus the waiter of the one coroutine receiving, and when to stop and resume reading from the
+socket. The connection feeds it the protocol's :class:`~tether.sansio.events.Fragment` events
+and asks it for messages; the assembler knows nothing of frames or of the socket: it says when
+to pause or resume reading, and the connection does it (no callback to the connection, so no
+reference cycle).
 
 Bounds: reading pauses when the bytes queued plus ``extra`` (what the protocol holds unparsed)
 exceed ``max_queue`` while at least one complete message waits, and resumes below a quarter of
@@ -18,42 +19,32 @@ large message cannot deadlock.
 from __future__ import annotations
 
 import asyncio
-import collections
-from typing import cast
 
-from ..sansio.events import Fragment
-from ..typing import Data
+from ..fragment_queue import FragmentQueue
 
 __all__ = ["Assembler"]
 
 
-class Assembler:
-    """Received fragments waiting for the application.
+class Assembler(FragmentQueue):
+    """Received fragments waiting for the application (:meth:`put`, :meth:`pop_message`...
+    are :class:`~tether.fragment_queue.FragmentQueue`'s), with the receiver's waiter and
+    read pausing.
 
     Args:
         max_queue: bytes of queued messages above which reading pauses.
     """
 
+    __slots__ = ("_waiter", "paused")
+
     def __init__(self, max_queue: int) -> None:
-        self.fragments: collections.deque[Fragment] = collections.deque()
-        #: Bytes (or characters, for text) of the queued fragments.
-        self.size = 0
-        #: Messages in the queue whose last fragment is there.
-        self.complete = 0
-        self.max_queue = max_queue
+        super().__init__(max_queue)
         #: Whether reading is paused because of the queue.
         self.paused = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, fragment: Fragment) -> None:
-        """Queue one fragment (call :meth:`wake` after a batch)."""
-        self.fragments.append(fragment)
-        self.size += len(fragment.data)
-        if fragment.last:
-            self.complete += 1
-
     def wake(self) -> None:
-        """Resolve the future of the coroutine waiting for data, if any."""
+        """Resolve the future of the coroutine waiting for data, if any (call it after a
+        batch of :meth:`put`)."""
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -61,9 +52,11 @@ class Assembler:
                 waiter.set_result(None)
 
     def should_pause(self, extra: int) -> bool:
-        """Whether reading must pause now: a complete message waits and the queue (plus
-        ``extra`` bytes held elsewhere) is over ``max_queue``. Never while only an incomplete
-        message is queued: reading is the only way it can complete."""
+        """Whether reading must pause now: :meth:`over_limit` (a complete message waits and
+        the queue, plus ``extra`` bytes held elsewhere, is over ``max_queue``) and not paused
+        yet. Never while only an incomplete message is queued: reading is the only way it can
+        complete."""
+        # over_limit() inlined: this runs after every input.
         if not self.paused and self.complete > 0 and self.size + extra > self.max_queue:
             self.paused = True
             return True
@@ -78,34 +71,6 @@ class Assembler:
             return True
         return False
 
-    def pop(self) -> Fragment:
-        """The oldest fragment (there must be one)."""
-        fragment = self.fragments.popleft()
-        self.size -= len(fragment.data)
-        if fragment.last:
-            self.complete -= 1
-        return fragment
-
-    def pop_message(self) -> Data:
-        """The oldest complete message, its fragments joined (``complete`` must be > 0)."""
-        # The common case, a message in one fragment, with pop() inlined: this runs once per
-        # message received.
-        fragment = self.fragments.popleft()
-        data = fragment.data
-        self.size -= len(data)
-        if fragment.last:
-            self.complete -= 1
-            return data
-        pieces = [data]
-        while True:
-            fragment = self.pop()
-            pieces.append(fragment.data)
-            if fragment.last:
-                break
-        if isinstance(pieces[0], str):
-            return "".join(cast(list[str], pieces))
-        return b"".join(cast(list[bytes], pieces))
-
     def waiter(self) -> asyncio.Future[None]:
         """A future that :meth:`wake` resolves, for the one coroutine receiving to await
         (a future rather than a coroutine: one frame less per message received). Cancelling
@@ -113,10 +78,3 @@ class Assembler:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         return waiter
-
-    def drop_incomplete(self) -> None:
-        """Drop the fragments of a message that can no longer complete (the connection is
-        ending): complete messages stay for the application."""
-        fragments = self.fragments
-        while fragments and not fragments[-1].last:
-            self.size -= len(fragments.pop().data)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import socket
 import ssl as ssl_module
@@ -32,11 +31,12 @@ from ..options import (
     check_unknown_keywords,
     pick,
 )
+from ..responses import ServerResponses
 from ..sansio.codes import CloseCode
 from ..sansio.handshake import SUPPORTED_VERSIONS
-from ..sansio.http11 import HeadersLike, Request, Response
+from ..sansio.http11 import Request, Response
 from ..sansio.protocol import State
-from ..sansio.server import PLAIN_TEXT, OriginRule, ServerProtocol
+from ..sansio.server import OriginRule, ServerProtocol
 from ..typing import LoggerLike, Subprotocol
 from .budget import MemoryBudget
 from .connection import Connection
@@ -56,8 +56,9 @@ ProcessResponse = Callable[
 SelectSubprotocol = Callable[["ServerConnection", Sequence[Subprotocol]], Subprotocol | None]
 
 
-class ServerConnection(Connection):
-    """One client's connection, as the handler sees it."""
+class ServerConnection(Connection, ServerResponses):
+    """One client's connection, as the handler sees it; ``respond()``, ``respond_json()`` and
+    ``respond_html()`` build the answers of ``process_request`` hooks."""
 
     protocol: ServerProtocol
 
@@ -67,34 +68,6 @@ class ServerConnection(Connection):
         self._handshake_task: asyncio.Task[None] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.handler_task: asyncio.Task[None] | None = None
-
-    def respond(
-        self,
-        status: int,
-        body: str | bytes = "",
-        *,
-        content_type: str = PLAIN_TEXT,
-        headers: HeadersLike | None = None,
-    ) -> Response:
-        """An HTTP response for ``process_request`` hooks (``/healthz``, a 401...): ``status``
-        with its reason phrase, ``body`` (a ``str`` is UTF-8; as plain text, the default, it
-        is one line) with ``content_type``, and ``headers`` (a mapping, pairs or ``Headers``).
-        """
-        return self.protocol.reject(status, body, headers, content_type=content_type)
-
-    def respond_json(
-        self, status: int, value: object, *, headers: HeadersLike | None = None
-    ) -> Response:
-        """An ``application/json`` response with ``value`` serialised by ``json.dumps``."""
-        return self.respond(
-            status, json.dumps(value), content_type="application/json", headers=headers
-        )
-
-    def respond_html(
-        self, status: int, html: str, *, headers: HeadersLike | None = None
-    ) -> Response:
-        """A ``text/html; charset=utf-8`` response."""
-        return self.respond(status, html, content_type="text/html; charset=utf-8", headers=headers)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -327,14 +300,8 @@ class Server:
 
     def _make_connection(self) -> ServerConnection:
         options = self.options
-        hook = options.select_subprotocol
         connection: ServerConnection
-
-        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-            assert hook is not None
-            return Subprotocol(choice) if (choice := hook(connection, offered)) else None
-
-        protocol = options.make_protocol(select if hook is not None else None)
+        protocol = options.make_protocol(lambda: connection)
         connection = ServerConnection(
             self,
             protocol,

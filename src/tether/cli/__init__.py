@@ -36,16 +36,15 @@ from .. import (
     ConnectionClosed,
     ConnectionClosedOK,
     ConnectionLostDuringHandshake,
-    Headers,
     InvalidHandshake,
     InvalidStatus,
     InvalidURI,
-    Request,
     Server,
     __version__,
     connect,
 )
 from ..exceptions import HubError
+from ..sansio.client import check_additional_headers
 from ..sansio.masking import implementation
 from ..sansio.uri import WebSocketURI, parse_uri
 from .text import client_ssl, printable
@@ -254,14 +253,12 @@ def _headers(
         name, colon, rest = value.partition(":")
         if not colon:
             parser.error(f"--header {value!r}: expected 'Name: value'")
-        header = (name, rest.strip())
         try:
-            # The HTTP serializer refuses what would break the request: a name that is not a
-            # token, control characters in the value.
-            Request("GET", "/", Headers([header])).serialize()
+            # What connect() checks of additional headers: a name that is not a token,
+            # control characters in the value, a Sec-WebSocket-* name (the handshake sets it).
+            headers += check_additional_headers([(name, rest.strip())])
         except ValueError as exc:
             parser.error(f"--header {value!r}: {exc}")
-        headers.append(header)
     return headers
 
 

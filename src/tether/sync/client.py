@@ -25,6 +25,7 @@ from ..exceptions import (
     InvalidStatus,
     OpenTimeout,
     TetherError,
+    connection_failed,
 )
 from ..extensions.base import ClientExtensionFactory
 from ..limits import Limits
@@ -124,7 +125,8 @@ def connect(
         InvalidProxy: the proxy cannot be reached (``retryable``) or refused the tunnel (its
             HTTP status or SOCKS5 reply is in the message).
         OpenTimeout: ``open_timeout`` elapsed (also a ``TimeoutError``).
-        OSError: the TCP connection could not be opened.
+        ConnectionFailed: the TCP or TLS connection could not be opened (also an ``OSError``
+            and an instance of the original error's class, its ``__cause__``).
     """
     check_unknown_keywords("connect", unknown)
     if not isinstance(uri, str):
@@ -183,6 +185,15 @@ def _remaining(deadline: float | None) -> float | None:
     if remaining <= 0:
         raise TimeoutError("timed out during the opening handshake")
     return remaining
+
+
+def _connect_failed(exc: OSError, uri: WebSocketURI, deadline: float | None) -> Never:
+    """Opening the TCP or TLS connection failed with ``exc``: raise a ``ConnectionFailed``
+    from it, as the asyncio layer does, but let the deadline's ``TimeoutError`` (connect()
+    makes it an ``OpenTimeout``) and tether's own errors through as they are."""
+    if isinstance(exc, TetherError) or (isinstance(exc, TimeoutError) and deadline is not None):
+        raise exc
+    raise connection_failed(exc, f"could not connect to {uri.host}:{uri.port}") from exc
 
 
 def _open_tunnel(
@@ -253,7 +264,10 @@ def _attempt(
             url = proxy_from_environment(uri, os.environ) if proxy is True else proxy
             through = None if url is None else parse_proxy(url)
         if through is None:
-            sock = socket.create_connection((uri.host, uri.port), timeout=_remaining(deadline))
+            try:
+                sock = socket.create_connection((uri.host, uri.port), timeout=_remaining(deadline))
+            except OSError as exc:
+                _connect_failed(exc, uri, deadline)
         else:
             logger.debug("connecting to %s through proxy %s", uri, through)
             sock = _open_tunnel(through, uri, deadline, user_agent)
@@ -265,13 +279,16 @@ def _attempt(
         transport: Transport
         if uri.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
-            transport = TLSTransport(
-                sock,
-                context,
-                server_side=False,
-                server_hostname=server_hostname or uri.host,
-                deadline=deadline,
-            )
+            try:
+                transport = TLSTransport(
+                    sock,
+                    context,
+                    server_side=False,
+                    server_hostname=server_hostname or uri.host,
+                    deadline=deadline,
+                )
+            except OSError as exc:
+                _connect_failed(exc, uri, deadline)
         else:
             transport = Transport(sock)
         connection = ClientConnection(

@@ -452,19 +452,6 @@ class Server:
 
     # --- one connection -----------------------------------------------------------------------
 
-    def _protocol(self, connection: Callable[[], ServerConnection]) -> ServerProtocol:
-        """The sans-I/O server for one connection, from ``serve()``'s options; the
-        ``select_subprotocol`` hook gets the connection (``connection()``) and the offer."""
-        hook = self.options.select_subprotocol
-        if hook is None:
-            return self.options.make_protocol()
-
-        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-            assert hook is not None
-            return Subprotocol(choice) if (choice := hook(connection(), offered)) else None
-
-        return self.options.make_protocol(select)
-
     def _run_connection(self, sock: socket.socket) -> None:
         connection: ServerConnection | None = None
         try:
@@ -500,7 +487,7 @@ class Server:
             self.logger.info("! TLS handshake failed: %s", exc)
             return None
         connection: ServerConnection
-        protocol = self._protocol(lambda: connection)
+        protocol = self.options.make_protocol(lambda: connection)
         connection = ServerConnection(self, transport, protocol)
         with self._lock:
             self.connections.add(connection)
