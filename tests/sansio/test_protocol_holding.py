@@ -144,14 +144,23 @@ def test_buffered_counts_unparsed_bytes() -> None:
 
 def test_pongs_deferred_while_the_output_is_full_answer_only_the_latest_ping() -> None:
     protocol = server()
-    protocol.defer_pongs = True
+    protocol.pause_output()
     protocol.receive_data(b"".join(masked(Opcode.PING, b"%d" % i) for i in range(1000)))
     assert protocol.data_to_send() == []
     assert protocol.pong_due == b"999"
-    protocol.defer_pongs = False
-    protocol.send_due_pong()
+    assert protocol.resume_output() is True
     assert [(f.opcode, f.data) for f in sent_frames(protocol)] == [(Opcode.PONG, b"999")]
-    protocol.send_due_pong()
+    assert protocol.resume_output() is False
+    assert protocol.data_to_send() == []
+
+
+def test_a_deferred_pong_is_dropped_once_the_connection_is_not_open() -> None:
+    protocol = server()
+    protocol.pause_output()
+    protocol.receive_data(masked(Opcode.PING, b"late"))
+    protocol.fail(1011, "gone")
+    protocol.data_to_send()
+    assert protocol.resume_output() is False
     assert protocol.data_to_send() == []
 
 

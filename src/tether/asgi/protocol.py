@@ -256,14 +256,11 @@ class UvicornProtocol(asyncio.Protocol):
         self._writing_paused = True
         # A client that sends pings and reads nothing must not grow our write buffer: while
         # paused, only the latest ping is answered, once writing resumes.
-        self.protocol.defer_pongs = True
+        self.protocol.pause_output()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        protocol = self.protocol
-        protocol.defer_pongs = False
-        if protocol.pong_due is not None:
-            protocol.send_due_pong()
+        if self.protocol.resume_output():
             self._flush()
         self._wake_writers()
 

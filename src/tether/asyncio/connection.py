@@ -631,14 +631,11 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        self.protocol.defer_pongs = True
+        self.protocol.pause_output()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        protocol = self.protocol
-        protocol.defer_pongs = False
-        if protocol.pong_due is not None:
-            protocol.send_due_pong()
+        if self.protocol.resume_output():
             self._flush()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:

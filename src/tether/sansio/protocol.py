@@ -168,10 +168,11 @@ class Protocol:
 
         # Payloads of pings sent and not answered yet, oldest first.
         self._pings: list[bytes] = []
-        #: Set by the I/O layer while its write buffer is full: a ping is then not answered at
-        #: once; only the latest one's payload is kept in ``pong_due`` and answered by
-        #: :meth:`send_due_pong` (5.5.3 allows answering only the most recent ping), so that a
-        #: flood of pings whose pongs the peer does not read cannot grow what we write.
+        #: True between :meth:`pause_output` and :meth:`resume_output` (the I/O layer's write
+        #: buffer is full): a ping is then not answered at once; only the latest one's payload
+        #: is kept in ``pong_due`` and answered on resume (5.5.3 allows answering only the most
+        #: recent ping), so that a flood of pings whose pongs the peer does not read cannot grow
+        #: what we write.
         self.defer_pongs = False
         self.pong_due: bytes | None = None
 
@@ -677,11 +678,19 @@ class Protocol:
         self._pings.append(data)
         self._send_frame(Frame(Opcode.PING, data))
 
-    def send_due_pong(self) -> None:
-        """Answer the latest ping deferred by ``defer_pongs``, if any (and if still open)."""
+    def pause_output(self) -> None:
+        """The I/O layer's write buffer is full: defer pongs (see ``defer_pongs``)."""
+        self.defer_pongs = True
+
+    def resume_output(self) -> bool:
+        """The write buffer drained: answer the latest deferred ping, if any (and if still
+        open). Returns whether there is output to write."""
+        self.defer_pongs = False
         data, self.pong_due = self.pong_due, None
-        if data is not None and self._state is State.OPEN:
-            self._send_frame(Frame(Opcode.PONG, data))
+        if data is None or self._state is not State.OPEN:
+            return False
+        self._send_frame(Frame(Opcode.PONG, data))
+        return True
 
     def send_pong(self, data: bytes = b"") -> None:
         """Send an unsolicited pong (a heartbeat that expects no answer)."""
