@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from helpers.aio import run as aio_run
 from tether import ClientConnection, InvalidStatus, Server, ServerConnection, connect, serve
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -29,11 +30,7 @@ def load(name: str) -> ModuleType:
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(40):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 40)
 
 
 async def start(

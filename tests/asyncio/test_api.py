@@ -8,11 +8,11 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from helpers.aio import run
 from tether import (
     ConnectionFailed,
     InvalidHandshake,
@@ -31,14 +31,6 @@ from tether import (
 from tether.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 async def wait(ws: ServerConnection) -> None:

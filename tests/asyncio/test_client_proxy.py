@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trustme
 
+from helpers.aio import run as aio_run
 from helpers.proxies import Danted, MiniSocks5, Tinyproxy, free_port
 from tether import ServerConnection, connect, serve
 from tether.exceptions import InvalidProxy
@@ -23,11 +24,7 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.proxy]
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(30):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 30)
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -11,11 +11,12 @@ import base64
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from helpers.aio import run
 from tether import (
     ConcurrencyError,
     ConnectionClosedError,
@@ -36,14 +37,6 @@ from tether.exceptions import InvalidRedirect
 from tether.sansio.frames import FrameParser
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -9,17 +9,14 @@ from typing import Any
 
 import pytest
 
+from helpers.aio import run as aio_run
 from tether import ServerConnection, connect, serve
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(10):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 10)
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from helpers.aio import run as aio_run
 from helpers.browser import Browser
 from tether import ConnectionClosed, Headers, Request, Response, ServerConnection, serve
 
@@ -110,11 +111,7 @@ async def run_page(browser: Browser, url: str) -> dict[str, Any]:
 
 
 def run(coro: Any) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(90):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 90)
 
 
 def test_chromium_talks_to_tether_server(browser: Browser) -> None:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from helpers.aio import run as aio_run
 from helpers.node import NodeWsServer, run_node_client
 from tether import (
     ConnectionClosed,
@@ -44,11 +45,7 @@ CLIENT_SCRIPT = Path(__file__).with_name("interop_node_client.js")
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(60):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 60)
 
 
 def random_bytes(size: int, seed: int = 0) -> bytes:

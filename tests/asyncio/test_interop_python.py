@@ -42,6 +42,7 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.typing import ExtensionName, Subprotocol
 
+from helpers.aio import run as aio_run
 from tether import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -65,11 +66,7 @@ MiB = 2**20
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(30):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 30)
 
 
 # --- payloads ---------------------------------------------------------------------------------

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import Any
 
 import pytest
 
+from helpers.aio import run
 from helpers.net import free_port
 from tether import (
     ConnectionClosed,
@@ -29,14 +28,6 @@ from tether.sansio.backoff import Backoff
 pytestmark = pytest.mark.timeout(30)
 
 FAST = Backoff(first_delay=0, initial=0.01, factor=1, max_delay=0.01, jitter=0)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 async def greet(ws: ServerConnection) -> None:

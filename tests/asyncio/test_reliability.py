@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from helpers.aio import run as aio_run
 from tether import ConnectionClosed, Limits, ServerConnection, connect, serve
 from tether import sync as tether_sync
 from tether.asyncio import budget as budget_module
@@ -35,11 +36,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(15):
-            return await coro
-
-    return asyncio.run(bounded())
+    return aio_run(coro, 15)
 
 
 def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:

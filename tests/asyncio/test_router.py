@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
+from helpers.aio import run
 from tether import InvalidStatus, Request, Response, ServerConnection, connect
 from tether.asyncio.router import Router, route
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def make_router() -> Router[Any]:

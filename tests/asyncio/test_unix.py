@@ -12,13 +12,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
+from helpers.aio import run
 from tether import ServerConnection
 from tether.asyncio.unix import unix_connect, unix_serve
 from tether.exceptions import InvalidUnixPath
@@ -26,14 +25,6 @@ from tether.sansio.backoff import Backoff
 from tether.sansio.unixpath import SUN_PATH_SIZE
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 async def echo_path(ws: ServerConnection) -> None:

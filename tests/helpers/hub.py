@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tether import ClientConnection, ServerConnection, connect, serve
@@ -14,14 +13,6 @@ from tether.limits import Limits
 from tether.sansio.backoff import Backoff
 
 FAST = Backoff(first_delay=0, initial=0.05, factor=1.5, max_delay=0.2, jitter=0)
-
-
-def run(coro: Awaitable[Any], timeout: float = 20) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def make_backend(kind: str, url: str | None, **kwargs: Any) -> Backend:

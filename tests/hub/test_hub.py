@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from helpers.hub import Client, client, hub_server, run
+from helpers.aio import run
+from helpers.hub import Client, client, hub_server
 from tether import ServerConnection, serve
 from tether.exceptions import HubError, InvalidChannel, MessageTooBig
 from tether.hub import Backend, Hub, JsonCodec, MemoryBackend, Message, Signal, parse_request

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from helpers.hub import client, hub_server, make_backend, run
+from helpers.aio import run
+from helpers.hub import client, hub_server, make_backend
 from helpers.redis import RedisServer
 from tether.exceptions import HubUnavailable
 from tether.hub import Hub, Message, RedisBackend, Signal
