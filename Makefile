@@ -11,7 +11,7 @@ PY312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
 PY313 ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
 PYTHONS ?= $(PY311) $(PY312) $(PY313)
 
-.PHONY: run test lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
+.PHONY: run test test-compiled lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
 
 PIP := $(BIN)/python -m pip install --quiet
 # What ruff checks and formats (ruff format also reads Markdown code blocks: not docs/*.md).
@@ -70,6 +70,29 @@ dist:
 
 test: lint typecheck pytest
 
+# The whole test suite against what a wheel from `make dist` holds: the sans-I/O core compiled
+# with mypyc (src/tether/compiled.py lists the modules) and the C masking helper. The wheel is
+# built for $(PYTHON) (mypyc from the build requirements) and installed, with the test extras,
+# into its own virtualenv, .venv-compiled; pytest runs there, from this tree's tests/, and
+# imports tether from that virtualenv, never from src/ (tests/test_compiled.py checks which).
+# make test stays the editable, pure-Python install (and measures coverage).
+COMPILED_VENV := .venv-compiled
+COMPILED_STAMP := $(COMPILED_VENV)/.installed
+PACKAGE_FILES := pyproject.toml setup.py $(shell find src -name '*.py' -o -name '*.c' -o -name '*.pyi' -o -name '*.html')
+
+$(COMPILED_STAMP): $(PACKAGE_FILES)
+	test -x $(COMPILED_VENV)/bin/python || $(PYTHON) -m venv $(COMPILED_VENV)
+	$(COMPILED_VENV)/bin/python -m pip install --quiet --upgrade pip
+	rm -rf build $(COMPILED_VENV)/wheel  # no compiled leftovers of an earlier build
+	$(COMPILED_VENV)/bin/python -m pip wheel --quiet --no-deps --wheel-dir $(COMPILED_VENV)/wheel .
+	wheel=$$(ls $(COMPILED_VENV)/wheel/tether-*.whl) && \
+	  $(COMPILED_VENV)/bin/python -m pip install --quiet "$$wheel[test,asgi-test]" && \
+	  $(COMPILED_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps "$$wheel"
+	touch $@
+
+test-compiled: $(COMPILED_STAMP)
+	TETHER_TEST_COMPILED=1 $(COMPILED_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 # Issue 13's table: picows, aiohttp, websockets and tether from one interleaved run (~4 min;
 # bench-quick ~1 min). Needs gcc and taskset; the peers come from the `bench` extra.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -77,11 +100,20 @@ $(BENCH_STAMP): $(STAMP)
 	$(PIP) -e '.[test,bench]'
 	touch $@
 
-bench: $(BENCH_STAMP)
-	$(BIN)/python bench/compare.py
+# tether's column is the compiled wheel (what users install), unpacked alone into a folder
+# that bench/ puts first on sys.path (TETHER_BENCH_SRC); add `--tether-alt src` for pure Python.
+COMPILED_TREE := $(COMPILED_VENV)/tether-only
+$(COMPILED_TREE)/.installed: $(COMPILED_STAMP)
+	rm -rf $(COMPILED_TREE)
+	$(COMPILED_VENV)/bin/python -m pip install --quiet --no-deps --target $(COMPILED_TREE) \
+	  $(COMPILED_VENV)/wheel/tether-*.whl
+	touch $@
 
-bench-quick: $(BENCH_STAMP)
-	$(BIN)/python bench/compare.py --quick
+bench: $(BENCH_STAMP) $(COMPILED_TREE)/.installed
+	TETHER_BENCH_SRC=$(abspath $(COMPILED_TREE)) $(BIN)/python bench/compare.py $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP) $(COMPILED_TREE)/.installed
+	TETHER_BENCH_SRC=$(abspath $(COMPILED_TREE)) $(BIN)/python bench/compare.py --quick $(BENCH_ARGS)
 
 # Issue 16's adversarial experiments at full size, tether beside websockets (not in CI).
 .PHONY: soak
@@ -133,7 +165,7 @@ docs: $(DOCS_STAMP)
 	@echo "docs: docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) .venv-3.* .dist-tools build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* $(COMPILED_VENV) .dist-tools build dist src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
 	rm -f .coverage .coverage.*
 	rm -f src/tether/sansio/*.so
 

@@ -31,8 +31,12 @@ Usage::
     python bench/compare.py --tether-alt DIR   # extra column: tether imported from DIR
     python bench/compare.py --json out.json
 
-``--tether-alt DIR`` adds a column for a tether tree imported from DIR (for example a copy with
-compiled modules, see ``compile_variants.py``).
+tether's column imports tether from ``$TETHER_BENCH_SRC`` if set, else from ``src/`` (pure
+Python, with the C masking helper if built in place). ``make bench`` sets it to the compiled
+wheel's package (``.venv-compiled/tether-only``, built by ``make test-compiled``'s rules), since
+that is what users install. ``--tether-alt DIR`` adds a column for a tether tree imported from
+DIR (``--tether-alt src`` gives the pure-Python column beside the compiled one). The output says
+where each column's tether came from and whether its core was compiled.
 """
 
 from __future__ import annotations
@@ -608,6 +612,20 @@ GROUPS = (
 SECTIONS = ("echo", "handshake", "deflate", "memory", "client")
 
 
+def tether_implementation(src: str | None) -> str:
+    """Where the tether column's package comes from and whether its core is compiled (the
+    second line of ``tether --version``), as the server processes import it."""
+    where = src or str(HERE.parent / "src")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import tether, tether.compiled as c;"
+        " print(tether.__file__.rsplit('/', 2)[0] + ':', c.describe())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, where], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -694,6 +712,9 @@ def main() -> None:
         f" after {args.warmup:g} s warm-up; median round; run took {elapsed:.0f} s"
     )
     print(versions("tether", "picows", "aiohttp", "websockets"))
+    print(f"tether: {tether_implementation(os.environ.get('TETHER_BENCH_SRC'))}")
+    if args.tether_alt:
+        print(f"tether-alt ({args.tether_alt}): {tether_implementation(args.tether_alt)}")
     print(f"load average (1/5/15 min) before: {load_before}; after: {load()}")
     print(f"load average at each round's start: {'; '.join(bench.loads)}")
     print()

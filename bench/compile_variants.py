@@ -21,6 +21,7 @@ Usage::
 
     python bench/compile_variants.py build [VARIANT ...]      # default: all
     python bench/compile_variants.py callgrind [VARIANT ...]  # prints the table
+    python bench/compile_variants.py callgrind pure=src compiled=DIR   # any two trees
     python bench/compile_variants.py path VARIANT             # the directory, for --tether-src
     python bench/compile_variants.py test VARIANT             # the test suite against it
 
@@ -127,9 +128,13 @@ def per_unit(script: str, src: Path, extra: list[str], n: int) -> float:
 def callgrind(names: list[str]) -> None:
     rows = []
     for name in names:
-        src = variant_dir(name)
-        if not src.exists():
-            build(name)
+        if "=" in name:  # LABEL=DIR: a tree given by the caller (the installed compiled wheel)
+            name, _, where = name.partition("=")
+            src = Path(where).resolve()
+        else:
+            src = variant_dir(name)
+            if not src.exists():
+                build(name)
         row = [name]
         for size in ECHO_SIZES:
             row.append(per_unit("echo_micro.py", src, ["--sizes", size], ROUND_TRIPS))
@@ -175,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     names = args.variants or list(VARIANTS)
     for name in names:
-        if name not in VARIANTS:
+        if name not in VARIANTS and not (args.command == "callgrind" and "=" in name):
             parser.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
     if args.command == "build":
         for name in names:

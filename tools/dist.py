@@ -11,10 +11,12 @@ Run by ``make dist`` (standard library only; any Python 3.11+ runs it)::
    repair`` then retags the wheel ``manylinux_*`` into ``dist/``.
 3. For each repaired wheel: a fresh virtualenv of that interpreter, ``pip install`` of the wheel
    alone (no index), then the README's example (``examples/readme_echo.py``) and a smoke test
-   (version, package and compiled module loaded from the virtualenv, the compiled masking
-   functions in use, the ``tether`` command).
+   (version, package and compiled modules loaded from the virtualenv: every module of
+   ``tether.compiled.MYPYC_MODULES`` an extension module built by mypyc, the compiled masking
+   functions in use; the ``tether`` command and what ``tether --version`` says).
 4. A build with ``CC=/bin/false`` must print the one-line warning and give a ``py3-none-any``
-   wheel with no compiled module, whose pure-Python implementation passes the same checks.
+   wheel with no compiled module (neither mypyc's nor the masking helper), whose pure-Python
+   implementation passes the same checks.
 
 5. ``twine check --strict`` on everything in ``dist/`` (metadata, README rendering).
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -42,6 +45,10 @@ TOOLS = ROOT / ".dist-tools"
 EXAMPLE = ROOT / "examples" / "readme_echo.py"
 VERSION_FILE = ROOT / "src" / "tether" / "version.py"
 WARNING = "tether: C compiler not available; installing the pure-Python implementation (slower)"
+# What setup.py compiles with mypyc (read without importing tether, as setup.py does).
+MYPYC_MODULES: tuple[str, ...] = runpy.run_path(str(ROOT / "src/tether/compiled.py"))[
+    "MYPYC_MODULES"
+]
 
 SMOKE = """
 import pathlib, subprocess, sys
@@ -55,7 +62,20 @@ assert masking.IMPLEMENTATION == expected_impl, masking.IMPLEMENTATION
 import importlib.resources
 assert importlib.resources.files("tether.cli").joinpath("demo.html").is_file()  # the demo page
 assert importlib.resources.files("tether").joinpath("py.typed").is_file()
+from tether import compiled
+names = compiled.module_names()
+compiled_now = compiled.compiled_modules()  # imports them all
 if expected_impl == "c":
+    # The sans-I/O core compiled with mypyc: every listed module is an extension module
+    # inside the virtualenv (its .py source beside it), and the shared library they use too.
+    for name in names:
+        module_file = pathlib.Path(sys.modules[name].__file__)
+        assert module_file.name.endswith(".so"), module_file
+        assert root in module_file.resolve().parents, module_file
+        assert module_file.with_name(name.rpartition(".")[2] + ".py").is_file(), module_file
+    assert compiled_now == names, compiled_now
+    import tether__mypyc
+    assert root in pathlib.Path(tether__mypyc.__file__).resolve().parents
     from tether.sansio import _speedups
     assert root in pathlib.Path(_speedups.__file__).resolve().parents, _speedups.__file__
     assert masking.apply_mask is _speedups.apply_mask
@@ -67,17 +87,26 @@ else:
         pass
     else:
         raise AssertionError(f"a pure wheel holds {_speedups.__file__}")
+    assert compiled_now == [], compiled_now
 data, key = bytes(range(256)) * 5, b"\\x01\\x02\\x80\\xff"
 assert masking.apply_mask(data, key) == bytes(b ^ key[i % 4] for i, b in enumerate(data))
 command = pathlib.Path(sys.executable).with_name("tether")
 help_text = subprocess.run([command, "--help"], capture_output=True, text=True, check=True).stdout
 assert "serve" in help_text and "inspect" in help_text, help_text
 version_text = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
-first, implementation = version_text.stdout.splitlines()[:2]
+first, implementation, masking_line = version_text.stdout.splitlines()
 assert first == f"tether {expected_version}", first
-expected_line = "compiled C" if expected_impl == "c" else "pure Python"
-assert implementation.startswith(f"implementation: {expected_line}"), implementation
-print(f"smoke test ok: tether {tether.__version__}, {masking.IMPLEMENTATION} masking")
+if expected_impl == "c":
+    core, masking_text = "sans-I/O core compiled with mypyc", "compiled C"
+else:
+    core, masking_text = "sans-I/O core in pure Python", "pure Python"
+assert implementation.startswith(f"implementation: {core}"), implementation
+assert "TETHER_NO_MYPYC=1" in implementation, implementation  # how to get the other one
+assert masking_line.startswith(f"masking: {masking_text}"), masking_line
+print(
+    f"smoke test ok: tether {tether.__version__}, {len(compiled_now)} modules"
+    f" compiled with mypyc, {masking.IMPLEMENTATION} masking"
+)
 """
 
 
@@ -179,7 +208,13 @@ def main() -> None:
                 raise SystemExit(f"dist: {wheel.name} is not a {tag} wheel")
             names = zipfile.ZipFile(wheel).namelist()
             if not any(name.startswith("tether/sansio/_speedups.") for name in names):
-                raise SystemExit(f"dist: {wheel.name} holds no compiled module")
+                raise SystemExit(f"dist: {wheel.name} holds no compiled masking module")
+            for module in MYPYC_MODULES:  # compiled with mypyc, the source beside it
+                stem = "tether/" + module.removesuffix(".py")
+                if not any(n.startswith(stem + ".cpython-") and n.endswith(".so") for n in names):
+                    raise SystemExit(f"dist: {wheel.name} holds no compiled {module}")
+                if f"tether/{module}" not in names:
+                    raise SystemExit(f"dist: {wheel.name} holds no tether/{module}")
             repaired = work / f"repaired-{tag}"
             run(tools[tag], "-m", "auditwheel", "repair", "--wheel-dir", repaired, wheel, env=env)
             (fixed,) = repaired.glob("*.whl")
@@ -197,6 +232,9 @@ def main() -> None:
             raise SystemExit(f"dist: a build with CC=/bin/false printed {len(warnings)} warnings")
         if not pure.name.endswith("-py3-none-any.whl"):
             raise SystemExit(f"dist: a build with CC=/bin/false gave {pure.name}")
+        leftovers = [n for n in zipfile.ZipFile(pure).namelist() if n.endswith(".so")]
+        if leftovers:
+            raise SystemExit(f"dist: the pure wheel holds {leftovers}")
         log(f"without a compiler: {pure.name}, with the line {warnings[0]!r}")
         try_wheel(python, pure, work / "try-no-compiler", version, "python")
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import trustme
 from helpers.demo import ServeProcess, http_get, tether
 from helpers.net import free_port
 from tether import ConnectionClosedOK, __version__, connect
+from tether import compiled as tether_compiled
 from tether.cli import main
 
 pytestmark = pytest.mark.timeout(60)
@@ -305,26 +307,49 @@ def version_output(no_speedups: str | None, *argv: str) -> str:
     return done.stdout
 
 
+def core_line() -> str:
+    """The implementation line, from what this process imported (pure or compiled build)."""
+    compiled = [
+        name
+        for name in tether_compiled.module_names()
+        if (sys.modules[name].__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))
+    ]
+    if not compiled:
+        return (
+            "implementation: sans-I/O core in pure Python (an editable install, a build "
+            "without a C compiler or with TETHER_NO_MYPYC=1); a wheel built with a C compiler "
+            "compiles it with mypyc (faster)"
+        )
+    assert len(compiled) == len(tether_compiled.MYPYC_MODULES), compiled
+    return (
+        f"implementation: sans-I/O core compiled with mypyc ({len(compiled)} modules); for "
+        "pure Python, install a build without it (TETHER_NO_MYPYC=1 pip install --no-binary "
+        "tether tether)"
+    )
+
+
 def test_version_says_pure_python_when_forced() -> None:
     assert version_output("1", "-m", "tether") == (
         f"tether {__version__}\n"
-        "implementation: pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled "
+        f"{core_line()}\n"
+        "masking: pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled "
         "C speedups)\n"
     )
 
 
 def test_version_says_which_implementation_runs_by_default() -> None:
     output = version_output(None, "-m", "tether")
-    first, second = output.splitlines()
+    first, second, third = output.splitlines()
     assert first == f"tether {__version__}"
+    assert second == core_line()
     try:
         import tether.sansio._speedups  # noqa: F401
     except ImportError as exc:
-        assert second.startswith("implementation: pure Python: the C speedups are not built (")
-        assert str(exc) in second
+        assert third.startswith("masking: pure Python: the C speedups are not built (")
+        assert str(exc) in third
     else:
-        assert second == (
-            "implementation: compiled C speedups (tether.sansio._speedups); "
+        assert third == (
+            "masking: compiled C speedups (tether.sansio._speedups); "
             "set TETHER_NO_SPEEDUPS=1 to force pure Python"
         )
 

@@ -14,9 +14,10 @@ from helpers.aio import run
 from helpers.hub import Client, client, hub_server
 from tether import ServerConnection, serve
 from tether.exceptions import HubError, InvalidChannel, MessageTooBig
+from tether.extensions.permessage_deflate import PerMessageDeflate
 from tether.hub import Backend, Hub, JsonCodec, MemoryBackend, Message, Signal, parse_request
 from tether.limits import Limits
-from tether.sansio.protocol import Protocol, Side
+from tether.sansio.frames import Frame
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -397,14 +398,15 @@ def test_the_hub_uses_compress_once_broadcast(monkeypatch: pytest.MonkeyPatch) -
     """Two compressed subscribers share one encoding when the server keeps no compression
     context between messages (``compression="small"``: server_no_context_takeover)."""
     payloads: list[str | bytes] = []
-    encode = Protocol._encode  # what encode_message and MessageEncoder both call to frame
+    # What Protocol._encode calls for each extension when it frames a message to share (the
+    # protocol itself may be compiled with mypyc, whose methods cannot be patched).
+    encode = PerMessageDeflate.encode_for_broadcast
 
-    def counting(self: Protocol, payload: bytes, text: bool, key: Any) -> Any:
-        if self.side is Side.SERVER and key is not None:  # framed (and compressed) to share
-            payloads.append(payload.decode())
-        return encode(self, payload, text, key)
+    def counting(self: PerMessageDeflate, frame: Frame) -> Frame:
+        payloads.append(bytes(frame.data).decode())
+        return encode(self, frame)
 
-    monkeypatch.setattr(Protocol, "_encode", counting)
+    monkeypatch.setattr(PerMessageDeflate, "encode_for_broadcast", counting)
 
     async def main() -> None:
         hub = Hub()

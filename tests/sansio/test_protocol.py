@@ -776,6 +776,28 @@ def test_sends_fragmented_binary_message(side: Side) -> None:
     check(protocol, writes=[W(BINARY, b"\x01", fin=False), W(CONT, b"\x02")])
 
 
+@pytest.mark.parametrize("length", [5, 1000, 70000])
+def test_sends_any_bytes_like_payload(side: Side, length: int) -> None:
+    # Short, 16-bit and 64-bit lengths; masked by a client (a payload above masking's
+    # SMALL_MASK_SIZE is masked straight into the frame), unmasked by a server.
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    for data in (bytearray(payload), memoryview(payload)):
+        protocol = Protocol(side)
+        protocol.send_binary(data)
+        protocol.send_message(data)
+        protocol.send_binary(data[:3], fin=False)
+        protocol.send_continuation(data[3:], fin=True)
+        check(
+            protocol,
+            writes=[
+                W(BINARY, payload),
+                W(BINARY, payload),
+                W(BINARY, payload[:3], fin=False),
+                W(CONT, payload[3:]),
+            ],
+        )
+
+
 def test_sends_message_in_one_frame_by_default(side: Side) -> None:
     protocol = Protocol(side)
     protocol.send_message("x" * 70000)

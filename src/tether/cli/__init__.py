@@ -43,9 +43,10 @@ from .. import (
     __version__,
     connect,
 )
+from ..compiled import describe as core_implementation
 from ..exceptions import HubError
 from ..sansio.client import check_additional_headers
-from ..sansio.masking import implementation
+from ..sansio.masking import implementation as masking_implementation
 from ..sansio.uri import WebSocketURI, parse_uri
 from .text import client_ssl, printable
 
@@ -68,8 +69,13 @@ Any other line is sent as a text message. Empty lines are skipped.
 
 
 def version_text() -> str:
-    """What ``tether --version`` prints: the version, then which implementation runs."""
-    return f"tether {__version__}\nimplementation: {implementation()}\n"
+    """What ``tether --version`` prints: the version, then which implementation runs (the
+    sans-I/O core compiled with mypyc or pure Python; masking in C or pure Python)."""
+    return (
+        f"tether {__version__}\n"
+        f"implementation: {core_implementation()}\n"
+        f"masking: {masking_implementation()}\n"
+    )
 
 
 class _VersionAction(argparse.Action):

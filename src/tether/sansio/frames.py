@@ -36,7 +36,13 @@ MAX_LOG_SIZE = 75
 @dataclasses.dataclass(slots=True)
 class Frame:
     """One WebSocket frame, unmasked. ``data`` is the payload as it is on the wire after unmasking
-    (compressed, if an extension compressed it)."""
+    (compressed, if an extension compressed it).
+
+    ``data`` is ``bytes``, never another bytes-like object: the parser cuts ``bytes``, and
+    :class:`~tether.sansio.protocol.Protocol` converts what its ``send_*`` methods accept
+    (``bytearray``, ``memoryview``) before it builds a frame. When the core is compiled with
+    mypyc (``tether.compiled``), the annotation is checked at run time and anything else is a
+    ``TypeError``."""
 
     opcode: Opcode
     data: bytes
