@@ -58,6 +58,8 @@ class BuildExtOrFallBack(build_ext):
     _fell_back = False
 
     def run(self) -> None:
+        if not self.inplace:
+            self._remove_stale_modules()
         try:
             super().run()
         except _BUILD_ERRORS as exc:
@@ -70,6 +72,16 @@ class BuildExtOrFallBack(build_ext):
             super().build_extension(ext)
         except _BUILD_ERRORS as exc:
             self._fall_back(exc)
+
+    def _remove_stale_modules(self) -> None:
+        """Delete compiled modules that an earlier build left in ``build/`` and this one does
+        not build (say, mypyc's after a build with TETHER_NO_MYPYC=1): the wheel takes every
+        file there."""
+        expected = {Path(self.get_ext_fullpath(ext.name)).resolve() for ext in self.extensions}
+        root = Path(self.build_lib)
+        for path in [*root.glob("tether__mypyc.*"), *root.glob("tether/**/*.so")]:
+            if path.resolve() not in expected:
+                path.unlink()
 
     def _fall_back(self, exc: BaseException) -> None:
         if self._fell_back:

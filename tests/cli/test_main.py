@@ -350,7 +350,7 @@ def test_version_says_which_implementation_runs_by_default() -> None:
     else:
         assert third == (
             "masking: compiled C speedups (tether.sansio._speedups); "
-            "set TETHER_NO_SPEEDUPS=1 to force pure Python"
+            "set TETHER_NO_SPEEDUPS=1 to force pure-Python masking"
         )
 
 

@@ -39,7 +39,7 @@ class Frame:
     (compressed, if an extension compressed it).
 
     ``data`` is ``bytes``, never another bytes-like object: the parser cuts ``bytes``, and
-    :class:`~tether.sansio.protocol.Protocol` converts what its ``send_*`` methods accept
+    :class:`~tether.sansio.Protocol` converts what its ``send_*`` methods accept
     (``bytearray``, ``memoryview``) before it builds a frame. When the core is compiled with
     mypyc (``tether.compiled``), the annotation is checked at run time and anything else is a
     ``TypeError``."""

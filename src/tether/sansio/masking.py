@@ -183,11 +183,13 @@ def implementation() -> str:
 
     ``tether --version`` prints it. The compiled module is used unless the environment
     variable ``TETHER_NO_SPEEDUPS`` is set (to anything but ``0``) before tether is imported.
+    The variable concerns masking only: whether the rest of the sans-I/O core runs compiled
+    with mypyc is decided when tether is built (``tether.compiled``).
     """
     if IMPLEMENTATION == "c":
         return (
             "compiled C speedups (tether.sansio._speedups); "
-            "set TETHER_NO_SPEEDUPS=1 to force pure Python"
+            "set TETHER_NO_SPEEDUPS=1 to force pure-Python masking"
         )
     if _why_python == "TETHER_NO_SPEEDUPS is set":
         return "pure Python (TETHER_NO_SPEEDUPS is set; unset it to use the compiled C speedups)"
