@@ -599,6 +599,32 @@ def loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
+def print_fanout(rounds: dict[str, list[dict[str, Any]]]) -> None:
+    """The fan-out table: medians over rounds."""
+    print(
+        f"\n{'':24} {'':>9} {'burst':>8} {'paced':>7} {'paced':>7} {'burst':>7} "
+        f"{'paced':>6} {'burst':>6} {'burst':>7}\n"
+        f"{'stack':24} {'delivered':>9} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99 ms':>7} {'cpu us/msg':>13} {'redis':>7}"
+    )
+    for stack, rs in rounds.items():
+        phases = ("paced", "burst")
+        delivered = sum(r[ph]["delivered"] for r in rs for ph in phases)
+        expected = sum(r[ph]["expected"] for r in rs for ph in phases)
+        print(
+            f"{LABELS[stack]:24} {delivered / expected:>9.1%} "
+            f"{median([r['burst']['msgs_per_s'] for r in rs]):>8.0f} "
+            f"{median([r['paced']['p50_ms'] for r in rs]):>7.1f} "
+            f"{median([r['paced']['p99_ms'] for r in rs]):>7.1f} "
+            f"{median([r['burst']['p99_ms'] for r in rs]):>7.0f} "
+            f"{median([r['paced']['server_cpu_us_per_msg'] for r in rs]):>6.1f} "
+            f"{median([r['burst']['server_cpu_us_per_msg'] for r in rs]):>6.1f} "
+            f"{median([r['burst']['redis_cpu_us_per_msg'] for r in rs]):>7.1f}",
+            flush=True,
+        )
+    print("(cpu: the two servers' CPU per delivered message; redis: Redis CPU us per publish)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -617,6 +643,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="message size in bytes")
     parser.add_argument("--only", choices=["fanout", "broadcast"])
     parser.add_argument("--json", help="also write every round's figures to this file")
+    parser.add_argument("--table", help="print the fan-out table of a --json file, and exit")
     # Internal modes: the subprocesses.
     parser.add_argument("--fanout-server", help=argparse.SUPPRESS)
     parser.add_argument("--broadcast-server", help=argparse.SUPPRESS)
@@ -626,6 +653,9 @@ def main() -> None:
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print_fanout(json.loads(Path(args.table).read_text())["fanout"])
+        return
     raise_nofile()
     if args.fanout_server:
         asyncio.run(fanout_server(args.fanout_server, args.port, args.redis))
@@ -668,26 +698,7 @@ def main() -> None:
                         flush=True,
                     )
         everything["fanout"] = rounds
-        print(
-            f"\n{'':24} {'':>9} {'burst':>8} {'paced':>7} {'paced':>7} {'burst':>8} "
-            f"{'burst':>10} {'burst':>12}\n"
-            f"{'stack':24} {'delivered':>9} {'msgs/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'p99 ms':>8} {'cpu us/msg':>10} {'redis us/pub':>12}"
-        )
-        for stack in stacks:
-            rs = rounds[stack]
-            delivered = sum(r[ph]["delivered"] for r in rs for ph in ("paced", "burst"))
-            expected = sum(r[ph]["expected"] for r in rs for ph in ("paced", "burst"))
-            print(
-                f"{LABELS[stack]:24} {delivered / expected:>8.1%} "
-                f"{median([r['burst']['msgs_per_s'] for r in rs]):>8.0f} "
-                f"{median([r['paced']['p50_ms'] for r in rs]):>7.1f} "
-                f"{median([r['paced']['p99_ms'] for r in rs]):>7.1f} "
-                f"{median([r['burst']['p99_ms'] for r in rs]):>8.0f} "
-                f"{median([r['burst']['server_cpu_us_per_msg'] for r in rs]):>10.1f} "
-                f"{median([r['burst']['redis_cpu_us_per_msg'] for r in rs]):>12.1f}",
-                flush=True,
-            )
+        print_fanout(rounds)
         print(f"load average after: {loadavg()}")
     if args.only in (None, "broadcast"):
         print(
