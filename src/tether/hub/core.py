@@ -23,7 +23,8 @@ with its own context), and applies the slow-consumer policy: ``"skip"`` leaves a
 whose write buffer is full out of this message (its client sees the offset jump and can
 recover), ``"drop"`` closes it with 1008, ``"wait"`` waits for it (which delays delivery to
 everybody, and ``publish()`` with the in-process backend). No policy lets a slow client grow
-the server's memory beyond its write buffer's high-water mark.
+the server's memory beyond its write buffer's high-water mark plus one run: messages read
+together are written to each connection in runs of up to 64 KiB of frames (one write each).
 """
 
 from __future__ import annotations
