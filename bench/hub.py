@@ -247,7 +247,7 @@ async def broadcast_server(library: str, port: int) -> None:
         _, count, size = line.split()
         cpu = []
         for i in range(int(count)):
-            message = f"{i} {time.time_ns()} ".ljust(int(size), "x")
+            message = f"{i}m {time.time_ns()} ".ljust(int(size), "x")
             started = time.process_time()
             await send_all(message)
             cpu.append(time.process_time() - started)
@@ -340,16 +340,20 @@ class Reader(asyncio.Protocol):
 
 
 class Stats:
+    """Latencies of the current phase's messages: each phase tags its indexes with a letter,
+    so that late messages of an earlier phase are not counted in the next one."""
+
     def __init__(self) -> None:
         self.latencies: list[int] = []
         self.first = 0
         self.last = 0
-        self.warmup = 0
+        self.tag = b"m"
+        self.other = 0
 
     def record(self, payload: bytes, now: int) -> None:
         index, sent, _ = payload.split(b" ", 2)
-        if index.endswith(b"w"):
-            self.warmup += 1
+        if not index.endswith(self.tag):
+            self.other += 1
             return
         clock = time.monotonic_ns()
         if not self.first:
@@ -357,10 +361,11 @@ class Stats:
         self.last = clock
         self.latencies.append(now - int(sent))
 
-    def reset(self) -> None:
+    def reset(self, tag: bytes) -> None:
         self.latencies = []
         self.first = self.last = 0
-        self.warmup = 0
+        self.tag = tag
+        self.other = 0
 
 
 async def clients(ports: list[int], path: str, count: int, idle: float) -> None:
@@ -383,22 +388,18 @@ async def clients(ports: list[int], path: str, count: int, idle: float) -> None:
         if not line.startswith("expect"):
             break
         expect = int(line.split()[1])
-        warmup = line.split()[2] == "warmup"
-        stats.reset()
+        stats.reset(line.split()[2].encode())
         print("armed", flush=True)
         total = count * expect
-
-        def seen(warmup: bool = warmup) -> int:
-            return stats.warmup if warmup else len(stats.latencies)
-
         last_seen, last_change = 0, time.monotonic()
-        while seen() < total and time.monotonic() - last_change < idle:
+        while len(stats.latencies) < total and time.monotonic() - last_change < idle:
             await asyncio.sleep(0.02)
-            if seen() != last_seen:
-                last_seen, last_change = seen(), time.monotonic()
+            if len(stats.latencies) != last_seen:
+                last_seen, last_change = len(stats.latencies), time.monotonic()
         latencies = sorted(stats.latencies)
         result = {
-            "delivered": seen(),
+            "delivered": len(latencies),
+            "late_from_earlier_phase": stats.other,
             "expected": total,
             "seconds": (stats.last - stats.first) / 1e9,
             "p50_ms": latencies[len(latencies) // 2] / 1e6 if latencies else None,
@@ -464,7 +465,7 @@ def redis_server() -> Any:
 
 
 async def publish(
-    stack: str, url: str, count: int, rate: float | None, size: int, tag: str = ""
+    stack: str, url: str, count: int, rate: float | None, size: int, tag: str
 ) -> float:
     """Publish ``count`` messages of ``size`` bytes (``rate`` per second, or as fast as
     possible) as each stack's documented publisher does; return the publisher's wall time."""
@@ -533,11 +534,11 @@ def fanout_round(stack: str, url: str, redis_pid: int, args: argparse.Namespace)
             ("burst", args.burst, None),
         )
         for phase, count, rate in phases:
-            tell(client, f"expect {count} {phase}")
+            tag = phase[0]  # w, p, b
+            tell(client, f"expect {count} {tag}")
             wait_line(client, "armed")
             pids = [s.pid for s in servers] + [redis_pid]
             cpu_before = [process_cpu(pid) for pid in pids]
-            tag = "w" if phase == "warmup" else ""
             asyncio.run(publish(stack, url, count, rate, args.size, tag))
             result = json.loads(wait_line(client))
             cpu_after = [process_cpu(pid) for pid in pids]
@@ -571,7 +572,7 @@ def run_broadcast(library: str, connections: int, count: int, size: int) -> dict
         wait_line(server, "ready")
         client = spawn("--clients", str(port), "--count", str(connections))
         wait_line(client, "ready")
-        tell(client, f"expect {count} measured")
+        tell(client, f"expect {count} m")
         wait_line(client, "armed")
         tell(server, f"go {count} {size}")
         report = json.loads(wait_line(server))
