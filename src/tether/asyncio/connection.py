@@ -61,6 +61,7 @@ from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import EncodedMessage, Protocol, State
 from ..typing import Data, LoggerLike
+from .budget import MemoryBudget
 from .messages import Assembler
 
 __all__ = ["Connection"]
@@ -96,6 +97,11 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
     ``async for message in connection`` yields messages until the peer closes normally, and
     raises :class:`~tether.exceptions.ConnectionClosedError` if the connection fails.
     """
+
+    #: The server-wide memory budget this connection charges what it holds to, if any.
+    budget: MemoryBudget | None = None
+    #: What this connection last charged to ``budget``, in bytes.
+    budget_charged = 0
 
     def __init__(
         self,
@@ -412,6 +418,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         """The application took a fragment: resume reading if the queue shrank enough; once no
         complete message is left, the protocol is caught up (a held end is acted on after
         the application's turn, so that its answer goes first)."""
+        if self.budget is not None:
+            self.budget.charge(self)
         messages = self._messages
         if messages.complete == 0:
             protocol = self.protocol
@@ -616,12 +624,16 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         # One copy of what was received, into a bytes object the parser can keep.
         self.protocol.receive_data(self._read_view[:nbytes].tobytes())
         self._process_events()
+        if self.budget is not None:
+            self.budget.charge(self)
 
     def data_received(self, data: bytes) -> None:
         """Take bytes from the network (what ``buffer_updated`` does, for callers that have a
         bytes object, such as tests or a plain-protocol wrapper)."""
         self.protocol.receive_data(data)
         self._process_events()
+        if self.budget is not None:
+            self.budget.charge(self)
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -650,6 +662,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         protocol.events_received()
         protocol.data_to_send()
         self._messages.drop_incomplete()
+        if self.budget is not None:
+            self.budget.release(self)
         # Drop every reference that would tie this connection into a cycle (timer callbacks,
         # the keepalive task, whose frames and CancelledError point back at it), so that
         # reference counting frees it without the cyclic collector.

@@ -310,6 +310,7 @@ class Server:
             close_timeout=options.close_timeout,
             logger=self.logger,
         )
+        connection.budget = self.budget
         return connection
 
     async def start(self) -> Server:
