@@ -1,10 +1,14 @@
 """``make soak``: the full-size adversarial experiments of issue 16, tether beside websockets.
 
 Each experiment starts a fresh server (in a child process, so that its RSS is its own) with the
-same echo handler and options, drives it with raw sockets from here, and prints one row per
-library. Bounded: every wait has a timeout; ``--scale 0.1`` runs a tenth of each size.
+same echo handler and options, drives it with raw sockets from here, and prints one table:
+each experiment's figures for tether, for websockets and (partial-flood) for tether under a
+64 MiB ``memory_budget``. Tether's figures are then checked (no traceback, crash, hang, loss,
+unbounded growth...; see :func:`failures`): the exit status is 1 if any check fails.
+Bounded: every wait has a timeout; ``--scale 0.1`` runs a tenth of each size. docs/soak.md
+has the method and the figures of a full run.
 
-    .venv/bin/python bench/soak.py [--scale 1.0] [--only idle,fuzz-frames,...]
+    .venv/bin/python bench/soak.py [--scale 1.0] [--only idle,fuzz-frames,...] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -63,6 +68,9 @@ asyncio.run(main())
 #: server has not closed counts as a hang (above both libraries' default close_timeout, 10 s).
 CONCURRENCY = 500
 HANG = 15.0
+#: Where the servers' logs go (``--logs``), and the experiment running ("name-library").
+LOGS: str | None = None
+CURRENT = ""
 
 HANDSHAKE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -89,10 +97,14 @@ def rss(pid: int) -> tuple[int, int]:
 
 class Server:
     def __init__(self, lib: str, budget: int = 0) -> None:
+        # The log goes to a file, not a pipe: nobody reads a pipe until the end, and a server
+        # that logs a lot (websockets logs a traceback per bad stream) would block once it is
+        # full, every connection with it.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             [sys.executable, "-c", SERVER, lib, str(budget)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             text=True,
             preexec_fn=raise_nofile,
         )
@@ -108,14 +120,21 @@ class Server:
         return self.process.poll() is None
 
     def stop(self) -> tuple[str, str]:
-        """Stop the server (SIGTERM, then kill after 20 s); (stdout, stderr)."""
+        """Stop the server (SIGTERM, then kill after 20 s); (stdout, stderr). The server's
+        log goes to ``LOGS/<experiment>-<library>.log`` too, if ``--logs LOGS`` is given."""
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
         try:
-            out, err = self.process.communicate(timeout=20)
+            out, _ = self.process.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, err = self.process.communicate()
+            out, _ = self.process.communicate()
+        self.log.seek(0)
+        err = self.log.read()
+        self.log.close()
+        if LOGS is not None:
+            with open(os.path.join(LOGS, f"{CURRENT}.log"), "a") as log:
+                log.write(err)
         return out, err
 
 
@@ -176,7 +195,11 @@ async def bounded(coros: list[Awaitable[object]], concurrency: int) -> list[obje
 
 
 def tracebacks(err: str) -> int:
-    return err.count("Traceback")
+    """Errors logged with a traceback (a chained exception's tracebacks count once)."""
+    chained = err.count("\nThe above exception was the direct cause") + err.count(
+        "\nDuring handling of the above exception"
+    )
+    return err.count("Traceback (most recent call last)") - chained
 
 
 # --- the experiments ---------------------------------------------------------------------------
@@ -194,7 +217,11 @@ async def idle(lib: str, n: int) -> dict[str, object]:
             s[0].close()
     _, err = server.stop()
     per = (rss - base) * 1024 / max(len(ok), 1)
-    return {"open": f"{len(ok)}/{n}", "KiB each": round(per, 1), "tracebacks": tracebacks(err)}
+    return {
+        "open": f"{len(ok)}/{n}",
+        "KiB each": round(per, 1),
+        "logged tracebacks": tracebacks(err),
+    }
 
 
 def close_times(results: list[object]) -> dict[str, object]:
@@ -254,7 +281,7 @@ async def fuzz_frames(lib: str, n: int) -> dict[str, object]:
         "streams": n,
         **close_times(results),
         "crashed": not alive,
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
         "wall s": round(took),
     }
 
@@ -300,7 +327,7 @@ async def fuzz_heads(lib: str, n: int) -> dict[str, object]:
         "heads": n,
         **close_times(results),
         "crashed": not alive,
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
         "wall s": round(took),
     }
 
@@ -355,7 +382,7 @@ async def partial_flood(lib: str, n: int, budget: int = 0) -> dict[str, object]:
         "still open": codes.count(None),
         "newcomers 503": f"{refused}/10",
         "RSS after close MiB": round(after),
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
     }
 
 
@@ -407,7 +434,7 @@ async def ping_flood(lib: str, n: int) -> dict[str, object]:
         "RSS growth MiB": round(rss - base, 1),
         "peak growth MiB": round(peak - base, 1),
         "total s": round(took, 2),
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
     }
 
 
@@ -431,7 +458,7 @@ async def resets(lib: str, n: int, rounds: int = 4) -> dict[str, object]:
         "rounds": rounds,
         "RSS per round MiB": "/".join(str(round(p)) for p in peaks),
         "RSS after MiB": round(rss),
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
     }
 
 
@@ -490,7 +517,7 @@ async def shutdown(lib: str, n: int, seconds: float = 3) -> dict[str, object]:
         "lost": echoed - acked if echoed >= 0 else "?",
         "close codes": codes,
         "shutdown s": round(took, 2),
-        "tracebacks": tracebacks(err),
+        "logged tracebacks": tracebacks(err),
     }
 
 
@@ -513,7 +540,7 @@ def failures(name: str, row: dict[str, object], k: float, budget: bool) -> list[
     """What is wrong in tether's ``row`` of experiment ``name`` (websockets' figures are
     printed beside, not judged)."""
     wrong = []
-    if row.get("tracebacks"):
+    if row.get("logged tracebacks"):
         wrong.append("tracebacks in the server's log")
     if row.get("crashed"):
         wrong.append("the server died")
@@ -567,7 +594,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--only", default=",".join(EXPERIMENTS))
+    parser.add_argument("--logs", help="a directory for the servers' logs")
     args = parser.parse_args()
+    global LOGS, CURRENT
+    if args.logs:
+        os.makedirs(args.logs, exist_ok=True)
+        LOGS = args.logs
     raise_nofile()
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, object]]] = {}
@@ -575,10 +607,12 @@ def main() -> int:
     for name in args.only.split(","):
         rows = results[name] = {}
         for lib in LIBS:
+            CURRENT = f"{name}-{lib}"
             rows[lib] = asyncio.run(EXPERIMENTS[name](lib, args.scale))
             print(f"{name} {lib}: {rows[lib]}", flush=True)
         wrong += [f"{name}: {w}" for w in failures(name, rows["tether"], args.scale, False)]
         if name in WITH_BUDGET:
+            CURRENT = f"{name}-tether-budget"
             row = rows["tether, budget"] = asyncio.run(WITH_BUDGET[name](args.scale))
             print(f"{name} tether, budget: {row}", flush=True)
             wrong += [f"{name} (budget): {w}" for w in failures(name, row, args.scale, True)]
