@@ -119,6 +119,27 @@ class Server:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def cpu(self) -> int:
+        """CPU time the server has used, in clock ticks."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])
+
+    async def settle(self, seconds: float = 30) -> None:
+        """Wait until the server has used no CPU for half a second (it has read and handled
+        everything the clients sent: on a loaded machine, a fixed pause is not enough), or
+        ``seconds`` at most."""
+        used = self.cpu()
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    await asyncio.sleep(0.5)
+                    if (now := self.cpu()) == used:
+                        return
+                    used = now
+        except TimeoutError:
+            pass
+
     def stop(self) -> tuple[str, str]:
         """Stop the server (SIGTERM, then kill after 20 s); (stdout, stderr). The server's
         log goes to ``LOGS/<experiment>-<library>.log`` too, if ``--logs LOGS`` is given."""
@@ -210,7 +231,7 @@ async def idle(lib: str, n: int) -> dict[str, object]:
     base, _ = server.rss()
     socks = await bounded([connect(server.port) for _ in range(n)], 200)
     ok = [s for s in socks if isinstance(s, tuple) and s[1].startswith(b"HTTP/1.1 101")]
-    await asyncio.sleep(1)
+    await server.settle()
     rss, _ = server.rss()
     for s in socks:
         if isinstance(s, tuple):
@@ -363,14 +384,14 @@ async def partial_flood(lib: str, n: int, budget: int = 0) -> dict[str, object]:
             pass
 
     await asyncio.gather(*(send(s) for s in socks))
-    await asyncio.sleep(1)
+    await server.settle()
     rss, peak = server.rss()
     codes = [close_code(s) for s in socks]
     newcomers = [await connect(server.port) for _ in range(10)]
     refused = sum(h.startswith(b"HTTP/1.1 503") for _, h in newcomers)
     for s in [*socks, *(s for s, _ in newcomers)]:
         s.close()
-    await asyncio.sleep(1)
+    await server.settle()
     after, _ = server.rss()
     _, err = server.stop()
     return {
@@ -404,7 +425,7 @@ async def ping_flood(lib: str, n: int) -> dict[str, object]:
                 await loop.sock_sendall(sock, batch)
                 sent += 1000
         flood = time.perf_counter() - started
-        await asyncio.sleep(1)
+        await server.settle()
         rss, peak = server.rss()
         await loop.sock_sendall(sock, frame(9, b"last"))
         pongs, last = 0, False
@@ -446,12 +467,12 @@ async def resets(lib: str, n: int, rounds: int = 4) -> dict[str, object]:
     for _ in range(rounds):
         socks = [s for s, _ in await asyncio.gather(*(connect(server.port) for _ in range(n)))]
         await asyncio.gather(*(loop.sock_sendall(s, data) for s in socks), return_exceptions=True)
-        await asyncio.sleep(0.5)
+        await server.settle()
         peaks.append(server.rss()[0])
         for s in socks:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
             s.close()
-        await asyncio.sleep(1)
+        await server.settle()
     rss, _ = server.rss()
     _, err = server.stop()
     return {

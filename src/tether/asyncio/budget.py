@@ -95,9 +95,11 @@ class MemoryBudget:
                 self.check()
 
     def release(self, connection: Any) -> None:
-        """``connection`` is lost: it holds nothing any more."""
+        """``connection`` is lost: take what it charged off the total, and stop its charges
+        (the application may still take messages left in its queue)."""
         self.held -= connection.budget_charged
         connection.budget_charged = 0
+        connection.budget = None
 
     def check(self) -> None:
         """Sum what the connections hold; past the limit, fail the biggest with 1013."""
