@@ -95,6 +95,29 @@ def rss(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def cpu(pid: int) -> int:
+    """CPU time process ``pid`` has used, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+async def settle(pid: int, seconds: float = 30) -> None:
+    """Wait until process ``pid`` has used no CPU for half a second (a server has read and
+    handled everything the clients sent: on a loaded machine, a fixed pause is not enough),
+    or ``seconds`` at most."""
+    used = cpu(pid)
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                await asyncio.sleep(0.5)
+                if (now := cpu(pid)) == used:
+                    return
+                used = now
+    except TimeoutError:
+        pass
+
+
 class Server:
     def __init__(self, lib: str, budget: int = 0) -> None:
         # The log goes to a file, not a pipe: nobody reads a pipe until the end, and a server
@@ -119,26 +142,8 @@ class Server:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def cpu(self) -> int:
-        """CPU time the server has used, in clock ticks."""
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return int(fields[11]) + int(fields[12])
-
     async def settle(self, seconds: float = 30) -> None:
-        """Wait until the server has used no CPU for half a second (it has read and handled
-        everything the clients sent: on a loaded machine, a fixed pause is not enough), or
-        ``seconds`` at most."""
-        used = self.cpu()
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    await asyncio.sleep(0.5)
-                    if (now := self.cpu()) == used:
-                        return
-                    used = now
-        except TimeoutError:
-            pass
+        await settle(self.process.pid, seconds)
 
     def stop(self) -> tuple[str, str]:
         """Stop the server (SIGTERM, then kill after 20 s); (stdout, stderr). The server's

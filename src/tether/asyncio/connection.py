@@ -98,11 +98,6 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
     raises :class:`~tether.exceptions.ConnectionClosedError` if the connection fails.
     """
 
-    #: The server-wide memory budget this connection charges what it holds to, if any.
-    budget: MemoryBudget | None = None
-    #: What this connection last charged to ``budget``, in bytes.
-    budget_charged = 0
-
     def __init__(
         self,
         protocol: Protocol,
@@ -147,6 +142,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._keepalive_task: asyncio.Task[None] | None = None
 
         self._close_timer: asyncio.TimerHandle | None = None
+        #: The server-wide memory budget this connection charges what it holds to, if any,
+        #: and what it last charged, in bytes.
+        self.budget: MemoryBudget | None = None
+        self.budget_charged = 0
         self.connection_lost_waiter: asyncio.Future[None] = self.loop.create_future()
 
     # --- public API ---------------------------------------------------------------------------
