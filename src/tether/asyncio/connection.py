@@ -142,8 +142,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._keepalive_task: asyncio.Task[None] | None = None
 
         self._close_timer: asyncio.TimerHandle | None = None
-        #: The server-wide memory budget this connection charges what it holds to, if any,
-        #: and what it last charged, in bytes.
+        # The server-wide memory budget this connection charges what it holds to, if any
+        # (set by the server; see tether.asyncio.budget), and what it last charged, in bytes.
         self.budget: MemoryBudget | None = None
         self.budget_charged = 0
         self.connection_lost_waiter: asyncio.Future[None] = self.loop.create_future()
