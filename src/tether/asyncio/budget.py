@@ -113,9 +113,11 @@ class MemoryBudget:
         self.held = total
         if total <= self.limit:
             return
-        if self._loop is not None:
-            self._refuse_until = self._loop.time() + RETRY_AFTER
-        self._logger.warning(
+        now = 0.0 if self._loop is None else self._loop.time()
+        # A warning when the total goes over after a calm second, not at every read of a flood.
+        log = self._logger.warning if now >= self._refuse_until else self._logger.debug
+        self._refuse_until = now + RETRY_AFTER
+        log(
             "! memory budget exceeded: %d bytes held, budget %d; shedding the biggest",
             total,
             self.limit,
