@@ -106,6 +106,44 @@ class Protocol:
         logger: where to log; ``logging.getLogger("tether.protocol")`` by default.
     """
 
+    # No per-instance __dict__: a server keeps one of these per idle connection (issue 13),
+    # and ~40 attributes overflow CPython's shared-key dicts (1.6 KB each). mypyc's native
+    # classes have no __dict__ either, so this changes nothing for the compiled build.
+    __slots__ = (
+        "_behind",
+        "_discard",
+        "_events",
+        "_held",
+        "_mask",
+        "_message",
+        "_message_done",
+        "_out_opcode",
+        "_parser",
+        "_pings",
+        "_state",
+        "_writes",
+        "assemble",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "debug",
+        "defer_pongs",
+        "eof_rcvd",
+        "eof_sent",
+        "extensions",
+        "handshake",
+        "handshake_exc",
+        "hold_end_after_message",
+        "limits",
+        "logger",
+        "parser_exc",
+        "pong_due",
+        "reader",
+        "request",
+        "response",
+        "side",
+    )
+
     def __init__(
         self,
         side: Side,
