@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, cast
 
@@ -110,8 +109,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
-        self.id = uuid.uuid4()
-        self._set_logger(logger, "-")
+        self._set_logger(logger, "-")  # the id is made on first use (ConnectionInfo.id)
         # Parse everything at once, but hold a close or a peer error behind unread messages
         # (see the module docstring).
         protocol.hold_end_after_message = True

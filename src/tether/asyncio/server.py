@@ -91,6 +91,13 @@ class ServerConnection(Connection, ServerResponses):
             self._handshake_task = self.loop.create_task(self._handshake(event))
 
     async def _handshake(self, request: Request) -> None:
+        try:
+            await self._decide(request)
+        finally:
+            # Not kept once done: an idle connection holds no finished task.
+            self._handshake_task = None
+
+    async def _decide(self, request: Request) -> None:
         server = self.server
         response: Response | None = None
         try:
