@@ -85,6 +85,12 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+#: Shared by every protocol built without ``limits`` (frozen; validating a new one costs more
+#: than the rest of the constructor), and the default logger.
+_DEFAULT_LIMITS = Limits()
+_DEFAULT_LOGGER = logging.getLogger("tether.protocol")
+
+
 def _truncate_reason(reason: str) -> str:
     data = reason.encode()
     if len(data) <= _MAX_REASON:
@@ -154,11 +160,9 @@ class Protocol:
         logger: LoggerLike | None = None,
     ) -> None:
         self.side = side
-        self.limits = limits if limits is not None else Limits()
+        self.limits = limits if limits is not None else _DEFAULT_LIMITS
         self.assemble = assemble
-        self.logger: LoggerLike = (
-            logger if logger is not None else logging.getLogger("tether.protocol")
-        )
+        self.logger: LoggerLike = logger if logger is not None else _DEFAULT_LOGGER
         #: Cheap guard for debug logs on the hot path.
         self.debug = self.logger.isEnabledFor(logging.DEBUG)
 
