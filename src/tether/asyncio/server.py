@@ -82,29 +82,50 @@ class ServerConnection(Connection, ServerResponses):
 
     def _handle_event(self, event: object) -> None:
         if isinstance(event, Request):
+            server = self.server
+            if server.process_request is None and server.process_response is None:
+                # No hook to wait for: answer at once, without a task or pausing reading.
+                self._answer(event, self._decide_now(event))
+                return
             # Hold further input until the decision is made; it waits in the kernel.
             if self.transport is not None:
                 self.transport.pause_reading()
             self._handshake_task = self.loop.create_task(self._handshake(event))
 
+    def _decide_now(self, request: Request) -> Response:
+        """The response when there are no hooks: 503 over the memory budget, else accept."""
+        try:
+            return self._refusal() or self.protocol.accept(request)
+        except Exception:
+            return self._hook_failed()
+
+    def _refusal(self) -> Response | None:
+        budget = self.server.budget
+        if budget is not None and budget.refusing():
+            return self.protocol.reject(
+                503,
+                "The server is over its memory budget; retry later.",
+                [("Retry-After", str(budget.retry_after))],
+            )
+        return None
+
+    def _hook_failed(self) -> Response:
+        self.logger.error("! error in the opening handshake hooks", exc_info=True)
+        return self.protocol.reject(500, "Internal server error.")
+
     async def _handshake(self, request: Request) -> None:
         try:
-            await self._decide(request)
+            response = await self._decide(request)
+            self._answer(request, response)
         finally:
             # Not kept once done: an idle connection holds no finished task.
             self._handshake_task = None
 
-    async def _decide(self, request: Request) -> None:
+    async def _decide(self, request: Request) -> Response:
         server = self.server
-        response: Response | None = None
         try:
-            if server.budget is not None and server.budget.refusing():
-                response = self.protocol.reject(
-                    503,
-                    "The server is over its memory budget; retry later.",
-                    [("Retry-After", str(server.budget.retry_after))],
-                )
-            elif server.process_request is not None:
+            response = self._refusal()
+            if response is None and server.process_request is not None:
                 result = server.process_request(self, request)
                 if inspect.isawaitable(result):
                     result = await result
@@ -118,11 +139,13 @@ class ServerConnection(Connection, ServerResponses):
                 if result is not None:
                     response = result
         except Exception:
-            self.logger.error("! error in the opening handshake hooks", exc_info=True)
-            response = self.protocol.reject(500, "Internal server error.")
+            response = self._hook_failed()
+        return response
+
+    def _answer(self, request: Request, response: Response) -> None:
         if self.protocol.state is not State.CONNECTING:
             return  # the connection was lost meanwhile
-        server._opening_done(self)
+        self.server._opening_done(self)
         self.protocol.send_response(response)
         if self.logger.isEnabledFor(logging.INFO):  # describe() costs, even when not logged
             if response.status == 101:
