@@ -23,16 +23,20 @@ __all__ = ["ConnectionInfo", "ConnectionLogger"]
 class ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with the connection's id and peer, so logs can be scanned.
 
-    ``extra`` holds ``"peer"`` and, once the connection's id is made (on the first line logged
-    or the first read of ``connection.id``, not before: most connections never need one),
-    ``"uuid"`` and ``"id"``, its first 8 hex digits.
+    ``extra`` holds ``"peer"`` (``host:port``, or the address tuple until the first line is
+    logged) and, once the connection's id is made (on the first line logged or the first read
+    of ``connection.id``, not before: most connections never need one), ``"uuid"`` and
+    ``"id"``, its first 8 hex digits.
     """
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = cast(dict[str, Any], self.extra)
         if "id" not in extra:
             _connection_uuid(extra)
-        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
+        peer = extra["peer"]
+        if isinstance(peer, tuple):  # an address, formatted when first logged
+            peer = extra["peer"] = f"{peer[0]}:{peer[1]}"
+        return f"[{extra['id']} {peer}] {msg}", kwargs
 
 
 def _connection_uuid(extra: dict[str, Any]) -> uuid.UUID:

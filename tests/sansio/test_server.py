@@ -125,6 +125,15 @@ def test_request_and_response_are_kept_compact_and_read_back_after_the_handshake
     assert response.headers["Sec-WebSocket-Accept"] == MDN_ACCEPT
 
 
+def test_nothing_received_yet_then_the_request() -> None:
+    server = ServerProtocol()
+    server.receive_data(b"")
+    assert server.events_received() == [] and server.data_to_send() == []
+    server.receive_data(request())
+    (event,) = server.events_received()
+    assert isinstance(event, Request)
+
+
 def test_101_sent_without_a_request_opens() -> None:
     # A handshake decided elsewhere (the protocol never saw the request).
     server = ServerProtocol()

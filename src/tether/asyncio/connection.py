@@ -605,7 +605,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"
+            # Formatted by the logger if it ever logs (ConnectionLogger.process).
+            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = peer
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_view

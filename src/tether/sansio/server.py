@@ -124,32 +124,35 @@ class ServerProtocol(Protocol):
         self.server_header = server_header
         self._pending_extensions: list[Extension] = []
         self._first_byte_checked = False
-        self._request_parser: Generator[None, None, Request] | None = Request.parse(
-            self.reader.read_line, self.limits
-        )
+        # The line-by-line parser, made only if the head does not come whole (parse_whole).
+        self._request_parser: Generator[None, None, Request] | None = None
 
     # --- reading the request ------------------------------------------------------------------
 
     def _receive_handshake(self) -> None:
         parser = self._request_parser
-        if parser is None:
-            return  # the request is in; bytes after it wait for the decision
         try:
-            buffer = self.reader.buffer
-            if not self._first_byte_checked and buffer:
-                self._first_byte_checked = True
-                first = buffer[0]
-                if first not in _METHOD_START:
-                    # Not HTTP at all: most often TLS sent to a plain-text port (0x16 starts a
-                    # TLS handshake record). Answer now, not when the line limit is reached.
-                    hint = " (TLS sent to a plain-text port?)" if first == 0x16 else ""
-                    raise InvalidHTTP(f"not HTTP{hint}", 400)
-                # The first bytes often hold the whole head: take it in one pass. Anything
-                # else (an incomplete head, an error) goes to the line-by-line parser.
-                whole = Request.parse_whole(buffer, self.limits)
-                if whole is not None:
-                    self._request_received(whole)
+            if parser is None:
+                if self._first_byte_checked:
+                    return  # the request is in; bytes after it wait for the decision
+                buffer = self.reader.buffer
+                if not buffer and not self.reader.eof:
                     return
+                self._first_byte_checked = True
+                if buffer:
+                    first = buffer[0]
+                    if first not in _METHOD_START:
+                        # Not HTTP at all: most often TLS sent to a plain-text port (0x16
+                        # starts a TLS handshake record). Answer now, not at the line limit.
+                        hint = " (TLS sent to a plain-text port?)" if first == 0x16 else ""
+                        raise InvalidHTTP(f"not HTTP{hint}", 400)
+                    # The first bytes often hold the whole head: take it in one pass.
+                    # Anything else (an incomplete head, an error) goes line by line.
+                    whole = Request.parse_whole(buffer, self.limits)
+                    if whole is not None:
+                        self._request_received(whole)
+                        return
+                parser = self._request_parser = Request.parse(self.reader.read_line, self.limits)
             next(parser)
         except StopIteration as exc:
             self._request_received(exc.value)
