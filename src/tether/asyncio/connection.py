@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, cast
 
@@ -111,8 +110,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
-        self.id = uuid.uuid4()
-        self._set_logger(logger, "-")
+        self._set_logger(logger, "-")  # the id is made on first use (ConnectionInfo.id)
         # Parse everything at once, but hold a close or a peer error behind unread messages
         # (see the module docstring).
         protocol.hold_end_after_message = True
@@ -614,7 +612,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"
+            # Formatted by the logger if it ever logs (ConnectionLogger.process).
+            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = peer
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_view
