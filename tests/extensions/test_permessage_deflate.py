@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 import zlib
@@ -1214,3 +1216,46 @@ def test_another_extension_on_another_bit_goes_with_permessage_deflate() -> None
     assert isinstance(agreed, PerMessageDeflate)
     client = ClientPerMessageDeflateFactory(OPEN)
     assert isinstance(client.process_response_params([], [other]), PerMessageDeflate)
+
+
+# --- which zlib -------------------------------------------------------------------------------
+
+
+def backend_in_subprocess(tmp_path: Any, env_value: str | None, hide_zlib_ng: bool) -> str:
+    """ZLIB_BACKEND in a fresh interpreter, with TETHER_NO_ZLIB_NG as given and zlib-ng's
+    package shadowed by one that fails to import (as if it were not installed)."""
+    env = dict(os.environ)
+    env.pop("TETHER_NO_ZLIB_NG", None)
+    if env_value is not None:
+        env["TETHER_NO_ZLIB_NG"] = env_value
+    if hide_zlib_ng:
+        (tmp_path / "zlib_ng").mkdir()
+        (tmp_path / "zlib_ng" / "__init__.py").write_text("raise ImportError('hidden')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    code = "from tether.extensions import permessage_deflate as p; print(p.ZLIB_BACKEND)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("backend", ["zlib"], indirect=True)
+@pytest.mark.parametrize(
+    ("env_value", "hide", "expected"),
+    [
+        (None, False, "zlib-ng"),
+        ("0", False, "zlib-ng"),
+        ("1", False, "zlib"),
+        (None, True, "zlib"),
+    ],
+)
+def test_zlib_ng_is_used_when_installed_and_not_disabled(
+    tmp_path: Any, env_value: str | None, hide: bool, expected: str
+) -> None:
+    name, _, version = backend_in_subprocess(tmp_path, env_value, hide).partition(" ")
+    assert name == expected
+    if expected == "zlib":
+        assert version == zlib.ZLIB_RUNTIME_VERSION
+    else:
+        assert zlib_ng is not None
+        assert version == zlib_ng.ZLIBNG_VERSION
