@@ -315,7 +315,8 @@ def levels() -> None:
         "primed from earlier messages; 32 different JSON-like texts; best of 5"
     )
     sizes = {1024: 100, 65536: 2}
-    corpus = {size: [json_text(size, random.Random(size)) for _ in range(32)] for size in sizes}
+    rngs = {size: random.Random(size) for size in sizes}
+    corpus = {size: [json_text(size, rngs[size]) for _ in range(32)] for size in sizes}
     print(f"{'zlib':<9}{'level':>6}{'1 KiB':>18}{'64 KiB':>18}")
     for name, module in backends():
         for level in (1, 2, 3, 6):

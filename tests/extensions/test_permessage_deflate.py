@@ -1023,6 +1023,12 @@ def test_any_messages_round_trip(
 # --- memory -----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def no_hot_compressors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle connections hold only their window: none keeps its compressor for being recent."""
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 0)
+
+
 def held_per_connection(
     settings_: DeflateSettings, connections: int = 20, messages: Sequence[bytes] = ()
 ) -> float:
@@ -1043,6 +1049,7 @@ def held_per_connection(
         tracemalloc.stop()
 
 
+@pytest.mark.usefixtures("no_hot_compressors")
 def test_idle_memory_without_context_takeover_is_near_zero() -> None:
     # zlib objects live only while a message is processed.
     assert held_per_connection(PRESETS["small"]) < 4 * 1024
@@ -1061,6 +1068,7 @@ def test_memory_with_zlib_objects_kept_follows_the_window(backend: ModuleType) -
         assert 360 * 1024 < largest < 420 * 1024
 
 
+@pytest.mark.usefixtures("no_hot_compressors")
 def test_memory_with_context_takeover_is_the_data_sent_and_received() -> None:
     # The default holds the last bytes of each direction, here three 208-byte messages, and
     # about 500 bytes of Python objects (what "small" holds).
@@ -1092,6 +1100,57 @@ def test_the_window_survives_fragmented_messages_and_a_final_block(
     assert server.decode(Frame(TEXT, final, rsv1=True)).data == text
     fresh = deflate([text], 12)[0]
     assert server.decode(Frame(TEXT, fresh, rsv1=True)).data == text
+
+
+def test_the_most_recent_connections_keep_their_compressor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 2)
+    text = b"hot or not, " * 10
+    engines = [engine(local_max_window_bits=12) for _ in range(3)]
+    for sender in engines:
+        sender.encode(Frame(TEXT, text))
+    assert [sender._encoder is not None for sender in engines] == [False, True, True]
+    # The first becomes the most recent again; the second is now the oldest and loses it.
+    engines[0].encode(Frame(TEXT, text))
+    assert [sender._encoder is not None for sender in engines] == [True, False, True]
+    # Without context takeover or with keep_zlib_objects, the set is not involved.
+    other = engine(local_no_context_takeover=True)
+    other.encode(Frame(TEXT, text))
+    kept = PerMessageDeflate(False, False, 15, 15, keep_zlib_objects=True)
+    kept.encode(Frame(TEXT, text))
+    assert other._encoder is None and kept._encoder is not None
+    assert [sender._encoder is not None for sender in engines] == [True, False, True]
+    # A connection that is gone leaves a dead entry, which is skipped when evicted.
+    del engines[2]
+    engine(local_max_window_bits=12).encode(Frame(TEXT, text))
+    engine(local_max_window_bits=12).encode(Frame(TEXT, text))
+    assert engines[0]._encoder is None
+
+
+def test_losing_the_compressor_between_frames_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another connection finishing a message may take a hot compressor away in the middle of
+    # a fragmented message; the next frame is compressed by a new one primed with the window.
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 1)
+    sender, other = engine(local_max_window_bits=10), engine()
+    receiver = engine(remote_max_window_bits=10)
+    text = b"the same words again and again, " * 40
+    first = sender.encode(Frame(TEXT, text))
+    assert sender._encoder is not None
+    second = [sender.encode(Frame(TEXT, text[:500], fin=False))]
+    other.encode(Frame(BINARY, b"evicts the sender's compressor " * 3))
+    assert sender._encoder is None
+    second.append(sender.encode(Frame(CONT, text[500:], fin=False)))
+    second.append(sender.encode(Frame(CONT, text)))
+    payloads = [first.data, b"".join(frame.data for frame in second)]
+    expected = [text, text + text]
+    assert inflate(payloads, 10) == expected
+    assert receiver.decode(first).data == text
+    assert b"".join(receiver.decode(frame).data for frame in second) == text + text
+    with pytest.raises(zlib.error, match="too far back"):  # it refers to the first message
+        inflate(payloads[1:], 10)
 
 
 def test_a_window_larger_than_our_limit_is_kept_whole() -> None:

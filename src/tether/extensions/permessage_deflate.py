@@ -34,13 +34,18 @@ back-references reach into earlier messages as far as the window allows, and a p
 the difference. Priming costs a few microseconds per message with a 4 KiB window (zlib hashes
 the whole dictionary) and about 30 with a 32 KiB one, which is why ``"max"`` keeps its objects.
 
-An idle connection with the default preset therefore holds at most 8 KiB of window (plus about
-600 bytes of Python objects), where kept zlib objects cost 50 KiB. While a message is being
-compressed or inflated its zlib objects exist (about ``2**(wbits + 2) + 2**(mem_level + 9) + 6
-KiB`` to compress, ``2**wbits + 7 KiB`` to inflate; zlib-ng's hash table is 128 KiB whatever
-the memLevel); an event loop compresses one message at a time, so that peak is per thread, not
-per connection, except for fragmented messages sent in pieces, whose compressor lives until the
-last fragment.
+Creating and priming zlib objects for every message costs about 10 microseconds per message
+(more with zlib-ng, whose objects are larger), so the :data:`HOT_COMPRESSORS` connections
+(32) that finished a compressed message most recently keep their compressor anyway; the
+least recent one loses it when another joins. An idle connection with the default preset
+therefore holds at most 8 KiB of window (plus about 600 bytes of Python objects), where kept
+zlib objects cost 50 KiB, and the process holds at most 32 compressors more.
+
+While a message is being compressed or inflated its zlib objects exist (about
+``2**(wbits + 2) + 2**(mem_level + 9) + 6 KiB`` to compress, ``2**wbits + 7 KiB`` to inflate;
+zlib-ng's hash table is 128 KiB whatever the memLevel); an event loop compresses one message at
+a time, so that peak is per thread, not per connection, except for fragmented messages sent in
+pieces, whose compressor lives until the last fragment.
 
 With ``keep_zlib_objects=True`` (``"fast"``, ``"max"``) the objects stay. Allocated per
 connection, in KiB, after a few messages each way, context takeover and the same window both
@@ -116,7 +121,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Protocol
@@ -137,6 +144,7 @@ from .base import RSV1, ClientExtensionFactory, Extension, ServerExtensionFactor
 
 __all__ = [
     "DEFAULT_COMPRESS_THRESHOLD",
+    "HOT_COMPRESSORS",
     "PRESETS",
     "ZLIB_BACKEND",
     "ClientPerMessageDeflateFactory",
@@ -251,6 +259,33 @@ def _decompressor(module: ModuleType, window_bits: int, window: bytes) -> _Decom
     else:
         decoder = module.decompressobj(-window_bits)
     return decoder
+
+
+#: How many connections of the process keep their compressor between messages although their
+#: settings say ``keep_zlib_objects=False``: the ones that finished a compressed message most
+#: recently. A busy connection then pays neither for a new compressor nor for priming it, and an
+#: idle one holds only its window. Set it (to 0 to turn this off) before connections start.
+HOT_COMPRESSORS = 32
+
+# The hot connections, least recent first: id(engine) -> weak reference to the engine. Every
+# step is one atomic operation on the OrderedDict, so several threads may use it at once; an
+# engine that loses its compressor (even between two frames of a message) makes a new one
+# primed with its window, which is always correct (see "Memory").
+_hot: OrderedDict[int, weakref.ref[PerMessageDeflate]] = OrderedDict()
+
+
+def _keep_hot(engine: PerMessageDeflate) -> None:
+    key = id(engine)
+    _hot.pop(key, None)
+    _hot[key] = engine._weakref
+    while len(_hot) > HOT_COMPRESSORS:
+        try:
+            _, ref = _hot.popitem(last=False)
+        except KeyError:  # pragma: no cover - another thread emptied it meanwhile
+            break
+        victim = ref()
+        if victim is not None:
+            victim._encoder = None
 
 
 def _tail(window: bytes, data: bytes | bytearray | memoryview, size: int) -> bytes:
@@ -443,6 +478,7 @@ class PerMessageDeflate(Extension):
         # in a direction with context takeover (None otherwise).
         self._window_size = 2**local_max_window_bits
         self._sent: bytes | None = None if keep_zlib_objects or local_no_context_takeover else b""
+        self._weakref = weakref.ref(self)
         self._received: bytes | None = (
             None if keep_zlib_objects or remote_no_context_takeover else b""
         )
@@ -579,7 +615,9 @@ class PerMessageDeflate(Extension):
             # 7.2.1: remove the 00 00 ff ff at the end of the message.
             data = data[:-4]
             self._encoding = False
-            if not self.keep_zlib_objects or self.local_no_context_takeover:
+            if self._sent is not None:
+                _keep_hot(self)
+            elif self.local_no_context_takeover:
                 self._encoder = None
         # 6: RSV1 goes on the first frame of a compressed message only.
         return Frame(
