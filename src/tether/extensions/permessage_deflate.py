@@ -358,8 +358,8 @@ PRESETS: dict[str, DeflateSettings] = {
     # window of data each way (at most 8 KiB). Level 2 is what makes it as fast as aiohttp's
     # level 1: zlib's levels 1-3 share one fast match finder, and with 4 KiB windows level 2
     # costs what level 1 does and compresses better (1 KiB / 64 KiB messages: ratio 0.263 /
-    # 0.242 against 0.285 / 0.261). Level 6 compresses about 15% smaller (0.232 / 0.204) for
-    # 1.2x the CPU at 1 KiB and 1.8x at 64 KiB.
+    # 0.242 against 0.285 / 0.261). Level 6 compresses 12-16% smaller (0.232 / 0.204) for
+    # 1.2-1.4x the CPU at 1 KiB and 1.8x at 64 KiB.
     "balanced": DeflateSettings(),
     # Nothing held between messages: zlib objects exist only while a message is being
     # compressed or inflated. Costs compression ratio on streams of similar small messages
