@@ -336,10 +336,11 @@ class DeflateSettings:
     #: zlib compression level, 0-9 (1 is fastest, 9 smallest; zlib's own default is 6). 2 by
     #: default: as fast as 1 with these windows, and smaller output (see :data:`PRESETS`).
     compression_level: int = 2
-    #: Between messages, keep zlib's compressor and decompressor instead of only the last
-    #: window of data of each direction with context takeover (see "Memory" in the module
-    #: docstring): faster by a few microseconds per message with 4 KiB windows and by tens
-    #: with 32 KiB ones, at about four times the memory.
+    #: Between messages, keep zlib's compressor and decompressor in every connection instead
+    #: of only the last window of data of each direction with context takeover (and the
+    #: compressor of the :data:`HOT_COMPRESSORS` most recent connections; see "Memory" in the
+    #: module docstring): about four times the memory of an idle connection, for a few
+    #: microseconds per message on connections that are not among the most recent.
     keep_zlib_objects: bool = False
 
     def __post_init__(self) -> None:
@@ -351,8 +352,8 @@ class DeflateSettings:
 
 
 #: Named settings. Memory is per idle connection, both directions (see "Memory" in the module
-#: docstring); speed and ratio are measured on JSON-like text (bench/README.md, "Choosing the
-#: default deflate preset").
+#: docstring); speed and ratio are measured on JSON-like text (bench/README.md,
+#: "permessage-deflate: the default preset").
 PRESETS: dict[str, DeflateSettings] = {
     # The default: 4 KiB windows, memLevel 5, level 2, and between messages only the last
     # window of data each way (at most 8 KiB). Level 2 is what makes it as fast as aiohttp's
@@ -372,10 +373,11 @@ PRESETS: dict[str, DeflateSettings] = {
         mem_level=4,
         compression_level=6,
     ),
-    # Trades memory and ratio for speed: level 1, and zlib's objects kept between messages
+    # Trades memory and ratio for speed: level 1, and zlib's objects kept in every connection
     # (about 50 KiB per connection with zlib, 200 KiB with zlib-ng, whose hash table has a
-    # fixed size). About 4 us less per small message than "balanced"; with zlib-ng, level 1
-    # is its quick strategy, twice as fast again with a ratio about 0.37.
+    # fixed size). With the standard zlib it is barely faster than "balanced" (levels 1 and 2
+    # cost the same with 4 KiB windows); with zlib-ng, level 1 is its quick strategy, about
+    # 1.6x faster than its level 2 on 64 KiB messages, with a ratio about 0.37.
     "fast": DeflateSettings(compression_level=1, keep_zlib_objects=True),
     # zlib's largest window, memLevel 8, level 9, every message, zlib objects kept: best
     # ratio, about 300 KiB per connection.
@@ -478,10 +480,10 @@ class PerMessageDeflate(Extension):
         # in a direction with context takeover (None otherwise).
         self._window_size = 2**local_max_window_bits
         self._sent: bytes | None = None if keep_zlib_objects or local_no_context_takeover else b""
-        self._weakref = weakref.ref(self)
         self._received: bytes | None = (
             None if keep_zlib_objects or remote_no_context_takeover else b""
         )
+        self._weakref = weakref.ref(self)
         # Whether the message being sent / received is compressed (RSV1 on its first frame).
         self._encoding = False
         self._decoding = False
