@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import weakref
 import zlib
 from collections.abc import Iterator, Sequence
 from types import ModuleType
@@ -1108,8 +1109,8 @@ def test_the_most_recent_connections_keep_their_compressor(
     monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 2)
     text = b"hot or not, " * 10
     engines = [engine(local_max_window_bits=12) for _ in range(3)]
-    for sender in engines:
-        sender.encode(Frame(TEXT, text))
+    for index in range(3):
+        engines[index].encode(Frame(TEXT, text))
     assert [sender._encoder is not None for sender in engines] == [False, True, True]
     # The first becomes the most recent again; the second is now the oldest and loses it.
     engines[0].encode(Frame(TEXT, text))
@@ -1122,10 +1123,13 @@ def test_the_most_recent_connections_keep_their_compressor(
     assert other._encoder is None and kept._encoder is not None
     assert [sender._encoder is not None for sender in engines] == [True, False, True]
     # A connection that is gone leaves a dead entry, which is skipped when evicted.
-    del engines[2]
-    engine(local_max_window_bits=12).encode(Frame(TEXT, text))
-    engine(local_max_window_bits=12).encode(Frame(TEXT, text))
+    gone = weakref.ref(engines.pop())
+    assert gone() is None
+    newer = [engine(local_max_window_bits=12) for _ in range(2)]
+    for index in range(2):
+        newer[index].encode(Frame(TEXT, text))
     assert engines[0]._encoder is None
+    assert [sender._encoder is not None for sender in newer] == [True, True]
 
 
 def test_losing_the_compressor_between_frames_is_harmless(
