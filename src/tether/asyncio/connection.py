@@ -48,7 +48,6 @@ received before it returns, so the buffer can be shared by every connection of t
 from __future__ import annotations
 
 import asyncio
-import codecs
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -56,6 +55,7 @@ from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..fragment_queue import StreamDecoder, convert
 from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
@@ -201,8 +201,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
                 self._unyielded += 1
             data = messages.pop_message()
             self._taken()
-            if decode is not None and decode is not isinstance(data, str):
-                return data.decode() if isinstance(data, bytes) else data.encode()
+            if decode is not None:
+                return convert(data, decode)
             return data
         finally:
             self._recv_busy = False
@@ -214,20 +214,15 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._recv_busy = True
         try:
             messages = self._messages
-            decoder = None
+            decoder = None if decode is None else StreamDecoder(decode)
             while True:
                 while not messages.fragments:
                     await self._data_waiter()
                 fragment = messages.pop()
                 self._taken()
                 data = fragment.data
-                if decode is not None and decode is not isinstance(data, str):
-                    if isinstance(data, str):
-                        data = data.encode()
-                    else:
-                        if decoder is None:
-                            decoder = codecs.getincrementaldecoder("utf-8")()
-                        data = decoder.decode(data, fragment.last)
+                if decoder is not None:
+                    data = decoder.convert(data, fragment.last)
                 yield data
                 if fragment.last:
                     return

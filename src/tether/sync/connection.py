@@ -43,11 +43,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
-from ..fragment_queue import FragmentQueue
+from ..fragment_queue import FragmentQueue, StreamDecoder, convert
 from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
@@ -338,17 +338,21 @@ class Connection(ConnectionInfo):
         except ConnectionClosedOK:
             return
 
-    def recv(self, timeout: float | None = None) -> Data:
+    def recv(self, timeout: float | None = None, decode: bool | None = None) -> Data:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
         Args:
             timeout: seconds to wait at most; ``None`` waits as long as the connection is open.
+            decode: ``False`` returns a text message as UTF-8 ``bytes``, ``True`` returns a
+                binary message decoded from UTF-8 as ``str``; ``None`` (default) neither.
 
         Raises:
             TimeoutError: no whole message arrived within ``timeout``. The connection stays
                 usable: a message in progress goes on arriving for the next call.
             ConnectionClosed: the connection is closed and no message is left.
             ConcurrencyError: another thread is already in ``recv()`` or ``recv_streaming()``.
+            UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8 (the message
+                is consumed; the connection stays usable).
         """
         # The mutex is held throughout, except while blocking (_read_or_wait releases it).
         mutex = self._mutex
@@ -374,17 +378,23 @@ class Connection(ConnectionInfo):
             message = assembler.pop_message()
             self._recv_left = _monotonic()
             self._after_pop()
-            return message
         finally:
             mutex.release()
             if self._settled:
                 self._settle()
+        if decode is not None:
+            return convert(message, decode)
+        return message
 
-    def recv_streaming(self, timeout: float | None = None) -> Iterator[Data]:
+    def recv_streaming(
+        self, timeout: float | None = None, decode: bool | None = None
+    ) -> Iterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``).
 
         ``timeout`` bounds the wait for each fragment (``TimeoutError``); an abandoned
         iteration leaves the rest of the message to the next ``recv_streaming()`` call.
+        ``decode`` is as for :meth:`recv`, fragment by fragment (a character split across
+        fragments is decoded whole).
         """
         with self._mutex:
             if self._recv_busy:
@@ -393,10 +403,14 @@ class Connection(ConnectionInfo):
                     "recv() or recv_streaming()"
                 )
             self._recv_busy = True
+        decoder = None if decode is None else StreamDecoder(decode)
         try:
             while True:
                 fragment = self._wait_fragment(timeout)
-                yield fragment.data
+                if decoder is None:
+                    yield fragment.data
+                else:
+                    yield decoder.convert(fragment.data, fragment.last)
                 if fragment.last:
                     return
         finally:
@@ -407,9 +421,14 @@ class Connection(ConnectionInfo):
                     self._bg_wake_on_recv_exit = False
                     self._bg_cond.notify()
 
-    def send(self, message: Data | bytearray | memoryview | Iterable[Data]) -> None:
+    def send(
+        self, message: Data | bytearray | memoryview | Iterable[Data], text: bool | None = None
+    ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary. An iterable of ``str`` or of
         bytes-like sends one fragmented message, one frame per item.
+
+        ``text=True`` sends bytes-like data (which must be UTF-8; it is not checked) as text,
+        ``text=False`` sends a ``str`` as binary (its UTF-8).
 
         Blocks while the peer does not read (at the kernel's socket buffer). Safe to call from
         any thread, also while another thread is in ``recv()``; concurrent calls are
@@ -425,7 +444,7 @@ class Connection(ConnectionInfo):
                     protocol = self.protocol
                     if protocol.state is not State.OPEN:
                         raise protocol.close_exc
-                    protocol.send_message(message)
+                    protocol.send_message(message, text)
                     writes = protocol.data_to_send()
                     # The usual case: nobody is writing, nothing is queued. Write directly.
                     direct = not self._out and self._write_lock.acquire(blocking=False)
@@ -451,7 +470,7 @@ class Connection(ConnectionInfo):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
         if isinstance(message, Iterable):
             with self._send_lock:
-                self._send_fragments(message)
+                self._send_fragments(message, text)
             return
         raise TypeError(f"cannot send {type(message).__name__}")
 
@@ -686,31 +705,32 @@ class Connection(ConnectionInfo):
         self._take_output()
         return waiter
 
-    def _send_fragments(self, fragments: Iterable[Data]) -> None:
+    def _send_fragments(self, fragments: Iterable[Data], text: bool | None) -> None:
         iterator = iter(fragments)
         try:
             current = next(iterator)
         except StopIteration:
             return
-        text = isinstance(current, str)
+        is_str = isinstance(current, str)
+        as_text = is_str if text is None else text
         first = True
         while True:
             try:
                 following: Data | None = next(iterator)
             except StopIteration:
                 following = None
-            self._send_fragment(current, text, first, following is None)
+            self._send_fragment(current, is_str, as_text, first, following is None)
             first = False
             if following is None:
                 return
             current = following
 
-    def _send_fragment(self, data: Data, text: bool, first: bool, last: bool) -> None:
+    def _send_fragment(self, data: Data, is_str: bool, text: bool, first: bool, last: bool) -> None:
         with self._mutex:
             protocol = self.protocol
             if protocol.state is not State.OPEN:
                 raise protocol.close_exc
-            if isinstance(data, str) != text:
+            if isinstance(data, str) != is_str:
                 # Finish the message cleanly before reporting the mistake.
                 if not first:
                     protocol.send_continuation(b"", fin=True)
@@ -725,9 +745,10 @@ class Connection(ConnectionInfo):
                 raise TypeError(f"cannot send a fragment of type {type(data).__name__}")
             if first:
                 if text:
-                    protocol.send_text(cast(str, data), fin=last)
+                    protocol.send_text(data, fin=last)
                 else:
-                    protocol.send_binary(cast(bytes, data), fin=last)
+                    payload = data.encode() if isinstance(data, str) else data
+                    protocol.send_binary(payload, fin=last)
             else:
                 protocol.send_continuation(data, fin=last)
             mine = self._take_output()
