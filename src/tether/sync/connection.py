@@ -622,6 +622,11 @@ class Connection(ConnectionInfo):
         finally:
             mutex.acquire()
             self._reading = False
+            if self._write_lock.locked():
+                # A thread is writing, maybe blocked on a peer that does not read: pongs
+                # wait until it is done, and only the latest ping is answered then (what
+                # asyncio does above the write buffer's high-water mark). _write_out resumes.
+                self.protocol.pause_output()
             if self._bg_wake_on_read_done:
                 self._bg_wake_on_read_done = False
                 self._bg_cond.notify()
@@ -785,6 +790,9 @@ class Connection(ConnectionInfo):
         while True:
             mutex.acquire()
             if not out:
+                if self.protocol.defer_pongs and self._resume_output():
+                    mutex.release()
+                    continue
                 self._write_lock.release()
                 mutex.release()
                 return
@@ -803,6 +811,19 @@ class Connection(ConnectionInfo):
                 return
             with mutex:
                 self._written += 1
+
+    def _resume_output(self) -> bool:
+        """The writer is done (mutex held): answer the latest ping deferred meanwhile.
+        Returns whether there is output to write."""
+        protocol = self.protocol
+        if not protocol.resume_output():
+            return False
+        writes = protocol.data_to_send()
+        if self._lost_at is not None:
+            return False
+        self._out.extend(writes)
+        self._queued += len(writes)
+        return True
 
     def _connection_lost(self) -> None:
         """The socket broke (mutex held): nothing more is written; readers see EOF."""
@@ -885,9 +906,27 @@ class Connection(ConnectionInfo):
                     continue
                 read_now = False
                 wait: float | None = None
-                if not self._assembler.over_limit(protocol.buffered):
+                if protocol.holding:
+                    # A close or an error held behind a message the application has not
+                    # read: its next recv() acts on it, or this thread once it stays away
+                    # (also when the queue is over max_queue: asyncio's hold timer).
+                    if self._recv_busy:
+                        self._bg_wake_on_recv_exit = True
+                    else:
+                        idle_until = self._recv_left + IDLE_READ_DELAY
+                        if now >= idle_until:
+                            protocol.caught_up()
+                            if self._process_events():
+                                self._flush_unlocked()
+                            continue
+                        wait = idle_until - now
+                elif protocol.close_rcvd is not None or not self._assembler.over_limit(
+                    protocol.buffered
+                ):
                     if protocol.state is not State.OPEN:
-                        # The closing handshake goes on without the application.
+                        # The closing handshake goes on without the application (after the
+                        # peer's close frame, what comes is not parsed: read it whatever the
+                        # queue holds, until the end of the stream).
                         read_now = True
                     elif self._recv_busy:
                         self._bg_wake_on_recv_exit = True
@@ -903,13 +942,6 @@ class Connection(ConnectionInfo):
                         read_now = False
                         self._bg_wake_on_read_done = True
                 if read_now:
-                    if protocol.holding:
-                        # The application is away: act on the close or error held behind a
-                        # message it has not read yet.
-                        protocol.caught_up()
-                        if self._process_events():
-                            self._flush_unlocked()
-                        continue
                     self._reading = True
                     with contextlib.suppress(TimeoutError):
                         self._read(self._next_deadline(now))
