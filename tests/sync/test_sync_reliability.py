@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -258,6 +259,47 @@ def test_ping_flood_while_a_send_blocks_defers_pongs(caplog: pytest.LogCaptureFi
             assert received == len(big)
             assert frames.count(Opcode.PONG) == 1
             assert sent.wait(5)
+        finally:
+            client.close()
+    no_tracebacks(caplog)
+
+
+def test_ping_flood_with_unread_pongs_does_not_block_recv_or_grow_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client floods pings and never reads; the handler is in recv(). Its pongs fill the
+    socket buffers at once: recv() must go on reading (a reader never blocks on a write), and
+    the pongs it cannot write are not queued one by one (only the latest is kept)."""
+    pings = 20_000  # 260 KB of pings, 140 KB of pongs that the client never reads
+    flood = masked(Opcode.PING, b"p" * 8) * pings + masked(Opcode.TEXT, b"end")
+    received: list[object] = []
+    grown: list[int] = []
+
+    def handler(ws: ServerConnection) -> None:
+        ws.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            received.append(ws.recv(timeout=10))  # every ping before it was handled
+            grown.append(tracemalloc.get_traced_memory()[0] - before)
+        finally:
+            tracemalloc.stop()
+        ws.wait_closed(10)
+
+    with (
+        caplog.at_level(logging.INFO, logger="tether"),
+        running(handler, ping_interval=None, compression=None) as server,
+    ):
+        client = RawClient(server.port_number, timeout=10, rcvbuf=4096)
+        try:
+            client.send(flood)
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert received == ["end"]
+            # The bound: the socket buffers hold the pongs written; memory does not grow with
+            # the pongs that could not be written.
+            assert grown[0] < 256 * 1024, grown
         finally:
             client.close()
     no_tracebacks(caplog)

@@ -82,15 +82,37 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
     return bool(readable)
 
 
+def _wait_writable(sock: socket.socket, timeout: float | None) -> bool:
+    if timeout is not None and timeout <= 0:
+        timeout = 0
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+    _, writable, _ = select.select([], [sock], [], timeout)
+    return bool(writable)
+
+
+#: ``send`` flags for a write that must not block (Linux, the BSDs, macOS).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 class Transport:
     """A connected TCP socket in blocking mode: reads with an optional timeout, whole writes.
 
     ``recv`` and ``sendall`` may run at the same time in two threads; ``abort`` may run in a
     third and wakes them both.
+
+    Writes that must not block (a reader's pongs and close frames: a reader blocked on a peer
+    that does not read would stop reading) go through :meth:`write_nowait`, which keeps what
+    the socket does not take at once in ``pending``; the next :meth:`sendall` or
+    :meth:`flush` writes it first. The caller serialises every write (one writer at a time).
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        #: Bytes taken by :meth:`write_nowait` and not written yet (ready for the wire).
+        self.pending = b""
         sock.settimeout(None)
 
     def recv(self, size: int, timeout: float | None = None) -> bytes:
@@ -109,10 +131,61 @@ class Transport:
             return b""
 
     def sendall(self, data: bytes) -> None:
+        if self.pending:
+            self._flush(None)
         self.sock.sendall(data)
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Take ``data`` and write what the socket takes without blocking. Returns whether
+        nothing is left in ``pending``.
+
+        Raises:
+            OSError: the connection broke.
+        """
+        return self._send_pending(self.pending + data if self.pending else data)
+
+    def _send_pending(self, data: bytes) -> bool:
+        if _DONTWAIT:
+            try:
+                sent = self.sock.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+        else:  # no non-blocking flag: leave it all to flush()
+            sent = 0
+        self.pending = data[sent:] if sent < len(data) else b""
+        return not self.pending
+
+    def flush(self, timeout: float | None) -> bool:
+        """Write ``pending``, waiting at most ``timeout`` seconds for the peer to read.
+        Returns whether it is all written.
+
+        Raises:
+            OSError: the connection broke.
+        """
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> bool:
+        if not self.pending:
+            return True
+        if timeout is None:
+            data, self.pending = self.pending, b""
+            self.sock.sendall(data)
+            return True
+        deadline = _monotonic() + timeout
+        while self.pending:
+            if not _wait_writable(self.sock, deadline - _monotonic()):
+                return False
+            if not _DONTWAIT:  # select() said writable: a blocking send writes some
+                data, self.pending = self.pending, b""
+                self.sock.sendall(data)
+                return True
+            self._send_pending(self.pending)
+        return True
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError):
+            if self.pending:
+                self._flush(None)
             self.sock.shutdown(socket.SHUT_WR)
 
     def abort(self) -> None:
@@ -174,7 +247,7 @@ class TLSTransport(Transport):
             with self._tls_lock:
                 data = self._outgoing.read()
             if data:
-                self.sock.sendall(data)
+                super().sendall(data)
 
     def recv(self, size: int, timeout: float | None = None) -> bytes:
         deadline = None if timeout is None else _monotonic() + timeout
@@ -211,7 +284,18 @@ class TLSTransport(Transport):
             with self._tls_lock:
                 self.ssl.write(data)
                 out = self._outgoing.read()
-            self.sock.sendall(out)
+            super().sendall(out)
+
+    def write_nowait(self, data: bytes) -> bool:
+        with self._write_lock:
+            with self._tls_lock:
+                self.ssl.write(data)
+                out = self._outgoing.read()
+            return super().write_nowait(out)
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._write_lock:
+            return self._flush(timeout)
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError, ssl_module.SSLError):
@@ -222,7 +306,7 @@ class TLSTransport(Transport):
                         self.ssl.unwrap()
                     out = self._outgoing.read()
                 if out:
-                    self.sock.sendall(out)
+                    super().sendall(out)
         super().shutdown_write()
 
 
@@ -287,6 +371,9 @@ class Connection(ConnectionInfo):
         # written (``None``: the socket is usable).
         self._lost_at: int | None = None
         self._write_lock = threading.Lock()
+        # A reader or the background thread left bytes in transport.pending (the socket did
+        # not take them at once): pongs are deferred until they are out.
+        self._write_stalled = False
         self._send_lock = threading.Lock()  # one message (maybe fragmented) at a time
 
         # Pings sent: payload -> (future resolved with the round-trip time, time sent).
@@ -644,11 +731,13 @@ class Connection(ConnectionInfo):
             self._flush_unlocked()
 
     def _flush_unlocked(self) -> None:
-        """:meth:`_flush` from a caller holding the mutex."""
-        if self._write_lock.acquire(blocking=False):
+        """Write queued output without blocking, unless another thread is writing (that thread
+        writes it), from a reader or the background thread holding the mutex. What the socket
+        does not take at once is left to the background thread (see :meth:`_write_nowait`)."""
+        if not self._write_stalled and self._write_lock.acquire(blocking=False):
             self._mutex.release()
             try:
-                self._write_out()
+                self._write_nowait()
             finally:
                 self._mutex.acquire()
 
@@ -790,15 +879,23 @@ class Connection(ConnectionInfo):
         while True:
             mutex.acquire()
             if not out:
-                if self.protocol.defer_pongs and self._resume_output():
+                if self.transport.pending:
+                    data = None  # what a non-blocking writer left: write it out first
+                elif self.protocol.defer_pongs and self._resume_output():
                     mutex.release()
                     continue
-                self._write_lock.release()
-                mutex.release()
-                return
-            data = out.popleft()
+                else:
+                    self._write_stalled = False
+                    self._write_lock.release()
+                    mutex.release()
+                    return
+            else:
+                data = out.popleft()
             mutex.release()
             try:
+                if data is None:
+                    self.transport.flush(None)
+                    continue
                 if data:
                     self.transport.sendall(data)
                 else:
@@ -811,6 +908,51 @@ class Connection(ConnectionInfo):
                 return
             with mutex:
                 self._written += 1
+
+    def _write_nowait(self) -> None:
+        """:meth:`_write_out` for a thread that must not block (it reads, or keeps the
+        timers): what the socket does not take at once waits in ``transport.pending``, pongs
+        are deferred meanwhile (only the latest ping is answered), and the background thread
+        writes it when the socket becomes writable, or a sender before its own message."""
+        mutex = self._mutex
+        out = self._out
+        transport = self.transport
+        while True:
+            mutex.acquire()
+            if not out or transport.pending:
+                if transport.pending:
+                    self._write_stalled = True
+                    self.protocol.pause_output()
+                    self._bg_cond.notify()
+                elif self.protocol.defer_pongs and self._resume_output():
+                    mutex.release()
+                    continue
+                self._write_lock.release()
+                mutex.release()
+                return
+            # Everything queued up to the end of the stream, in one write: a read full of
+            # pings makes thousands of pongs, which then cost one system call and, when the
+            # peer does not read, one bytes object in transport.pending.
+            pieces = []
+            while out and out[0]:
+                pieces.append(out.popleft())
+            data = b"".join(pieces) if len(pieces) != 1 else pieces[0]
+            if not data:
+                out.popleft()
+            mutex.release()
+            try:
+                if data:
+                    transport.write_nowait(data)
+                else:
+                    transport.shutdown_write()
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                return
+            with mutex:
+                self._written += len(pieces) if pieces else 1
 
     def _resume_output(self) -> bool:
         """The writer is done (mutex held): answer the latest ping deferred meanwhile.
@@ -889,20 +1031,17 @@ class Connection(ConnectionInfo):
                             CloseCode.INTERNAL_ERROR,
                             f"keepalive ping timeout: no pong within {self.ping_timeout:g} s",
                         )
-                        self._process_events()
-                        mutex.release()
-                        try:
-                            self._flush()
-                        finally:
-                            mutex.acquire()
+                        if self._process_events():
+                            self._flush_unlocked()
                     continue
                 if self._next_ping is not None and now >= self._next_ping:
                     self._keepalive_ping(now)
-                    mutex.release()
-                    try:
-                        self._flush()
-                    finally:
-                        mutex.acquire()
+                    self._flush_unlocked()
+                    continue
+                if self._write_stalled and self._write_lock.acquire(blocking=False):
+                    # What a reader could not write without blocking: write it as the peer
+                    # reads, and go back to the timers at their next deadline.
+                    self._finish_stalled_write(self._next_deadline(now))
                     continue
                 read_now = False
                 wait: float | None = None
@@ -954,6 +1093,30 @@ class Connection(ConnectionInfo):
                 mutex.release()
                 if self._settled:
                     self._settle()
+
+    def _finish_stalled_write(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` for the socket to take ``transport.pending``, then write the
+        rest of the queue as :meth:`_write_nowait` does. Called holding the mutex and the
+        write lock; releases the write lock, and returns holding the mutex."""
+        mutex = self._mutex
+        mutex.release()
+        try:
+            try:
+                flushed = self.transport.flush(timeout)
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                return
+            if flushed:
+                with mutex:
+                    self._write_stalled = False
+                self._write_nowait()  # releases the write lock
+            else:
+                self._write_lock.release()
+        finally:
+            mutex.acquire()
 
     def _next_deadline(self, now: float) -> float | None:
         """Seconds until the background thread has something to do on a timer (mutex held)."""
