@@ -67,6 +67,11 @@ IDLE_READ_DELAY = 0.05
 
 _monotonic = time.monotonic
 
+# Enum members as module constants: on Python 3.11, ``_OPEN`` goes through the enum
+# metaclass's ``__getattr__`` (about 900 instructions, several times per message).
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
+
 
 # --- sockets --------------------------------------------------------------------------------------
 
@@ -526,32 +531,42 @@ class Connection(ConnectionInfo):
             TypeError: the message is of an unsupported type.
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
-            with self._send_lock:
-                with self._mutex:
-                    protocol = self.protocol
-                    if protocol.state is not State.OPEN:
-                        raise protocol.close_exc
-                    protocol.send_message(message, text)
-                    writes = protocol.data_to_send()
-                    # The usual case: nobody is writing, nothing is queued. Write directly.
-                    direct = not self._out and self._write_lock.acquire(blocking=False)
-                    if not direct:
-                        self._out.extend(writes)
-                        self._queued += len(writes)
-                        mine = self._queued
-                if not direct:
-                    self._write_until(mine)
-                    return
-                try:
-                    for data in writes:
-                        self.transport.sendall(data)
-                except OSError as exc:
-                    self.logger.debug("! write failed: %s", exc)
-                    with self._mutex:
-                        self._connection_lost()
-                        self._write_lock.release()
-                        raise protocol.close_exc from None
-                self._write_out()  # what others queued meanwhile; releases the write lock
+            # A whole message needs no send lock: it goes to the protocol in one step under
+            # the mutex, unless a fragmented message is in progress (its sender holds the
+            # send lock from its first fragment to its last): then wait for its end.
+            mutex = self._mutex
+            mutex.acquire()
+            try:
+                if self._send_lock.locked():
+                    mutex.release()
+                    with self._send_lock:
+                        mutex.acquire()
+                        direct, writes, mine = self._queue_message(message, text)
+                else:
+                    direct, writes, mine = self._queue_message(message, text)
+            finally:
+                mutex.release()
+            if not direct:
+                self._write_until(mine)
+                return
+            try:
+                for data in writes:
+                    self.transport.sendall(data)
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                    raise self.protocol.close_exc from None
+            # What others queued meanwhile, a deferred pong: _write_out writes it and releases
+            # the write lock. Usually there is nothing: release it here.
+            mutex.acquire()
+            if self._out or self._write_stalled or self.protocol.defer_pongs:
+                mutex.release()
+                self._write_out()
+            else:
+                self._write_lock.release()
+                mutex.release()
             return
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
@@ -579,7 +594,7 @@ class Connection(ConnectionInfo):
     def pong(self, data: str | bytes = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat)."""
         with self._mutex:
-            if self.protocol.state is not State.OPEN:
+            if self.protocol.state is not _OPEN:
                 raise self.protocol.close_exc
             self.protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
             mine = self._take_output()
@@ -602,7 +617,7 @@ class Connection(ConnectionInfo):
     def start_closing(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send the close frame without waiting for the closing handshake to finish."""
         with self._mutex:
-            if self.protocol.state is State.OPEN:
+            if self.protocol.state is _OPEN:
                 self.protocol.send_close(code, reason)
                 # send_close() parsed what was held back, maybe the peer's close frame.
                 self._process_events()
@@ -678,7 +693,7 @@ class Connection(ConnectionInfo):
             if self._process_events():
                 self._flush_unlocked()
             return
-        if self._socket_closed or protocol.state is State.CLOSED:
+        if self._socket_closed or protocol.state is _CLOSED:
             raise protocol.close_exc
         remaining = None
         if deadline is not None:
@@ -734,7 +749,7 @@ class Connection(ConnectionInfo):
         """Write queued output without blocking, unless another thread is writing (that thread
         writes it), from a reader or the background thread holding the mutex. What the socket
         does not take at once is left to the background thread (see :meth:`_write_nowait`)."""
-        if not self._write_stalled and self._write_lock.acquire(blocking=False):
+        if not self._write_stalled and self._write_lock.acquire(False):
             self._mutex.release()
             try:
                 self._write_nowait()
@@ -754,7 +769,7 @@ class Connection(ConnectionInfo):
         if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
-        if protocol.state is not State.OPEN:
+        if protocol.state is not _OPEN:
             if (
                 self._close_deadline is None
                 and self.close_timeout is not None
@@ -762,7 +777,7 @@ class Connection(ConnectionInfo):
             ):
                 self._close_deadline = _monotonic() + self.close_timeout
                 self._bg_cond.notify()
-            if protocol.state is State.CLOSED:
+            if protocol.state is _CLOSED:
                 self._data_cond.notify_all()
                 self._bg_cond.notify()
         return bool(self._out)
@@ -790,8 +805,25 @@ class Connection(ConnectionInfo):
             self._queued += len(writes)
         return self._queued
 
+    def _queue_message(
+        self, message: str | bytes | bytearray | memoryview, text: bool | None
+    ) -> tuple[bool, list[bytes], int]:
+        """A whole message to the protocol (mutex held). Returns whether the caller writes it
+        directly (it took the write lock: nobody is writing, nothing is queued), the bytes to
+        write then, else the output count to write up to."""
+        protocol = self.protocol
+        if protocol.state is not _OPEN:
+            raise protocol.close_exc
+        protocol.send_message(message, text)
+        writes = protocol.data_to_send()
+        if not self._out and self._write_lock.acquire(False):
+            return True, writes, 0
+        self._out.extend(writes)
+        self._queued += len(writes)
+        return False, writes, self._queued
+
     def _send_ping(self, payload: bytes) -> concurrent.futures.Future[float]:
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             raise self.protocol.close_exc
         self.protocol.send_ping(payload)
         waiter: concurrent.futures.Future[float] = concurrent.futures.Future()
@@ -822,7 +854,7 @@ class Connection(ConnectionInfo):
     def _send_fragment(self, data: Data, is_str: bool, text: bool, first: bool, last: bool) -> None:
         with self._mutex:
             protocol = self.protocol
-            if protocol.state is not State.OPEN:
+            if protocol.state is not _OPEN:
                 raise protocol.close_exc
             if isinstance(data, str) != is_str:
                 # Finish the message cleanly before reporting the mistake.
@@ -867,7 +899,7 @@ class Connection(ConnectionInfo):
         if self._settled:
             self._settle()
         with self._mutex:
-            if not self._out or not self._write_lock.acquire(blocking=False):
+            if not self._out or not self._write_lock.acquire(False):
                 return
         self._write_out()
 
@@ -974,7 +1006,7 @@ class Connection(ConnectionInfo):
             self._written += len(self._out)
             self._out.clear()
             self.transport.abort()
-            if self.protocol.state is not State.CLOSED:
+            if self.protocol.state is not _CLOSED:
                 self.protocol.receive_eof()
                 self.protocol.events_received()
                 self.protocol.data_to_send()
@@ -1013,7 +1045,7 @@ class Connection(ConnectionInfo):
         while True:
             mutex.acquire()
             try:
-                if protocol.state is State.CLOSED:
+                if protocol.state is _CLOSED:
                     return
                 now = _monotonic()
                 if self._close_deadline is not None and now >= self._close_deadline:
@@ -1023,7 +1055,7 @@ class Connection(ConnectionInfo):
                     continue
                 if self._pong_deadline is not None and now >= self._pong_deadline:
                     self._pong_deadline = None
-                    if protocol.state is State.OPEN:
+                    if protocol.state is _OPEN:
                         self.logger.info(
                             "! failing connection with code 1011: keepalive ping timeout"
                         )
@@ -1038,7 +1070,7 @@ class Connection(ConnectionInfo):
                     self._keepalive_ping(now)
                     self._flush_unlocked()
                     continue
-                if self._write_stalled and self._write_lock.acquire(blocking=False):
+                if self._write_stalled and self._write_lock.acquire(False):
                     # What a reader could not write without blocking: write it as the peer
                     # reads, and go back to the timers at their next deadline.
                     self._finish_stalled_write(self._next_deadline(now))
@@ -1062,7 +1094,7 @@ class Connection(ConnectionInfo):
                 elif protocol.close_rcvd is not None or not self._assembler.over_limit(
                     protocol.buffered
                 ):
-                    if protocol.state is not State.OPEN:
+                    if protocol.state is not _OPEN:
                         # The closing handshake goes on without the application (after the
                         # peer's close frame, what comes is not parsed: read it whatever the
                         # queue holds, until the end of the stream).
@@ -1130,7 +1162,7 @@ class Connection(ConnectionInfo):
     def _keepalive_ping(self, now: float) -> None:
         assert self.ping_interval is not None
         self._next_ping = now + self.ping_interval
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             self._next_ping = None
             return
         payload = ping_payload(self._pings, None)
@@ -1143,7 +1175,7 @@ class Connection(ConnectionInfo):
     def _release_socket(self) -> None:
         """Close the socket once nobody reads or writes it, and settle what waits."""
         with self._mutex:
-            if self.protocol.state is not State.CLOSED:
+            if self.protocol.state is not _CLOSED:
                 self._connection_lost()
             while self._reading:
                 self.transport.abort()
