@@ -85,6 +85,16 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+# The members the per-message path compares with, as module constants: on Python 3.11 an
+# attribute of an enum class (``State.OPEN``) goes through ``EnumType.__getattr__``, about 900
+# instructions each, seven times per message received and sent.
+_CONNECTING = State.CONNECTING
+_OPEN = State.OPEN
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+
+
 def _truncate_reason(reason: str) -> str:
     data = reason.encode()
     if len(data) <= _MAX_REASON:
@@ -263,7 +273,7 @@ class Protocol:
         """Take bytes from the network. Never raises for anything the peer sends."""
         if self._discard or self.eof_rcvd:
             return
-        if self._state is State.CONNECTING:
+        if self._state is _CONNECTING:
             self.reader.feed_data(data)
             self._receive_handshake()
             return
@@ -359,7 +369,7 @@ class Protocol:
                     self._receive_control_frame(frame)
                 if self._message_done:
                     self._message_done = False
-                    if self.hold_end_after_message and self._state is State.OPEN:
+                    if self.hold_end_after_message and self._state is _OPEN:
                         self._behind = True
         except Exception as exc:
             if self._behind:
@@ -460,7 +470,7 @@ class Protocol:
         # message is then assembled by IncomingMessage (sansio/messages.py).
         opcode = frame.opcode
         message = self._message
-        if opcode is Opcode.CONT:
+        if opcode is _CONT:
             if message.opcode is None:
                 raise ProtocolError("unexpected continuation frame")
         elif message.opcode is not None:
@@ -477,14 +487,14 @@ class Protocol:
         if max_size is not None and size > max_size:
             raise PayloadTooBig(f"message over {max_size} bytes")
 
-        if frame.fin and opcode is not Opcode.CONT:
+        if frame.fin and opcode is not _CONT:
             # The common case, a whole message in one frame: no bookkeeping at all.
             if self.assemble:
-                if opcode is Opcode.TEXT:
+                if opcode is _TEXT:
                     self._events.append(TextMessage(data.decode()))
                 else:
                     self._events.append(BinaryMessage(data))
-            elif opcode is Opcode.TEXT:
+            elif opcode is _TEXT:
                 self._events.append(Fragment(data.decode(), True, True))
             else:
                 self._events.append(Fragment(data, True, True))
@@ -593,11 +603,11 @@ class Protocol:
         if size is None or len(payload) <= size or size <= 0:
             # One frame: send_text/send_binary, _start_outgoing and _check_open inlined, as
             # this runs once per message sent.
-            if self._state is not State.OPEN:
+            if self._state is not _OPEN:
                 raise InvalidState(f"connection is {self._state.name}")
             if self._out_opcode is not None:
                 raise InvalidState("a fragmented message is in progress: finish it first")
-            self._send_frame(Frame(Opcode.TEXT if text else Opcode.BINARY, payload))
+            self._send_frame(Frame(_TEXT if text else _BINARY, payload))
             return
         view = memoryview(payload)
         if text:
