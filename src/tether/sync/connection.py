@@ -338,6 +338,10 @@ class Connection(ConnectionInfo):
     ) -> None:
         self.transport = transport
         self.protocol = protocol
+        # A plain socket's methods, called directly on the per-message path (TLS: None).
+        plain = type(transport) is Transport
+        self._sock_recv = transport.sock.recv if plain else None
+        self._sock_sendall = transport.sock.sendall if plain else None
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
@@ -456,12 +460,24 @@ class Connection(ConnectionInfo):
                     "recv_streaming()"
                 )
             assembler = self._assembler
+            protocol = self.protocol
             if not assembler.complete:
                 self._recv_busy = True
                 try:
                     deadline = None if timeout is None else _monotonic() + timeout
                     while not assembler.complete:
-                        self._read_or_wait(deadline)
+                        if (
+                            deadline is None
+                            and not self._reading
+                            and not protocol.holding
+                            and not self._socket_closed
+                            and protocol.state is not _CLOSED
+                        ):
+                            # _read_or_wait()'s usual case, inlined: read the socket.
+                            self._reading = True
+                            self._read(None)
+                        else:
+                            self._read_or_wait(deadline)
                 finally:
                     self._recv_busy = False
                     if self._bg_wake_on_recv_exit:
@@ -469,7 +485,9 @@ class Connection(ConnectionInfo):
                         self._bg_cond.notify()
             message = assembler.pop_message()
             self._recv_left = _monotonic()
-            self._after_pop()
+            # _after_pop(), inlined.
+            if assembler.complete == 0 and not protocol.holding:
+                protocol.caught_up()
         finally:
             mutex.release()
             if self._settled:
@@ -537,21 +555,36 @@ class Connection(ConnectionInfo):
             mutex = self._mutex
             mutex.acquire()
             try:
+                protocol = self.protocol
                 if self._send_lock.locked():
                     mutex.release()
                     with self._send_lock:
                         mutex.acquire()
                         direct, writes, mine = self._queue_message(message, text)
+                elif protocol.state is _OPEN:
+                    # _queue_message(), inlined for the usual case.
+                    protocol.send_message(message, text)
+                    writes = protocol.data_to_send()
+                    direct = not self._out and self._write_lock.acquire(False)
+                    if not direct:
+                        self._out.extend(writes)
+                        self._queued += len(writes)
+                        mine = self._queued
                 else:
-                    direct, writes, mine = self._queue_message(message, text)
+                    raise protocol.close_exc
             finally:
                 mutex.release()
             if not direct:
                 self._write_until(mine)
                 return
+            transport = self.transport
+            sock_sendall = self._sock_sendall
             try:
                 for data in writes:
-                    self.transport.sendall(data)
+                    if sock_sendall is not None and not transport.pending:
+                        sock_sendall(data)
+                    else:
+                        transport.sendall(data)
             except OSError as exc:
                 self.logger.debug("! write failed: %s", exc)
                 with mutex:
@@ -720,7 +753,15 @@ class Connection(ConnectionInfo):
         mutex = self._mutex
         mutex.release()
         try:
-            data = self.transport.recv(READ_SIZE, timeout)
+            sock_recv = self._sock_recv
+            if timeout is None and sock_recv is not None:
+                # Transport.recv() inlined, for a plain socket and no timeout.
+                try:
+                    data = sock_recv(READ_SIZE)
+                except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
+                    data = b""
+            else:
+                data = self.transport.recv(READ_SIZE, timeout)
         finally:
             mutex.acquire()
             self._reading = False
