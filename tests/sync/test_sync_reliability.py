@@ -12,13 +12,14 @@ import base64
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import tracemalloc
 
 import pytest
 
-from helpers.sync_server import running
+from helpers.sync_server import running, tls_contexts
 from tether import Limits
 from tether.sansio.codes import Opcode
 from tether.sansio.frames import Frame, FrameParser, serialize_frame
@@ -34,12 +35,21 @@ def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
 class RawClient:
     """A WebSocket client on a blocking socket; every read waits at most ``timeout``."""
 
-    def __init__(self, port: int, *, timeout: float = 5, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        timeout: float = 5,
+        rcvbuf: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16))
         sock.sendall(
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -264,12 +274,14 @@ def test_ping_flood_while_a_send_blocks_defers_pongs(caplog: pytest.LogCaptureFi
     no_tracebacks(caplog)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 def test_ping_flood_with_unread_pongs_does_not_block_recv_or_grow_memory(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tls: bool
 ) -> None:
     """The client floods pings and never reads; the handler is in recv(). Its pongs fill the
     socket buffers at once: recv() must go on reading (a reader never blocks on a write), and
     the pongs it cannot write are not queued one by one (only the latest is kept)."""
+    server_context, client_context = tls_contexts() if tls else (None, None)
     pings = 20_000  # 260 KB of pings, 140 KB of pongs that the client never reads
     flood = masked(Opcode.PING, b"p" * 8) * pings + masked(Opcode.TEXT, b"end")
     received: list[object] = []
@@ -288,9 +300,9 @@ def test_ping_flood_with_unread_pongs_does_not_block_recv_or_grow_memory(
 
     with (
         caplog.at_level(logging.INFO, logger="tether"),
-        running(handler, ping_interval=None, compression=None) as server,
+        running(handler, ping_interval=None, compression=None, ssl=server_context) as server,
     ):
-        client = RawClient(server.port_number, timeout=10, rcvbuf=4096)
+        client = RawClient(server.port_number, timeout=10, rcvbuf=4096, ssl_context=client_context)
         try:
             client.send(flood)
             deadline = time.monotonic() + 10
