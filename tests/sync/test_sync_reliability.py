@@ -191,6 +191,7 @@ def test_close_behind_unread_messages_over_max_queue_is_answered() -> None:
             assert frame is not None and close_code(frame) == 1000
             connection = only_connection(server)
             assert connection._assembler.complete == 2  # unread, still queued
+            assert connection.bytes_held == 4096
         finally:
             stop.set()
             client.close()

@@ -403,6 +403,13 @@ class Connection(ConnectionInfo):
     # --- public API ---------------------------------------------------------------------------
 
     @property
+    def bytes_held(self) -> int:
+        """Bytes this connection holds of received messages: unread ones (text counted in
+        characters), the one still arriving, and input not parsed yet (as in asyncio)."""
+        with self._mutex:
+            return self._assembler.size + self.protocol.buffered
+
+    @property
     def remote_address(self) -> Any:
         try:
             return self.transport.sock.getpeername()
