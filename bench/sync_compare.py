@@ -170,6 +170,11 @@ def main() -> None:
                 for client in clients:
                     result = measure(port, server_pid, client, size, args)
                     results.setdefault((size, client), []).append(result)
+                    print(
+                        f"  {label(size):>7} {client:<17} {result['count'] / result['wall']:9,.0f}"
+                        f" round trips/s, {1e6 * result['cpu'] / result['count']:8,.1f} us CPU",
+                        file=sys.stderr,
+                    )
             loads.append((before, load()))
             print(f"round {n + 1}: load average {before} -> {loads[-1][1]}", file=sys.stderr)
     finally:
@@ -185,7 +190,7 @@ def main() -> None:
     print("load average (1, 5, 15 min) before and after each round: ")
     print("  " + "; ".join(f"{a} -> {b}" for a, b in loads))
 
-    def table(title: str, cell: Any, fmt: str) -> None:
+    def table(title: str, cell: Any) -> None:
         print()
         print(title)
         print(f"{'size':>8}" + "".join(f"{c:>24}" for c in clients))
@@ -205,9 +210,9 @@ def main() -> None:
     def server_cpu(rs: list[dict[str, float]]) -> str:
         return format(statistics.median(1e6 * r["server_cpu"] / r["count"] for r in rs), ",.1f")
 
-    table("round trips per second, median (higher is better)", rate, "")
-    table("client CPU time per round trip, us: median (lowest-highest)", cpu, "")
-    table("server CPU time per round trip, us, median (same server for all)", server_cpu, "")
+    table("round trips per second, median (higher is better)", rate)
+    table("client CPU time per round trip, us: median (lowest-highest)", cpu)
+    table("server CPU time per round trip, us, median (same server for all)", server_cpu)
     import importlib.metadata as md
 
     versions = []
