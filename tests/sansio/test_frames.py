@@ -711,3 +711,29 @@ def test_unmasked_header_of_control_frames() -> None:
         frames.unmasked_header(Frame(Opcode.PING, b"x" * 126))
     with pytest.raises(ProtocolError, match="fragmented control frame"):
         frames.unmasked_header(Frame(Opcode.PONG, b"", fin=False))
+
+
+# --- a large masked frame built in a reusable buffer ---------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 0xFFFF, 0x10000, 0x10003])
+@pytest.mark.parametrize("rsv1", [False, True])
+def test_masked_frame_into_is_serialize_frame(
+    monkeypatch: pytest.MonkeyPatch, length: int, rsv1: bool
+) -> None:
+    monkeypatch.setattr(frames, "_mask_source", lambda: RFC_KEY)
+    frame = Frame(Opcode.BINARY, noise(length), fin=True, rsv1=rsv1)
+    expected = serialize_frame(frame, mask=True, mask_key=RFC_KEY)
+    fresh = frames.masked_frame_into(frame, None)
+    assert type(fresh) is bytearray and fresh == expected
+    # A spare of the same size is filled in place; one of another size is left alone.
+    spare = bytearray(b"\xaa" * len(expected))
+    assert frames.masked_frame_into(frame, spare) is spare and spare == expected
+    other = bytearray(len(expected) + 1)
+    built = frames.masked_frame_into(frame, other)
+    assert built is not other and built == expected and other == bytearray(len(expected) + 1)
+
+
+def test_masked_frame_into_checks_control_frames() -> None:
+    with pytest.raises(ProtocolError, match="control frame too long"):
+        frames.masked_frame_into(Frame(Opcode.PING, bytes(126)), None)

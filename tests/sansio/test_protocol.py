@@ -2062,3 +2062,31 @@ def test_base_protocol_leaves_the_handshake_to_the_roles() -> None:
     protocol = Protocol(Side.SERVER, state=State.CONNECTING)
     with pytest.raises(NotImplementedError):
         protocol.receive_data(b"GET / HTTP/1.1\r\n")
+
+
+# --- reusing the buffer of large masked frames (reuse_output / recycle_output) ----------------
+
+
+def test_large_masked_frames_are_built_in_the_recycled_buffer() -> None:
+    client = Protocol(CLIENT)
+    payload = bytes(range(256)) * 256  # 64 KiB: SPLIT_WRITE_SIZE
+    client.send_binary(payload)
+    [plain] = client.data_to_send()
+    assert type(plain) is bytes  # reuse_output is off by default
+    client.reuse_output = True
+    client.send_binary(payload)
+    [first] = client.data_to_send()
+    assert type(first) is bytearray
+    client.recycle_output(first)
+    client.send_binary(payload)
+    client.send_binary(payload)  # the spare went to the first: a new buffer
+    second, third = client.data_to_send()
+    assert second is first and third is not first
+    # Each carries a fresh key and unmasks to the payload.
+    server = Protocol(SERVER)
+    server.receive_data(bytes(second) + bytes(third) + plain)
+    assert [event.data for event in server.events_received()] == [payload] * 3  # type: ignore[union-attr]
+    assert second[10:14] != third[10:14]  # the masking keys
+    client.recycle_output(b"ignored")  # only bytearrays are kept
+    client.send_binary(b"small")  # below SPLIT_WRITE_SIZE: bytes as always
+    assert [type(data) for data in client.data_to_send()] == [bytes]

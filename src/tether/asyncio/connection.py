@@ -79,6 +79,10 @@ YIELD_EVERY = 32
 
 _read_buffers = threading.local()
 
+#: The selector event loop's TCP/Unix transport: write() sends at once or keeps (3.12+: a view
+#: of) what is left; an empty write buffer after write() means it holds nothing of ours.
+_SOCKET_TRANSPORT: type | None = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
+
 
 def _read_buffer() -> memoryview:
     """This thread's read buffer. An event loop runs in one thread and every connection fills
@@ -555,6 +559,9 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             for data in writes:
                 if data:
                     transport.write(data)
+                    if type(data) is bytearray and not transport.get_write_buffer_size():
+                        # Sent in full, and the transport kept no reference: reusable.
+                        protocol.recycle_output(data)
                 elif transport.can_write_eof():
                     transport.write_eof()
                 else:
@@ -605,6 +612,9 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         limits = self.protocol.limits
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
+        # Only asyncio's own socket transport is known to keep no reference to what it sent
+        # in full (so that a large masked frame's buffer can be built again in place).
+        self.protocol.reuse_output = type(transport) is _SOCKET_TRANSPORT
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"

@@ -108,7 +108,7 @@ class Transport:
         except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
             return b""
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
         self.sock.sendall(data)
 
     def shutdown_write(self) -> None:
@@ -206,7 +206,7 @@ class TLSTransport(Transport):
                 else:
                     self._incoming.write_eof()
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
         with self._write_lock:
             with self._tls_lock:
                 self.ssl.write(data)
@@ -280,7 +280,7 @@ class Connection(ConnectionInfo):
         self._data_waiters = 0  # threads in _data_cond.wait()
 
         # Output, in the protocol's order; item i is written once _written > i.
-        self._out: collections.deque[bytes] = collections.deque()
+        self._out: collections.deque[bytes | bytearray] = collections.deque()
         self._queued = 0  # items ever appended to _out
         self._written = 0  # items ever written (or dropped, once lost)
         # Items written when the socket failed or was shut down; once set, nothing more is
