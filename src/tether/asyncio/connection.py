@@ -123,6 +123,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._read_view = _read_buffer()
+        # Where the next read goes instead, while a large frame arrives (see buffer_updated).
+        self._payload_view: memoryview | None = None
 
         # Incoming: messages waiting for recv().
         self._messages = Assembler(protocol.limits.max_queue)
@@ -620,11 +622,19 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_view
+        view = self._payload_view
+        return self._read_view if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
-        # One copy of what was received, into a bytes object the parser can keep.
-        self.protocol.receive_data(self._read_view[:nbytes].tobytes())
+        protocol = self.protocol
+        if self._payload_view is None:
+            # One copy of what was received, into a bytes object the parser can keep.
+            protocol.receive_data(self._read_view[:nbytes].tobytes())
+        else:
+            # Read straight into a large payload (see Protocol.payload_buffer).
+            self._payload_view = None
+            protocol.payload_received(nbytes)
+        self._payload_view = protocol.payload_buffer()
         self._process_events()
 
     def data_received(self, data: bytes) -> None:

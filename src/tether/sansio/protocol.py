@@ -278,6 +278,27 @@ class Protocol:
         self._parser.feed(data)
         self._receive_frames()
 
+    def payload_buffer(self) -> memoryview | None:
+        """A writable view where the rest of a large data frame being received (at least
+        ``SPLIT_WRITE_SIZE`` bytes still missing) may be read in place, for an I/O layer that
+        reads into buffers (asyncio's ``BufferedProtocol``); ``None`` otherwise. Hand what
+        was read to :meth:`payload_received`, not to :meth:`receive_data`. The payload then
+        reaches the frame without a copy of each read or a join of the pieces (see
+        ``FrameParser.payload_buffer``)."""
+        parser = self._parser
+        if parser is None or self._discard or self.eof_rcvd:
+            return None
+        return parser.payload_buffer(SPLIT_WRITE_SIZE)
+
+    def payload_received(self, size: int) -> None:
+        """``size`` bytes were read into the view from :meth:`payload_buffer`: go on as
+        :meth:`receive_data` would."""
+        if self._discard or self.eof_rcvd:
+            return
+        assert self._parser is not None
+        self._parser.payload_written(size)
+        self._receive_frames()
+
     @property
     def holding(self) -> bool:
         """Whether a close frame or a peer error waits for :meth:`caught_up` (only with
