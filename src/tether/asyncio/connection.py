@@ -79,6 +79,8 @@ YIELD_EVERY = 32
 
 _read_buffers = threading.local()
 
+_OPEN = State.OPEN
+
 #: The selector event loop's TCP/Unix transport: write() sends at once or keeps (3.12+: a view
 #: of) what is left; an empty write buffer after write() means it holds nothing of ours.
 _SOCKET_TRANSPORT: type | None = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
@@ -137,6 +139,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._send_lock = asyncio.Lock()
+        self._fragmenting = False  # the lock is held by a fragmented message (cheap to test)
         # Messages sent or received in a row without waiting (see YIELD_EVERY).
         self._unyielded = 0
 
@@ -259,13 +262,13 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             TypeError: the message is of an unsupported type.
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
-            if self._send_lock.locked():
+            if self._fragmenting:
                 # A fragmented message is being sent: wait for its end. What follows runs
                 # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
                     pass
             protocol = self.protocol
-            if protocol.state is not State.OPEN:  # _check_sendable() inlined: once per message
+            if protocol._state is not _OPEN:  # _check_sendable() inlined: once per message
                 raise self.close_exc
             protocol.send_message(message, text)
             self._flush()
@@ -279,13 +282,17 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
         if isinstance(message, AsyncIterable):
-            async with self._send_lock:
-                await self._send_fragments_async(message, text)
+            fragments = message
         elif isinstance(message, Iterable):
-            async with self._send_lock:
-                await self._send_fragments_async(_aiter(message), text)
+            fragments = _aiter(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
+        async with self._send_lock:
+            self._fragmenting = True
+            try:
+                await self._send_fragments_async(fragments, text)
+            finally:
+                self._fragmenting = False
         if self._unyielded >= YIELD_EVERY:
             await self._yield()
         else:
@@ -404,15 +411,16 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         Before waiting, act on a close or error held behind messages the application has now
         all taken (the future is then already done: look at the queue again). A plain method
         returning a future, not a coroutine: one coroutine frame less per message received."""
-        if self.protocol.holding and not self._messages.fragments:
+        protocol = self.protocol
+        if protocol._held is not None and not self._messages.fragments:
             self._release_held()
             done = self.loop.create_future()
             done.set_result(None)
             return done
-        if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
+        if protocol._state is State.CLOSED or self.connection_lost_waiter.done():
             raise self.close_exc
         self._unyielded = 0
-        return self._messages.waiter()
+        return self._messages.waiter(self.loop)
 
     def _taken(self) -> None:
         """The application took a fragment: resume reading if the queue shrank enough; once no
@@ -467,17 +475,23 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             messages.wake()
             if messages.should_pause(protocol.buffered) and self.transport is not None:
                 self.transport.pause_reading()
-        if protocol.state is not State.OPEN:
-            # A message still arriving will never end: free it now.
-            messages.drop_incomplete()
-            messages.wake()  # a receiver may wait for data that will not come
-        if protocol.holding:
-            if self._closed_waiters:
-                self._release_held()  # nobody is going to read what is queued first
-                return
-            if self._hold_timer is None:
-                self._arm_hold_timer()
-        self._flush()
+        # The protocol's private state is read directly below and in _flush: this runs after
+        # every read, and in the usual case (open, nothing held, nothing to write: an echo
+        # is written by send()) it makes no call at all.
+        if protocol._state is not _OPEN or protocol._held is not None:
+            if protocol._state is not _OPEN:
+                # A message still arriving will never end: free it now.
+                messages.drop_incomplete()
+                messages.wake()  # a receiver may wait for data that will not come
+            if protocol._held is not None:
+                if self._closed_waiters:
+                    self._release_held()  # nobody is going to read what is queued first
+                    return
+                if self._hold_timer is None:
+                    self._arm_hold_timer()
+            self._flush()
+        elif protocol._writes:  # pongs; close_expected() is False while OPEN
+            self._flush()
 
     def _arm_hold_timer(self) -> None:
         timeout = HELD_END_TIMEOUT
@@ -568,7 +582,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
                     transport.write_eof()
                 else:
                     transport.close()
-        if self._close_timer is None and protocol.close_expected():
+        if self._close_timer is None and protocol._state is not _OPEN and protocol.close_expected():
             timeout = self.close_timeout
             if timeout is not None and transport is not None:
                 self._close_timer = self.loop.call_later(timeout, self._close_timed_out)

@@ -286,7 +286,8 @@ class Protocol:
         reaches the frame without a copy of each read or a join of the pieces (see
         ``FrameParser.payload_buffer``)."""
         parser = self._parser
-        if parser is None or self._discard or self.eof_rcvd:
+        # Called after every read: the usual answer (no frame pending) without a call.
+        if parser is None or parser._pending is None or self._discard or self.eof_rcvd:
             return None
         return parser.payload_buffer(SPLIT_WRITE_SIZE)
 
