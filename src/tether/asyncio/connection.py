@@ -51,7 +51,7 @@ import asyncio
 import codecs
 import threading
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
@@ -128,8 +128,9 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         # Where the next read goes instead, while a large frame arrives (see buffer_updated).
         self._payload_view: memoryview | None = None
 
-        # Incoming: messages waiting for recv().
+        # Incoming: messages waiting for recv(), or handed to a callback.
         self._messages = Assembler(protocol.limits.max_queue)
+        self._callback: Callable[[Data], object] | None = None
         self._recv_busy = False
         self._release_scheduled = False
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -191,7 +192,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             TimeoutError: no message came within ``timeout``.
             UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8.
         """
-        if self._recv_busy:  # _check_receivable() inlined: recv() runs once per message
+        if self._recv_busy or self._callback is not None:  # _check_receivable() inlined
             self._check_receivable("recv")
         self._recv_busy = True
         try:
@@ -215,6 +216,49 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             return data
         finally:
             self._recv_busy = False
+
+    def set_message_callback(self, callback: Callable[[Data], object] | None) -> None:
+        """Hand every message to ``callback(message)`` (``str`` or ``bytes``) as soon as it
+        is complete, instead of queueing it for :meth:`recv`; ``None`` goes back to the queue.
+
+        The callback runs in the event loop's read callback: no task, no future and no
+        wake-up per message, which is what ``await recv()`` costs (picows' style, for those
+        who want it). It must not block; it answers with :meth:`send_nowait`. Messages
+        already queued are handed to it before this returns. If it raises, the error is
+        logged and the connection fails with 1011. While it is set, :meth:`recv` and ``async
+        for`` raise ``ConcurrencyError``; wait for the end with :meth:`wait_closed`. A close
+        or an error of the peer is acted on once the messages before it were handed over.
+
+        Raises:
+            ConcurrencyError: a coroutine is waiting in :meth:`recv`.
+        """
+        if self._recv_busy and callback is not None:
+            self._check_receivable("set_message_callback")
+        self._callback = callback
+        if callback is not None and self._messages.complete:
+            self._deliver(callback)
+            self._process_events()
+
+    def send_nowait(self, message: Data | bytearray | memoryview, text: bool | None = None) -> None:
+        """Send a message at once, without waiting: for a message callback, which cannot
+        await. It goes to the transport's buffer even when that is above the high-water mark
+        (``send()`` would wait): look at :attr:`writing_paused`, or ``await drain()``, to
+        bound what you queue. ``text`` as for :meth:`send`.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ConcurrencyError: a fragmented message is being sent.
+            TypeError: the message is of an unsupported type.
+        """
+        protocol = self.protocol
+        if protocol._state is not _OPEN:
+            raise self.close_exc
+        if self._fragmenting:
+            raise ConcurrencyError("cannot send_nowait() while a fragmented message is sent")
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send {type(message).__name__}")
+        protocol.send_message(message, text)
+        self._flush()
 
     async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``; ``decode``
@@ -371,6 +415,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             raise self.close_exc
 
     def _check_receivable(self, name: str) -> None:
+        if self._callback is not None:
+            raise ConcurrencyError(
+                f"cannot call {name}(): messages go to the callback of set_message_callback()"
+            )
         if self._recv_busy:
             raise ConcurrencyError(
                 f"cannot call {name}() while another coroutine is already running recv() "
@@ -472,9 +520,14 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             else:
                 self._handle_event(event)
         if queued:
-            messages.wake()
-            if messages.should_pause(protocol.buffered) and self.transport is not None:
-                self.transport.pause_reading()
+            callback = self._callback
+            if callback is not None:
+                if messages.complete:
+                    self._deliver(callback)
+            else:
+                messages.wake()
+                if messages.should_pause(protocol.buffered) and self.transport is not None:
+                    self.transport.pause_reading()
         # The protocol's private state is read directly below and in _flush: this runs after
         # every read, and in the usual case (open, nothing held, nothing to write: an echo
         # is written by send()) it makes no call at all.
@@ -492,6 +545,27 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             self._flush()
         elif protocol._writes:  # pongs; close_expected() is False while OPEN
             self._flush()
+
+    def _deliver(self, callback: Callable[[Data], object]) -> None:
+        """Hand the complete messages to the message callback. It had its turn to answer
+        them: the protocol is caught up then (a close held behind them is acted on)."""
+        messages = self._messages
+        while messages.complete and self._callback is callback:
+            data = messages.pop_message()
+            try:
+                callback(data)
+            except Exception as exc:
+                self.logger.error("! message callback failed", exc_info=exc)
+                if self.protocol.state is State.OPEN:
+                    self.fail(CloseCode.INTERNAL_ERROR, "")
+                return
+        if messages.complete:  # the callback was changed or removed: the rest waits
+            messages.wake()
+            return
+        if self.protocol._held is not None:
+            self._release_held()
+        else:
+            self.protocol.caught_up()
 
     def _arm_hold_timer(self) -> None:
         timeout = HELD_END_TIMEOUT
