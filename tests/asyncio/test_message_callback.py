@@ -222,3 +222,23 @@ def test_a_close_behind_messages_in_one_read_comes_after_the_answers(
             ]
 
     run(main())
+
+
+def test_a_callback_that_removes_itself_leaves_the_rest_to_recv() -> None:
+    async def main() -> None:
+        async with serve(callback_echo, "127.0.0.1", 0) as server, connect(uri(server)) as ws:
+            for message in ("1", "2", "3"):
+                await ws.send(message)
+            while ws._messages.complete < 3:
+                await asyncio.sleep(0.01)
+            seen: list[Data] = []
+
+            def once(message: Data) -> None:
+                seen.append(message)
+                ws.set_message_callback(None)
+
+            ws.set_message_callback(once)
+            assert seen == ["1"]
+            assert [await ws.recv(), await ws.recv()] == ["2", "3"]
+
+    run(main())
