@@ -252,9 +252,12 @@ def masked_frame_into(frame: Frame, spare: bytearray | None) -> bytearray:
         header = _HEADER_64_KEY(b0, 0xFF, n, key)
     hlen = len(header)
     if spare is not None and len(spare) == hlen + n:
-        # Same lengths: slice assignments copy and never resize.
-        spare[:hlen] = header
-        spare[hlen:] = data
+        # Same lengths: copied in place, never resized. Through a memoryview: a bytearray's
+        # own slice assignment first copies anything but a bytearray into a temporary one
+        # (a frame-sized allocation, which is what this function is here to avoid).
+        with memoryview(spare) as view:
+            view[:hlen] = header
+            view[hlen:] = data
         buf = spare
     else:
         buf = bytearray(header)
@@ -434,7 +437,7 @@ class FrameParser:
         have = self._into_have
         take = min(len(view) - have, len(data))
         if take:
-            view[have : have + take] = data[:take]
+            view[have : have + take] = memoryview(data)[:take]
             self._into_have = have + take
         if take < len(data):
             rest = bytes(data[take:])
