@@ -557,3 +557,27 @@ def test_new_payload_view_keeps_the_payload_alive() -> None:
     del payload
     view[:] = b"0123456789abcdef"
     assert view.obj is not None and bytes(view) == b"0123456789abcdef"
+
+
+# --- mask_into: mask while copying into a buffer ------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["python", "c"])
+@pytest.mark.parametrize("length", [0, 3, 64, 300, 65539])
+@pytest.mark.parametrize("tail", [0, 5])
+def test_mask_into_matches_reference(which: str, length: int, tail: int) -> None:
+    mask_into: Callable[..., None] = masking.py_mask_into
+    if which == "c":
+        compiled()
+        assert speedups is not None
+        mask_into = speedups.mask_into
+    data, mask, expected = case(length)
+    buf = bytearray(b"\xee" * (7 + length + tail))
+    mask_into(buf, 7, data, mask)
+    assert buf[:7] == b"\xee" * 7 and buf[7 + length :] == b"\xee" * tail
+    assert bytes(buf[7 : 7 + length]) == expected
+    for start in (-1, len(buf) - length + 1):
+        with pytest.raises(ValueError, match="do not fit"):
+            mask_into(buf, start, data, mask)
+    with pytest.raises(ValueError, match="4 bytes"):
+        mask_into(buf, 0, data, b"abc")

@@ -268,6 +268,48 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(mask_into_doc,
+"mask_into(buf, start, data, mask, /)\n--\n\n"
+"Write data XORed with the 4-byte mask repeated into buf[start:start + len(data)], in one\n"
+"pass; buf is any writable buffer, data any bytes-like object.");
+
+static PyObject *
+mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char key[4];
+    Py_buffer buf, data;
+    Py_ssize_t start;
+    PyThreadState *state;
+
+    if (check_nargs("mask_into", nargs, 4, 4) < 0 || read_key(args[3], key) < 0) {
+        return NULL;
+    }
+    start = PyNumber_AsSsize_t(args[1], PyExc_ValueError);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (start < 0 || start > buf.len || data.len > buf.len - start) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes do not fit at %zd in a buffer of %zd",
+                     data.len, start, buf.len);
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    state = begin_large_work(data.len);
+    xor_with_key((unsigned char *)buf.buf + start, data.buf, data.len, key, 0);
+    end_large_work(state);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
 /* --- a bytes object filled in place ---------------------------------------------------------
  *
  * new_payload(n) returns (payload, view): a new bytes object of n bytes, not initialised, and
@@ -405,6 +447,7 @@ static PyMethodDef speedups_methods[] = {
     {"mask_in_place", (PyCFunction)(void (*)(void))mask_in_place, METH_FASTCALL,
      mask_in_place_doc},
     {"join_masked", (PyCFunction)(void (*)(void))join_masked, METH_FASTCALL, join_masked_doc},
+    {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
     {"new_payload", (PyCFunction)new_payload, METH_O, new_payload_doc},
     {NULL, NULL, 0, NULL},
 };

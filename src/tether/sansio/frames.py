@@ -26,6 +26,7 @@ from .masking import (
     apply_mask,
     join_masked,
     mask_in_place,
+    mask_into,
     new_payload,
 )
 
@@ -252,16 +253,16 @@ def masked_frame_into(frame: Frame, spare: bytearray | None) -> bytearray:
         header = _HEADER_64_KEY(b0, 0xFF, n, key)
     hlen = len(header)
     if spare is not None and len(spare) == hlen + n:
-        # Same lengths: copied in place, never resized. Through a memoryview: a bytearray's
-        # own slice assignment first copies anything but a bytearray into a temporary one
-        # (a frame-sized allocation, which is what this function is here to avoid).
+        # Same lengths: written in place, never resized (through a memoryview: a bytearray's
+        # own slice assignment first copies anything but a bytearray into a temporary one, a
+        # frame-sized allocation, which is what this function is here to avoid). The payload
+        # is masked as it is copied (one pass with the C helper).
         with memoryview(spare) as view:
             view[:hlen] = header
-            view[hlen:] = data
-        buf = spare
-    else:
-        buf = bytearray(header)
-        buf += data
+        mask_into(spare, hlen, data, key)
+        return spare
+    buf = bytearray(header)
+    buf += data
     mask_in_place(buf, key, hlen)
     return buf
 

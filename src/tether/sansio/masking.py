@@ -54,6 +54,7 @@ __all__ = [
     "implementation",
     "join_masked",
     "mask_in_place",
+    "mask_into",
     "new_payload",
 ]
 
@@ -151,6 +152,27 @@ def py_join_masked(parts: Iterable[BytesLike], mask: bytes, prefix: BytesLike = 
     return bytes(buf)
 
 
+def py_mask_into(buf: bytearray, start: int, data: BytesLike, mask: bytes, /) -> None:
+    """Write ``data`` masked with ``mask`` into ``buf[start:start + len(data)]`` (the C
+    version does it in one pass; this one copies, then masks in place).
+
+    Raises:
+        ValueError: ``mask`` is not 4 bytes long, or ``data`` does not fit at ``start``.
+    """
+    if len(mask) != 4:
+        raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
+    n = memoryview(data).nbytes
+    if not 0 <= start <= len(buf) - n:
+        raise ValueError(f"{n} bytes do not fit at {start} in a buffer of {len(buf)}")
+    with memoryview(buf) as view:
+        view[start : start + n] = memoryview(data).cast("B")
+    if start + n == len(buf):
+        py_mask_in_place(buf, mask, start)
+    else:
+        with memoryview(buf) as view:
+            view[start : start + n] = py_apply_mask(view[start : start + n], mask)
+
+
 def py_new_payload(size: int, /) -> tuple[bytearray, memoryview]:
     """Where a large received payload of ``size`` bytes is read in place: the object and a
     writable view of it. The C version returns a ``bytes`` object, which becomes the payload
@@ -182,6 +204,7 @@ IMPLEMENTATION: Literal["c", "python"] = "python"
 apply_mask = py_apply_mask
 mask_in_place = py_mask_in_place
 join_masked = py_join_masked
+mask_into = py_mask_into
 new_payload: Callable[[int], tuple[bytes | bytearray, memoryview]] = py_new_payload
 
 # Why the pure-Python functions are active, for implementation().
@@ -189,7 +212,7 @@ _why_python = "TETHER_NO_SPEEDUPS is set"
 
 if os.environ.get("TETHER_NO_SPEEDUPS", "") in ("", "0"):
     try:
-        from ._speedups import apply_mask, join_masked, mask_in_place, new_payload
+        from ._speedups import apply_mask, join_masked, mask_in_place, mask_into, new_payload
     except ImportError as exc:  # not built: no compiler at install time, or an unusual platform
         _why_python = f"the C speedups are not built ({exc})"
     else:
