@@ -50,7 +50,7 @@ from ..limits import Limits
 from ..typing import LoggerLike
 from .codes import OK_CLOSE_CODES, CloseCode, Opcode, is_valid_close_code
 from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
-from .frames import Close, Frame, FrameParser, serialize_frame, unmasked_header
+from .frames import Close, Frame, FrameParser, masked_frame_into, serialize_frame, unmasked_header
 from .handshake import Handshake
 from .http11 import Request, Response
 from .messages import IncomingMessage
@@ -135,6 +135,7 @@ class Protocol:
         "_out_opcode",
         "_parser",
         "_pings",
+        "_spare",
         "_state",
         "_writes",
         "assemble",
@@ -156,6 +157,7 @@ class Protocol:
         "reader",
         "request",
         "response",
+        "reuse_output",
         "side",
     )
 
@@ -198,7 +200,14 @@ class Protocol:
         self._message_done = False
 
         self._events: list[Event] = []
-        self._writes: list[bytes] = []
+        self._writes: list[bytes | bytearray] = []
+        #: Set by an I/O layer that writes what :meth:`data_to_send` returns at once and can
+        #: tell when the transport kept no reference to it: masked frames of at least
+        #: ``SPLIT_WRITE_SIZE`` bytes are then built in a ``bytearray``, which the layer may
+        #: hand back with :meth:`recycle_output` to build the next one of the same size in
+        #: (no fresh frame-sized allocation, and no page faults, per large message sent).
+        self.reuse_output = False
+        self._spare: bytearray | None = None
 
         # Close handshake bookkeeping.
         self.close_rcvd: Close | None = None
@@ -320,6 +329,28 @@ class Protocol:
             return
         assert self._parser is not None
         self._parser.feed(data)
+        self._receive_frames()
+
+    def payload_buffer(self) -> memoryview | None:
+        """A writable view where the rest of a large data frame being received (at least
+        ``SPLIT_WRITE_SIZE`` bytes still missing) may be read in place, for an I/O layer that
+        reads into buffers (asyncio's ``BufferedProtocol``); ``None`` otherwise. Hand what
+        was read to :meth:`payload_received`, not to :meth:`receive_data`. The payload then
+        reaches the frame without a copy of each read or a join of the pieces (see
+        ``FrameParser.payload_buffer``)."""
+        parser = self._parser
+        # Called after every read: the usual answer (no frame pending) without a call.
+        if parser is None or parser._pending is None or self._discard or self.eof_rcvd:
+            return None
+        return parser.payload_buffer(SPLIT_WRITE_SIZE)
+
+    def payload_received(self, size: int) -> None:
+        """``size`` bytes were read into the view from :meth:`payload_buffer`: go on as
+        :meth:`receive_data` would."""
+        if self._discard or self.eof_rcvd:
+            return
+        assert self._parser is not None
+        self._parser.payload_written(size)
         self._receive_frames()
 
     @property
@@ -555,10 +586,20 @@ class Protocol:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self) -> list[bytes]:
-        """The bytes to write since the last call; ``b""`` means "half-close the connection"."""
+    def data_to_send(self) -> list[bytes | bytearray]:
+        """The bytes to write since the last call; ``b""`` means "half-close the connection".
+        Items are ``bytes``, or ``bytearray`` for large masked frames when ``reuse_output``
+        is set; the caller owns them (and may give a bytearray back with
+        :meth:`recycle_output` once written)."""
         writes, self._writes = self._writes, []
         return writes
+
+    def recycle_output(self, data: bytes | bytearray) -> None:
+        """Give back a ``bytearray`` from :meth:`data_to_send` once it is written and nothing
+        refers to it any more (with ``reuse_output``): the next large masked frame of the same
+        size is built in it. Anything else is ignored."""
+        if type(data) is bytearray:
+            self._spare = data
 
     def close_expected(self) -> bool:
         """Whether the peer should now close the TCP connection (arm a timeout if so): during
@@ -588,12 +629,20 @@ class Protocol:
         if self.extensions and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             for extension in self.extensions:
                 frame = extension.encode(frame)
-        if not self._mask and len(frame.data) >= SPLIT_WRITE_SIZE:
-            # A large payload from a server: header and payload as two writes, rather than a
-            # copy of the payload behind its header (one more send() call, one copy less).
-            self._writes.append(unmasked_header(frame))
-            self._writes.append(bytes(frame.data))
-            return
+        if len(frame.data) >= SPLIT_WRITE_SIZE:
+            if not self._mask:
+                # A large payload from a server: header and payload as two writes, rather
+                # than a copy of the payload behind its header (one more send() call, one
+                # copy less).
+                self._writes.append(unmasked_header(frame))
+                self._writes.append(bytes(frame.data))
+                return
+            if self.reuse_output:
+                # A large masked frame from a client: built in the buffer handed back by
+                # recycle_output(), if any (see reuse_output).
+                spare, self._spare = self._spare, None
+                self._writes.append(masked_frame_into(frame, spare))
+                return
         self._writes.append(serialize_frame(frame, mask=self._mask))
 
     @property

@@ -135,12 +135,12 @@ class Transport:
         except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
             return b""
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
         if self.pending:
             self._flush(None)
         self.sock.sendall(data)
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes | bytearray) -> bool:
         """Take ``data`` and write what the socket takes without blocking. Returns whether
         nothing is left in ``pending``.
 
@@ -149,7 +149,7 @@ class Transport:
         """
         return self._send_pending(self.pending + data if self.pending else data)
 
-    def _send_pending(self, data: bytes) -> bool:
+    def _send_pending(self, data: bytes | bytearray) -> bool:
         if _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -157,7 +157,7 @@ class Transport:
                 sent = 0
         else:  # no non-blocking flag: leave it all to flush()
             sent = 0
-        self.pending = data[sent:] if sent < len(data) else b""
+        self.pending = bytes(data[sent:]) if sent < len(data) else b""
         return not self.pending
 
     def flush(self, timeout: float | None) -> bool:
@@ -284,14 +284,14 @@ class TLSTransport(Transport):
                 else:
                     self._incoming.write_eof()
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
         with self._write_lock:
             with self._tls_lock:
                 self.ssl.write(data)
                 out = self._outgoing.read()
             super().sendall(out)
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes | bytearray) -> bool:
         with self._write_lock:
             with self._tls_lock:
                 self.ssl.write(data)
@@ -373,7 +373,7 @@ class Connection(ConnectionInfo):
         self._data_waiters = 0  # threads in _data_cond.wait()
 
         # Output, in the protocol's order; item i is written once _written > i.
-        self._out: collections.deque[bytes] = collections.deque()
+        self._out: collections.deque[bytes | bytearray] = collections.deque()
         self._queued = 0  # items ever appended to _out
         self._written = 0  # items ever written (or dropped, once lost)
         # Items written when the socket failed or was shut down; once set, nothing more is
@@ -855,7 +855,7 @@ class Connection(ConnectionInfo):
 
     def _queue_message(
         self, message: str | bytes | bytearray | memoryview, text: bool | None
-    ) -> tuple[bool, list[bytes], int]:
+    ) -> tuple[bool, list[bytes | bytearray], int]:
         """A whole message to the protocol (mutex held). Returns whether the caller writes it
         directly (it took the write lock: nobody is writing, nothing is queued), the bytes to
         write then, else the output count to write up to."""
