@@ -20,8 +20,10 @@ Sections (each can be skipped):
 - memory: server RSS growth per idle connection, opening N connections (2,000 by default), with
   compression off (after the handshake) and with each library's default deflate (after the
   handshake, and after one 1 KiB JSON-like text message echoed on each connection);
-- client: tether's asyncio client next to picows' client at 1 connection for every size, against
-  the picows server; the figure is the client's CPU time per message.
+- client: tether's asyncio client (``await send(); await recv()``, and ``tether-callback``:
+  ``set_message_callback`` + ``send_nowait``) next to picows' client (its callback style) at 1
+  connection for every size, against the picows server; the figure is the client's CPU time
+  per message.
 
 Usage::
 
@@ -655,7 +657,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="16,1k,64k,1m")
     parser.add_argument("--openers", default="1,64")
     parser.add_argument("--idle", type=int, default=2000, help="idle connections for memory")
-    parser.add_argument("--clients", default="tether,picows", help="clients compared")
+    parser.add_argument(
+        "--clients", default="tether,tether-callback,picows", help="clients compared"
+    )
     parser.add_argument("--tether-alt", metavar="DIR", help="add a column: tether from DIR")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument("--silent", action="store_true", help="no progress lines")
