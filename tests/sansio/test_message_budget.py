@@ -90,11 +90,12 @@ def test_frames_behind_the_budget_are_not_seen_until_it_is_raised() -> None:
     protocol.set_message_budget(1)
     protocol.receive_data(texts(1) + masked(Opcode.PING, b"late") + masked(Opcode.CLOSE, b""))
     assert protocol.events_received() == [TextMessage("m0")]
-    assert protocol.data_to_send() == [] and protocol.state is State.OPEN
+    assert protocol.data_to_send() == []
+    assert protocol.state is State.OPEN
     protocol.set_message_budget(1)
     events = protocol.events_received()
     assert events[0] == Ping(b"late") and isinstance(events[1], CloseReceived)
-    assert protocol.state is State.CLOSING
+    assert protocol.state is State.CLOSING  # type: ignore[comparison-overlap]
 
 
 def test_eof_lifts_the_budget_so_a_buffered_close_counts() -> None:
