@@ -776,9 +776,13 @@ class UvicornProtocol(asyncio.Protocol):
         if len(chunks) == 1:
             self.transport.write(chunks[0])
         else:
-            # A large payload comes apart from its frame header: one writelines() makes one
-            # send() and one TCP segment train of them (sendmsg on 3.12+, a join before).
-            self.transport.writelines(chunks)
+            # A large payload comes apart from its frame header (sansio's SPLIT_WRITE_SIZE):
+            # two write()s, never writelines(), which joins them on 3.11 (a copy of the
+            # payload: a third of the server's time per 1 MiB message). As a memoryview, what
+            # the socket does not take at once is buffered without a copy of it first.
+            transport = self.transport
+            for chunk in chunks:
+                transport.write(memoryview(chunk))
 
     def _app_close(self, message: Message) -> None:
         protocol = self.protocol
