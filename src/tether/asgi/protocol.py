@@ -318,7 +318,6 @@ class UvicornProtocol(asyncio.Protocol):
         if self.close_timer is not None:
             # Our close frame is out already; stop waiting for the answer.
             self._cancel_close_timer()
-            self.transport.close()
         elif self._phase == _ACCEPTED and protocol.state is State.OPEN:
             self._set_disconnect({"type": "websocket.disconnect", "code": 1012})
             protocol.send_close(1012)
@@ -326,12 +325,11 @@ class UvicornProtocol(asyncio.Protocol):
             # Parse on, past the queue's bound, to find the client's close frame.
             protocol.set_message_budget(None)
             self._process()
+            return
         elif self._phase in (_HANDSHAKE, _DENYING):
             self._ended_by_server = True
             self._send_internal_error()
-            self.transport.close()
-        else:
-            self.transport.close()
+        self.transport.close()
 
     # --- input --------------------------------------------------------------------------------
 
@@ -889,8 +887,7 @@ class UvicornProtocol(asyncio.Protocol):
 
     def _denial_complete(self) -> bool:
         """An unfinished denial whose body already matches its ``Content-Length``."""
-        if self._denial is None:
-            return False
+        assert self._denial is not None
         try:
             declared = self._declared_length()
         except RuntimeError:
