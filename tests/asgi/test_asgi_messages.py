@@ -269,6 +269,24 @@ async def test_app_returning_a_value_is_logged(caplog: pytest.LogCaptureFixture)
 # --- the open connection ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("size", [65535, 65536, 65537, 300_000])
+async def test_large_messages_around_the_split_write_size(size: int) -> None:
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "bytes": message["bytes"]})
+        await send({"type": "websocket.send", "text": "after"})
+        await receive()
+
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    async with uvicorn_server(app, ws_per_message_deflate=False) as (_, port):
+        async with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
+            await ws.send(payload)
+            assert await ws.recv() == payload
+            assert await ws.recv() == "after"
+
+
 async def test_sending_mistakes_after_accept(caplog: pytest.LogCaptureFixture) -> None:
     errors: list[str] = []
 
