@@ -540,7 +540,12 @@ class UvicornProtocol(asyncio.Protocol):
                 self._cancel_close_timer()
                 transport.close()
                 return
-        if self.close_timer is None and protocol.close_expected() and not transport.is_closing():
+        if (
+            self.close_timer is None
+            and protocol.state is not State.OPEN  # (close_expected() is False while OPEN)
+            and protocol.close_expected()
+            and not transport.is_closing()
+        ):
             self.close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
 
     def _send_response(self, response: Response) -> None:
@@ -827,19 +832,19 @@ class UvicornProtocol(asyncio.Protocol):
         if self.transport.is_closing():
             raise ClientDisconnected("the client is gone")
         try:
-            response.serialize()
+            protocol.send_response(response)  # serializes it first: nothing changes if invalid
         except ValueError as exc:
             raise RuntimeError(f"websocket.accept: {exc}") from None
         self._phase = _ACCEPTED
         self._response = None
         self._handshake_answered()
-        protocol.send_response(response)
-        self.logger.info(
-            '%s - "WebSocket %s" [accepted] %s',
-            self._client_text(),
-            self._path_text(),
-            protocol.handshake.describe(),
-        )
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(
+                '%s - "WebSocket %s" [accepted] %s',
+                self._client_text(),
+                self._path_text(),
+                protocol.handshake.describe(),
+            )
         self._start_keepalive()
         # Frames that arrived with or after the request are parsed now.
         self._process()
