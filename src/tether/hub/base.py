@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from ..exceptions import InvalidChannel
@@ -107,6 +107,10 @@ class Sink(Protocol):
 
     def deliver(self, message: Message) -> Awaitable[None]:
         """A message of a watched channel, in offset order per channel."""
+
+    def deliver_many(self, messages: Sequence[Message]) -> Awaitable[None]:
+        """Consecutive messages of one watched channel, in offset order, read together (as
+        :meth:`deliver` for each, in fewer writes)."""
 
     def backend_state(self, up: bool, reason: str | None) -> None:
         """The backend became unreachable (``up=False``) or reachable again."""

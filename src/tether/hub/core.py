@@ -23,7 +23,8 @@ with its own context), and applies the slow-consumer policy: ``"skip"`` leaves a
 whose write buffer is full out of this message (its client sees the offset jump and can
 recover), ``"drop"`` closes it with 1008, ``"wait"`` waits for it (which delays delivery to
 everybody, and ``publish()`` with the in-process backend). No policy lets a slow client grow
-the server's memory beyond its write buffer's high-water mark.
+the server's memory beyond its write buffer's high-water mark plus one run: messages read
+together are written to each connection in runs of up to 64 KiB of frames (one write each).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 from ..asyncio.connection import Connection
-from ..asyncio.fanout import broadcast, broadcast_and_wait
+from ..asyncio.fanout import _sendable, broadcast, broadcast_and_wait
 from ..exceptions import ConnectionClosed, HubError, MessageTooBig
-from ..sansio.protocol import State
+from ..sansio.codes import CloseCode
+from ..sansio.protocol import EncodedMessage, MessageEncoder, State
 from .base import Backend, Message, Signal, check_channel
 from .memory import MemoryBackend
 from .wire import JSON_CODEC, Codec, parse_request
@@ -368,47 +370,72 @@ class Hub:
     # --- from the backend ---------------------------------------------------------------------
 
     async def deliver(self, message: Message) -> None:
-        state = self._channels.get(message.channel)
+        await self.deliver_many([message])
+
+    async def deliver_many(self, messages: Sequence[Message]) -> None:
+        """Messages of one channel, in offset order, read from the backend together: as
+        :meth:`deliver` for each, but every connection is written once per run of frames (up
+        to ``_RUN_BYTES``) instead of once per message: one system call instead of many when
+        a burst arrives. The slow-consumer policy applies per run."""
+        if not messages:
+            return
+        state = self._channels.get(messages[0].channel)
         if state is None:
             return
-        if state.epoch and message.epoch != state.epoch:
-            gap: str | None = "the channel's history was reset"
-        elif message.offset <= state.delivered:
-            return  # already delivered (a read repeated after a reconnection)
-        elif message.offset != state.delivered + 1:
-            gap = (
-                f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
-                "the history before this server could read them"
-            )
-        else:
-            gap = None
-        if gap is not None:
-            signal = Signal("unrecoverable", state.name, message.epoch, message.offset - 1, gap)
-            self._signal_channel(state, signal)
-        state.epoch = message.epoch
-        state.delivered = message.offset
-        for connection, last in list(state.joining.items()):
-            if message.offset > last:
+        frames: list[str | bytes] = []
+        for message in messages:
+            if state.epoch and message.epoch != state.epoch:
+                gap: str | None = "the channel's history was reset"
+            elif message.offset <= state.delivered:
+                continue  # already delivered (a read repeated after a reconnection)
+            elif message.offset != state.delivered + 1:
+                gap = (
+                    f"offsets {state.delivered + 1} to {message.offset - 1} were trimmed from "
+                    "the history before this server could read them"
+                )
+            else:
+                gap = None
+            joined = [c for c, last in state.joining.items() if message.offset > last]
+            if frames and (gap is not None or joined):
+                # The set of recipients changes, or a signal goes between: send what the
+                # current subscribers are owed first, in order.
+                await self._send_frames(state, frames)
+                frames = []
+            if gap is not None:
+                signal = Signal("unrecoverable", state.name, message.epoch, message.offset - 1, gap)
+                self._signal_channel(state, signal)
+            state.epoch = message.epoch
+            state.delivered = message.offset
+            for connection in joined:
                 del state.joining[connection]
                 state.live.add(connection)
-        if state.live:
-            try:
-                payload = self.codec.message(message)
-                sent = await _fan_out(state.live, payload, self.slow)
-                self.delivered += sent
+            if state.live:
+                try:
+                    frames.append(self.codec.message(message))
+                except Exception:
+                    # One message that cannot be framed must not stop the listener that
+                    # delivers every other one.
+                    logger.exception(
+                        "hub: cannot deliver offset %d of %s", message.offset, message.channel
+                    )
+            for listener in list(state.listeners):
+                _call(listener, message)
+        if frames:
+            await self._send_frames(state, frames)
+
+    async def _send_frames(self, state: _Channel, frames: list[str | bytes]) -> None:
+        """Send ``frames`` (consecutive messages of ``state``) to its live connections."""
+        try:
+            for run in _runs(frames):
+                sent = await _fan_out(state.live, run, self.slow)
+                self.delivered += sent * len(run)
                 if sent < len(state.live):
                     # Some were left out: forget those that closed without unsubscribing
                     # (a scan of every subscriber only then, not once per message).
                     for connection in [c for c in state.live if c.state is State.CLOSED]:
                         self.unsubscribe(connection)
-            except Exception:
-                # One message that cannot be framed or sent must not stop the listener that
-                # delivers every other one.
-                logger.exception(
-                    "hub: cannot deliver offset %d of %s", message.offset, message.channel
-                )
-        for listener in list(state.listeners):
-            _call(listener, message)
+        except Exception:
+            logger.exception("hub: cannot deliver %d messages of %s", len(frames), state.name)
 
     def backend_state(self, up: bool, reason: str | None) -> None:
         if up == self.up:
@@ -447,8 +474,12 @@ class Hub:
 
     def _send_nowait(self, connection: Connection, frame: str | bytes) -> None:
         """Send a signal without waiting: a signal must reach a slow client too, and is small
-        and rare (it goes past the write buffer's high-water mark, never without bound)."""
-        if connection.state is State.OPEN:
+        and rare (it goes past the write buffer's high-water mark, never without bound).
+        Written at once, so that it arrives in its place among the messages; only while the
+        connection is in the middle of a fragmented message does it wait for its turn."""
+        if _sendable(connection):
+            connection.send_encoded(MessageEncoder(frame).encode_for(connection.protocol))
+        elif connection.state is State.OPEN:
             task = asyncio.get_running_loop().create_task(self._send_to(connection, frame))
             task.add_done_callback(_log_failure)
 
@@ -479,11 +510,71 @@ class Hub:
         }
 
 
-async def _fan_out(connections: set[Connection], payload: str | bytes, slow: str) -> int:
-    """tether's broadcast with the policy ``slow`` (``"wait"``: ``broadcast_and_wait``)."""
+#: Most bytes of frames written to a connection at once (at least one message): a connection
+#: whose write buffer is above its high-water mark gets no more than this past it.
+_RUN_BYTES = 2**16
+
+
+def _runs(frames: list[str | bytes]) -> Iterator[list[str | bytes]]:
+    """Split ``frames`` into consecutive runs of at most ``_RUN_BYTES`` (counting characters
+    for text: a bound, not an exact size)."""
+    run: list[str | bytes] = []
+    size = 0
+    for frame in frames:
+        if run and size + len(frame) > _RUN_BYTES:
+            yield run
+            run, size = [], 0
+        run.append(frame)
+        size += len(frame)
+    if run:
+        yield run
+
+
+async def _fan_out(connections: set[Connection], payloads: list[str | bytes], slow: str) -> int:
+    """Write consecutive messages to every connection with the slow-consumer policy ``slow``
+    (as tether's ``broadcast``; ``"wait"``: as ``broadcast_and_wait``). Each message is
+    encoded once per group of connections that frame it alike, and the frames of a run are
+    joined once per group, so that each connection takes one write."""
+    if len(payloads) == 1:
+        if slow == "wait":
+            return await broadcast_and_wait(connections, payloads[0])
+        return broadcast(connections, payloads[0], slow="drop" if slow == "drop" else "skip")
+    encoders = [MessageEncoder(payload) for payload in payloads]
+    sizes = {encoder.size for encoder in encoders}
+    joined: dict[Hashable, EncodedMessage] = {}
+    written: list[Connection] = []
+    for connection in connections:
+        if not _sendable(connection):
+            continue
+        if connection.writing_paused and slow != "wait":
+            if slow == "drop":
+                connection.fail(CloseCode.POLICY_VIOLATION, "too slow to receive broadcasts")
+            continue
+        protocol = connection.protocol
+        keys = {protocol.encoding_key(size) for size in sizes}
+        key = keys.pop() if len(keys) == 1 else None
+        if key is None:
+            # Framed per connection (a compressor with context, a frame size limit...).
+            for encoder in encoders:
+                connection.send_encoded(encoder.encode_for(protocol))
+        else:
+            run = joined.get(key)
+            if run is None:
+                parts = [encoder.encode_for(protocol) for encoder in encoders]
+                # Every message of the run shares ``key``: one write carries all their frames.
+                run = EncodedMessage(
+                    key, parts[0].payload, parts[0].text, b"".join(p.data for p in parts)
+                )
+                joined[key] = run
+            connection.send_encoded(run)
+        written.append(connection)
     if slow == "wait":
-        return await broadcast_and_wait(connections, payload)
-    return broadcast(connections, payload, slow="drop" if slow == "drop" else "skip")
+        waits = [asyncio.ensure_future(c.drain()) for c in written if c.writing_paused]
+        if waits:
+            await asyncio.wait(waits)
+            for task in waits:
+                task.exception()  # a connection that closed meanwhile: nothing to report
+    return len(written)
 
 
 def _call(listener: Listener, item: Message | Signal) -> None:

@@ -411,15 +411,25 @@ class RedisBackend(Backend):
             return
         for key, entries in read.result() or ():
             channel = self._channel_of(key)
+            batch: list[Message] = []
             for entry_id, fields in entries:
                 if channel not in self._cursors:
                     break
                 message, _ = self._entry(channel, entry_id, fields)
                 known = self._epochs.get(channel, "")
                 if known and message.epoch != known:
+                    # Deliver what came before the reset first, then signal it.
+                    await self._deliver(batch)
+                    batch = []
                     self._reset(channel, message.epoch, 0, "the channel's history was reset")
                 self._epochs[channel] = message.epoch
                 self._cursors[channel] = message.offset
                 self.delivered += 1
-                if self._sink is not None:
-                    await self._sink.deliver(message)
+                batch.append(message)
+            await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Message]) -> None:
+        """Hand consecutive messages of one channel to the hub at once: it writes each
+        connection once for all of them rather than once per message."""
+        if batch and self._sink is not None:
+            await self._sink.deliver_many(batch)
