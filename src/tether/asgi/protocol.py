@@ -353,6 +353,8 @@ class UvicornProtocol(asyncio.Protocol):
                 elif isinstance(event, Request):
                     self._request_received(event)
                 # Ping: the pong is already queued by the protocol.
+            if not protocol.parsing_stopped:
+                break
             events = self._refill()
             if not events:
                 break
@@ -365,15 +367,14 @@ class UvicornProtocol(asyncio.Protocol):
             self._update_reading()
 
     def _refill(self) -> list[Event]:
-        """Set the parser's message budget to the room left in the queue (messages handed
-        straight to ``receive()`` spent some of it); the events that lets it parse."""
-        protocol = self.protocol
-        budget = protocol.message_budget
-        if budget is None or self.max_queue is None:
-            return []  # no bound, or closing: parsing goes on
+        """The parser spent its message budget: set it to the room left in the queue (messages
+        handed straight to ``receive()`` spent budget but took no room; the budget never
+        exceeds the room, so the queue's bound holds); the events that lets it parse."""
+        assert self.max_queue is not None  # the budget is only set with a bound
         room = self.max_queue - self._pending
-        if budget == room:
-            return []
+        if room <= 0:
+            return []  # full: receive() makes room
+        protocol = self.protocol
         protocol.set_message_budget(room)
         return protocol.events_received()
 
@@ -542,7 +543,7 @@ class UvicornProtocol(asyncio.Protocol):
                 return
         if (
             self.close_timer is None
-            and protocol.state is not State.OPEN  # (close_expected() is False while OPEN)
+            and self._disconnect is not None  # closing (close_expected() is False before)
             and protocol.close_expected()
             and not transport.is_closing()
         ):
@@ -784,11 +785,12 @@ class UvicornProtocol(asyncio.Protocol):
             # as a memoryview (no copy; writelines() would join all of it on 3.11: a third of
             # the server's time per 1 MiB message).
             header, payload = chunks
-            view = memoryview(payload)
-            transport = self.transport
-            transport.write(header + view[:_FIRST_WRITE])
-            if len(view) > _FIRST_WRITE:
-                transport.write(view[_FIRST_WRITE:])
+            if len(payload) <= _FIRST_WRITE:
+                self.transport.write(header + payload)
+            else:
+                view = memoryview(payload)
+                self.transport.write(header + view[:_FIRST_WRITE])
+                self.transport.write(view[_FIRST_WRITE:])
 
     def _app_close(self, message: Message) -> None:
         protocol = self.protocol

@@ -146,9 +146,11 @@ class Protocol:
         self._held: Frame | Exception | None = None
         self._message_done = False
         # The message budget (see set_message_budget): None, or whole messages the parser may
-        # still produce; parsing is stopped while it is spent.
+        # still produce.
         self._budget: int | None = None
-        self._parse_stopped = False
+        #: Whether parsing waits for :meth:`set_message_budget` (the budget is spent). Read
+        #: it; only :meth:`set_message_budget` and the parser change it.
+        self.parsing_stopped = False
 
         self._events: list[Event] = []
         self._writes: list[bytes] = []
@@ -280,11 +282,6 @@ class Protocol:
         """Whole messages the parser may still produce (``None``: no limit)."""
         return self._budget
 
-    @property
-    def parsing_stopped(self) -> bool:
-        """Whether parsing waits for :meth:`set_message_budget` (the budget is spent)."""
-        return self._parse_stopped
-
     def set_message_budget(self, budget: int | None) -> None:
         """Bound the whole messages parsed ahead of the application: the parser produces at
         most ``budget`` more (``None``: no limit), then stops, the rest of the input staying
@@ -293,12 +290,12 @@ class Protocol:
         the limit is lifted, as the peer is gone and all it sent counts."""
         self._budget = budget
         stop = budget is not None and budget <= 0
-        if self._parse_stopped and not stop:
-            self._parse_stopped = False
+        if self.parsing_stopped and not stop:
+            self.parsing_stopped = False
             if self._parser is not None:
                 self._receive_frames()
         else:
-            self._parse_stopped = stop
+            self.parsing_stopped = stop
 
     @property
     def holding(self) -> bool:
@@ -344,7 +341,7 @@ class Protocol:
                     self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
                 self._set_state(State.CLOSED)
             return
-        if self._parse_stopped:
+        if self.parsing_stopped:
             self.set_message_budget(None)  # the peer is gone: what it sent counts now
         if self._held is not None:
             # The peer is gone: whatever it sent before, a close frame included, counts now.
@@ -368,7 +365,7 @@ class Protocol:
 
     def _receive_frames(self) -> None:
         """The choke point: every frame, and every peer error turned into a close code."""
-        if self._parse_stopped:
+        if self.parsing_stopped:
             return
         parser = self._parser
         assert parser is not None
@@ -397,7 +394,7 @@ class Protocol:
                     if self._budget is not None:
                         self._budget -= 1
                         if self._budget <= 0:
-                            self._parse_stopped = True
+                            self.parsing_stopped = True
                             break
         except Exception as exc:
             if self._behind:
