@@ -69,6 +69,20 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def tether_zlib(src: str | None) -> str:
+    """Which zlib the tether under test compresses with (zlib-ng's when installed, unless
+    TETHER_NO_ZLIB_NG is set), imported the way echo_servers.py imports it."""
+    path = src or os.environ.get("TETHER_BENCH_SRC") or str(HERE.parent / "src")
+    code = (
+        f"import sys; sys.path.insert(0, {path!r}); import zlib\n"
+        "try: from tether.extensions.permessage_deflate import ZLIB_BACKEND as b\n"
+        "except ImportError: b = 'zlib ' + zlib.ZLIB_RUNTIME_VERSION\n"
+        "print(b)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 # --- processes -----------------------------------------------------------------------------------
 
 
@@ -694,6 +708,10 @@ def main() -> None:
         f" after {args.warmup:g} s warm-up; median round; run took {elapsed:.0f} s"
     )
     print(versions("tether", "picows", "aiohttp", "websockets"))
+    zlibs = f"tether's permessage-deflate uses {tether_zlib(None)}"
+    if args.tether_alt:
+        zlibs += f"; tether-alt's, {tether_zlib(args.tether_alt)}"
+    print(zlibs)
     print(f"load average (1/5/15 min) before: {load_before}; after: {load()}")
     print(f"load average at each round's start: {'; '.join(bench.loads)}")
     print()
