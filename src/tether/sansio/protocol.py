@@ -117,6 +117,7 @@ class Protocol:
     # classes have no __dict__ either, so this changes nothing for the compiled build.
     __slots__ = (
         "_behind",
+        "_budget",
         "_discard",
         "_events",
         "_held",
@@ -143,6 +144,7 @@ class Protocol:
         "limits",
         "logger",
         "parser_exc",
+        "parsing_stopped",
         "pong_due",
         "reader",
         "request",
