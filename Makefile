@@ -87,7 +87,6 @@ bench-quick: $(BENCH_STAMP)
 .PHONY: soak
 soak: $(BENCH_STAMP)
 	$(BIN)/python bench/soak.py
-	$(BIN)/python bench/budget.py
 
 # The hub against broadcaster+websockets through Redis, and broadcast to 10,000 connections.
 .PHONY: bench-hub

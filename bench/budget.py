@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 
-# The raw client handshake and the RSS reading of the soak experiments (bench/soak.py).
+# The raw client handshake, the RSS reading and the wait for an idle server of the soak
+# experiments (bench/soak.py).
 from soak import connect as open_client
-from soak import rss
+from soak import rss, settle
 
 SERVER = """
 import asyncio, sys
@@ -75,7 +76,7 @@ async def run(budget: int, clients: int, size: int) -> dict[str, object]:
             socks.append(sock)
         started = time.perf_counter()
         await asyncio.gather(*(hold(s, size) for s in socks))
-        await asyncio.sleep(1.0)
+        await settle(server.pid)
         held, peak = rss(server.pid)
         codes = [closed_with(s) for s in socks]
         newcomers = [await open_client(port) for _ in range(10)]
@@ -84,7 +85,7 @@ async def run(budget: int, clients: int, size: int) -> dict[str, object]:
             s.close()
         for s in socks:
             s.close()
-        await asyncio.sleep(1.0)
+        await settle(server.pid)
         after, _ = rss(server.pid)
         return {
             "budget MiB": budget // 2**20 if budget else "none",

@@ -44,6 +44,9 @@ def _setup_path() -> None:
     parser.add_argument("--tether-src")
     known, _ = parser.parse_known_args()
     src = known.tether_src or os.environ.get("TETHER_BENCH_SRC")
+    if src:
+        # echo_client (imported below) puts TETHER_BENCH_SRC or ./src first on the path too.
+        os.environ["TETHER_BENCH_SRC"] = src
     sys.path.insert(0, src or str(HERE.parent / "src"))
 
 

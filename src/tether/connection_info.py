@@ -21,11 +21,32 @@ __all__ = ["ConnectionInfo", "ConnectionLogger"]
 
 
 class ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the connection's id and peer, so logs can be scanned."""
+    """Prefixes every line with the connection's id and peer, so logs can be scanned.
+
+    ``extra`` holds ``"peer"`` (``host:port``, or the address tuple until the first line is
+    logged) and, once the connection's id is made (on the first line logged or the first read
+    of ``connection.id``, not before: most connections never need one), ``"uuid"`` and
+    ``"id"``, its first 8 hex digits.
+    """
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = cast(dict[str, Any], self.extra)
-        return f"[{extra['id']} {extra['peer']}] {msg}", kwargs
+        if "id" not in extra:
+            _connection_uuid(extra)
+        peer = extra["peer"]
+        if isinstance(peer, tuple):  # an address, formatted when first logged
+            peer = extra["peer"] = f"{peer[0]}:{peer[1]}"
+        return f"[{extra['id']} {peer}] {msg}", kwargs
+
+
+def _connection_uuid(extra: dict[str, Any]) -> uuid.UUID:
+    """The connection id kept in a :class:`ConnectionLogger`'s ``extra``, made on first use."""
+    ident: uuid.UUID | None = extra.get("uuid")
+    if ident is None:
+        ident = uuid.uuid4()
+        extra["uuid"] = ident
+        extra["id"] = str(ident)[:8]
+    return ident
 
 
 class ConnectionInfo:
@@ -34,8 +55,34 @@ class ConnectionInfo:
 
     #: The sans-I/O protocol the connection drives.
     protocol: Protocol
-    id: uuid.UUID
     logger: LoggerLike
+    #: An id given before the logger exists (see :attr:`id`).
+    _given_id: uuid.UUID | None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A random UUID for this connection; logs show its first 8 hex digits. Made on
+        first use (one ``os.urandom`` call fewer for each connection that never logs)."""
+        return _connection_uuid(self._log_extra())
+
+    @id.setter
+    def id(self, value: uuid.UUID) -> None:
+        logger = self.__dict__.get("logger")
+        if isinstance(logger, ConnectionLogger):
+            extra = cast(dict[str, Any], logger.extra)
+            extra["uuid"] = value
+            extra["id"] = str(value)[:8]
+        else:
+            self._given_id = value
+
+    def _log_extra(self) -> dict[str, Any]:
+        logger = self.logger
+        if isinstance(logger, ConnectionLogger):
+            return cast(dict[str, Any], logger.extra)
+        # The logger was replaced by something else: keep an id of our own.
+        if self._given_id is None:
+            self._given_id = uuid.uuid4()
+        return {"uuid": self._given_id}
 
     def _set_logger(self, logger: LoggerLike | None, peer: str) -> None:
         """Log to ``logger`` (the ``tether`` logger by default) with this connection's id and
@@ -43,7 +90,11 @@ class ConnectionInfo:
         base = logger if logger is not None else logging.getLogger("tether")
         if isinstance(base, logging.LoggerAdapter):
             base = base.logger
-        self.logger = ConnectionLogger(base, {"id": str(self.id)[:8], "peer": peer})
+        extra: dict[str, Any] = {"peer": peer}
+        if self._given_id is not None:
+            extra["uuid"] = self._given_id
+            extra["id"] = str(self._given_id)[:8]
+        self.logger = ConnectionLogger(base, extra)
         self.protocol.logger = self.logger
         self.protocol.debug = self.logger.isEnabledFor(logging.DEBUG)
 

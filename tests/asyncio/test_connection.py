@@ -444,6 +444,29 @@ def test_handshake_timeout_drops_silent_clients() -> None:
     run(main())
 
 
+def test_handshake_timeout_applies_to_each_connection_from_its_own_start() -> None:
+    # One server-wide timer enforces every connection's deadline: it must re-arm for the
+    # connections opened after the first, and spare those whose handshake is done.
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, open_timeout=0.3) as server:
+            port = server.port_number
+            first = await asyncio.open_connection("127.0.0.1", port)
+            first[1].write(b"GET / HTTP/1.1\r\n")
+            await asyncio.sleep(0.15)
+            second = await asyncio.open_connection("127.0.0.1", port)
+            second[1].write(b"GET / HTTP/1.1\r\n")
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                assert await first[0].read() == b""
+                assert await second[0].read() == b""
+                assert not server._opening
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+            for _, writer in (first, second):
+                writer.close()
+
+    run(main())
+
+
 def test_server_drops_clients_that_keep_the_socket_open_after_a_response() -> None:
     def health(ws: ServerConnection, request: Request) -> Response | None:
         return ws.respond(200, "OK")

@@ -557,6 +557,45 @@ def test_over_the_budget_newcomers_get_503_and_the_biggest_holder_1013(
     assert any("memory budget exceeded" in r.getMessage() for r in caplog.records)
 
 
+def test_memory_budget_total_follows_reads_takes_and_losses() -> None:
+    # The budget keeps a running total, charged where bytes are accepted, where the
+    # application takes a message and where a connection is lost (no timer sums it).
+    go = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await go.wait()
+        async for _ in ws:
+            pass
+
+    async def main() -> None:
+        limits = Limits(max_message_size=2**21, max_frame_size=2**21)
+        async with serve(
+            handler, "127.0.0.1", 0, limits=limits, memory_budget=8 * 2**20, compression=None
+        ) as server:
+            budget = server.budget
+            assert budget is not None
+
+            def held() -> int:
+                return sum(c.bytes_held for c in server.connections)
+
+            partial = await RawClient.open(server.port_number)
+            await partial.send(masked(Opcode.BINARY, b"x" * 2**20)[: 300 * KIB])
+            complete = await RawClient.open(server.port_number)
+            await complete.send(masked(Opcode.BINARY, b"y" * 100 * KIB) * 2)
+            await until(lambda: held() >= 500 * KIB)
+            assert budget.held == held()
+            go.set()  # the handlers take the complete messages
+            await until(lambda: held() <= 300 * KIB + 14)
+            assert budget.held == held()
+            partial.reset()
+            await until(lambda: len(server.connections) == 1)
+            assert budget.held == held() == 0
+            assert budget.shed == 0
+            complete.close()
+
+    run(main())
+
+
 def test_memory_budget_is_checked() -> None:
     async def handler(ws: ServerConnection) -> None:
         pass

@@ -963,3 +963,187 @@ def test_response_round_trip(status: int, reason: str, headers: Headers, body: b
     assert parsed == response
     assert parsed.headers.items() == headers.items()
     assert reader.buffer == FRAME
+
+
+# --- Request.parse_whole: the one-pass path agrees with the line-by-line parser ----------------
+
+
+def _both_ways(data: bytes, limits: Limits) -> tuple[Request | None, object, bytes, bytes]:
+    """parse_whole's answer and what is left after it; the incremental parser's answer (a
+    Request, NEED_DATA or the InvalidHTTP/EOFError raised) and what is left after it."""
+    buffer = bytearray(data)
+    whole = Request.parse_whole(buffer, limits)
+    try:
+        slow, reader = parse_request(data, limits)
+        rest = bytes(reader.buffer)
+    except (InvalidHTTP, EOFError) as exc:
+        slow, rest = exc, b""
+    return whole, slow, bytes(buffer), rest
+
+
+def _assert_agree(data: bytes, limits: Limits) -> None:
+    whole, slow, left, rest = _both_ways(data, limits)
+    if whole is None:
+        assert left == data  # nothing consumed: the incremental parser starts from scratch
+        return
+    assert isinstance(slow, Request), (data, slow)
+    assert (whole.method, whole.target, whole.path, whole.version) == (
+        slow.method,
+        slow.target,
+        slow.path,
+        slow.version,
+    )
+    assert whole.headers.items() == slow.headers.items()
+    assert left == rest
+
+
+_VALID_HEADS = [
+    MDN_REQUEST,
+    MDN_REQUEST + FRAME,
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET ws://h:1/a?b HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX:\r\nY: \t a b \t\r\nX: 2\r\n\r\nrest",
+    b"GET / HTTP/1.1\r\nX: caf\xe9\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", _VALID_HEADS)
+def test_parse_whole_takes_a_whole_valid_head_as_the_line_parser_does(data: bytes) -> None:
+    buffer = bytearray(data)
+    assert Request.parse_whole(buffer, Limits()) is not None
+    _assert_agree(data, Limits())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: h\r\n",  # incomplete
+        b"GET / HTTP/1.1\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\n\r\n",
+        b"\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\nb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00\r\n\r\n",
+    ],
+)
+def test_parse_whole_leaves_anything_else_to_the_line_parser(data: bytes) -> None:
+    buffer = bytearray(data)
+    assert Request.parse_whole(buffer, Limits()) is None
+    assert buffer == data
+
+
+@pytest.mark.parametrize("over", [False, True])
+@pytest.mark.parametrize("limit", ["max_line_length", "max_head_size", "max_header_count"])
+def test_parse_whole_limits_are_the_line_parsers(limit: str, over: bool) -> None:
+    data = b"GET /abc HTTP/1.1\r\nA: 1\r\nBb: 22\r\nCcc: 333\r\n\r\n"
+    exact = {"max_line_length": 17, "max_head_size": len(data), "max_header_count": 3}[limit]
+    limits = Limits(**{limit: exact - 1 if over else exact})
+    whole, slow, _, _ = _both_ways(data, limits)
+    assert (whole is None) == over
+    assert isinstance(slow, InvalidHTTP if over else Request)
+    _assert_agree(data, limits)
+
+
+def test_parse_whole_checks_each_line_of_a_long_head() -> None:
+    # Longer than max_line_length in all, each line within it: taken; one line over: not.
+    limits = Limits(max_line_length=20)
+    lines = b"".join(b"H%d: %s\r\n" % (i, b"v" * 10) for i in range(5))
+    _assert_agree(b"GET / HTTP/1.1\r\n" + lines + b"\r\n", limits)
+    assert Request.parse_whole(bytearray(b"GET / HTTP/1.1\r\n" + lines + b"\r\n"), limits)
+    long = b"GET / HTTP/1.1\r\n" + lines + b"Long: " + b"v" * 20 + b"\r\n\r\n"
+    assert Request.parse_whole(bytearray(long), limits) is None
+    _assert_agree(long, limits)
+
+
+_PIECES = [
+    b"GET",
+    b" ",
+    b"/",
+    b"/a?b",
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b":",
+    b"Host",
+    b"X-A",
+    b" \t",
+    b"v",
+    b"\xe9",
+    b"\x00",
+    b"\x7f",
+    b"(",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=30),
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=0, max_value=4),
+    st.integers(min_value=0, max_value=120),
+)
+def test_parse_whole_agrees_with_the_line_parser_on_anything(
+    pieces: list[bytes], line: int, count: int, size: int
+) -> None:
+    data = b"GET / HTTP/1.1\r\n" + b"".join(pieces) + b"\r\n\r\n"
+    tight = Limits(max_line_length=line, max_header_count=count, max_head_size=size)
+    for limits in (Limits(), tight):
+        _assert_agree(data, limits)
+        _assert_agree(b"".join(pieces), limits)
+
+
+def test_headers_kept_as_text_are_built_on_first_use_and_compacted_again() -> None:
+    buffer = bytearray(b"GET / HTTP/1.1\r\nHost: h\r\nX:  a \r\nx: b\r\n\r\n")
+    request = Request.parse_whole(buffer, Limits())
+    assert request is not None
+    headers = request.headers
+    assert headers._items is None and headers._index is None  # nothing built yet
+    assert headers.get_all("X") == ["a", "b"]
+    assert headers.items() == [("Host", "h"), ("X", "a"), ("x", "b")]
+    headers._compact()
+    assert headers._items is None
+    assert len(headers) == 3 and "host" in headers and list(headers) == ["Host", "X"]
+    assert headers == Headers([("host", "h"), ("X", "a"), ("X", "b")])
+    assert repr(headers) == "Headers([('Host', 'h'), ('X', 'a'), ('x', 'b')])"
+    # A change makes the lines the truth: compacting again keeps them as they are now.
+    headers["Y"] = "c"
+    headers._compact()
+    assert headers.items()[-1] == ("Y", "c") and headers["y"] == "c"
+    del headers["x"]
+    headers._compact()
+    assert headers.items() == [("Host", "h"), ("Y", "c")]
+    empty = Headers._from_text("")
+    assert empty.items() == [] and len(empty) == 0
+    assert empty.copy() == Headers()
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[("X", " a")], [("X", "a\t")], [("X", "a\r\nY: b")], [("X:Y", "a")], [("X\n", "a")]],
+)
+def test_headers_that_would_not_read_back_the_same_stay_as_they_are(
+    items: list[tuple[str, str]],
+) -> None:
+    headers = Headers(items)
+    headers._compact()
+    assert headers._items is not None
+    assert headers.items() == items
+
+
+def test_compacted_built_headers_read_back_the_same() -> None:
+    items = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Server", "a b")]
+    headers = Headers(items)
+    headers._compact()
+    assert headers._items is None
+    assert headers.items() == items
+    empty = Headers()
+    empty._compact()
+    assert empty.items() == [] and empty._text == ""

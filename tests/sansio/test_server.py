@@ -115,6 +115,32 @@ def test_early_frame_after_head_is_kept() -> None:
     assert server.events_received() == [TextMessage("Hello")]
 
 
+def test_request_and_response_are_kept_compact_and_read_back_after_the_handshake() -> None:
+    server, response = handshake(request(b"X-Token: a b"))
+    assert server.request is not None
+    # Kept as text for the connection's life; read back on demand, unchanged.
+    assert server.request.headers._items is None and response.headers._items is None
+    assert server.request.headers["x-token"] == "a b"
+    assert server.request.headers["Sec-WebSocket-Key"] == "dGhlIHNhbXBsZSBub25jZQ=="
+    assert response.headers["Sec-WebSocket-Accept"] == MDN_ACCEPT
+
+
+def test_nothing_received_yet_then_the_request() -> None:
+    server = ServerProtocol()
+    server.receive_data(b"")
+    assert server.events_received() == [] and server.data_to_send() == []
+    server.receive_data(request())
+    (event,) = server.events_received()
+    assert isinstance(event, Request)
+
+
+def test_101_sent_without_a_request_opens() -> None:
+    # A handshake decided elsewhere (the protocol never saw the request).
+    server = ServerProtocol()
+    server.send_response(Response(101, headers={"Upgrade": "websocket"}))
+    assert server.state is State.OPEN and server.request is None
+
+
 def test_absolute_form_target_accepted() -> None:
     raw = request(base=MDN_REQUEST.replace(b"GET /chat", b"GET ws://example.com:8000/chat?x=1"))
     server, response = handshake(raw)

@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, cast
 
@@ -61,6 +60,7 @@ from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import EncodedMessage, Protocol, State
 from ..typing import Data, LoggerLike
+from .budget import MemoryBudget
 from .messages import Assembler
 
 __all__ = ["Connection"]
@@ -110,8 +110,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
-        self.id = uuid.uuid4()
-        self._set_logger(logger, "-")
+        self._set_logger(logger, "-")  # the id is made on first use (ConnectionInfo.id)
         # Parse everything at once, but hold a close or a peer error behind unread messages
         # (see the module docstring).
         protocol.hold_end_after_message = True
@@ -141,6 +140,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._keepalive_task: asyncio.Task[None] | None = None
 
         self._close_timer: asyncio.TimerHandle | None = None
+        # The server-wide memory budget this connection charges what it holds to, if any
+        # (set by the server; see tether.asyncio.budget), and what it last charged, in bytes.
+        self.budget: MemoryBudget | None = None
+        self.budget_charged = 0
         self.connection_lost_waiter: asyncio.Future[None] = self.loop.create_future()
 
     # --- public API ---------------------------------------------------------------------------
@@ -412,6 +415,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         """The application took a fragment: resume reading if the queue shrank enough; once no
         complete message is left, the protocol is caught up (a held end is acted on after
         the application's turn, so that its answer goes first)."""
+        if self.budget is not None:
+            self.budget.charge(self)
         messages = self._messages
         if messages.complete == 0:
             protocol = self.protocol
@@ -607,7 +612,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
-            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = f"{peer[0]}:{peer[1]}"
+            # Formatted by the logger if it ever logs (ConnectionLogger.process).
+            cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = peer
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_view
@@ -616,12 +622,16 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         # One copy of what was received, into a bytes object the parser can keep.
         self.protocol.receive_data(self._read_view[:nbytes].tobytes())
         self._process_events()
+        if self.budget is not None:
+            self.budget.charge(self)
 
     def data_received(self, data: bytes) -> None:
         """Take bytes from the network (what ``buffer_updated`` does, for callers that have a
         bytes object, such as tests or a plain-protocol wrapper)."""
         self.protocol.receive_data(data)
         self._process_events()
+        if self.budget is not None:
+            self.budget.charge(self)
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -650,6 +660,8 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         protocol.events_received()
         protocol.data_to_send()
         self._messages.drop_incomplete()
+        if self.budget is not None:
+            self.budget.release(self)
         # Drop every reference that would tie this connection into a cycle (timer callbacks,
         # the keepalive task, whose frames and CancelledError point back at it), so that
         # reference counting frees it without the cyclic collector.

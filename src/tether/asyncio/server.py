@@ -66,7 +66,6 @@ class ServerConnection(Connection, ServerResponses):
         super().__init__(protocol, **kwargs)
         self.server = server
         self._handshake_task: asyncio.Task[None] | None = None
-        self._handshake_timer: asyncio.TimerHandle | None = None
         self.handler_task: asyncio.Task[None] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -74,9 +73,7 @@ class ServerConnection(Connection, ServerResponses):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server._register(self)
-        timeout = self.server.options.open_timeout
-        if timeout is not None:
-            self._handshake_timer = self.loop.call_later(timeout, self._handshake_timed_out)
+        self.server._opening_started(self)
 
     def _handshake_timed_out(self) -> None:
         if self.protocol.state is State.CONNECTING and self.transport is not None:
@@ -85,22 +82,50 @@ class ServerConnection(Connection, ServerResponses):
 
     def _handle_event(self, event: object) -> None:
         if isinstance(event, Request):
+            server = self.server
+            if server.process_request is None and server.process_response is None:
+                # No hook to wait for: answer at once, without a task or pausing reading.
+                self._answer(event, self._decide_now(event))
+                return
             # Hold further input until the decision is made; it waits in the kernel.
             if self.transport is not None:
                 self.transport.pause_reading()
             self._handshake_task = self.loop.create_task(self._handshake(event))
 
-    async def _handshake(self, request: Request) -> None:
-        server = self.server
-        response: Response | None = None
+    def _decide_now(self, request: Request) -> Response:
+        """The response when there are no hooks: 503 over the memory budget, else accept."""
         try:
-            if server.budget is not None and server.budget.refusing():
-                response = self.protocol.reject(
-                    503,
-                    "The server is over its memory budget; retry later.",
-                    [("Retry-After", str(server.budget.retry_after))],
-                )
-            elif server.process_request is not None:
+            return self._refusal() or self.protocol.accept(request)
+        except Exception:
+            return self._hook_failed()
+
+    def _refusal(self) -> Response | None:
+        budget = self.server.budget
+        if budget is not None and budget.refusing():
+            return self.protocol.reject(
+                503,
+                "The server is over its memory budget; retry later.",
+                [("Retry-After", str(budget.retry_after))],
+            )
+        return None
+
+    def _hook_failed(self) -> Response:
+        self.logger.error("! error in the opening handshake hooks", exc_info=True)
+        return self.protocol.reject(500, "Internal server error.")
+
+    async def _handshake(self, request: Request) -> None:
+        try:
+            response = await self._decide(request)
+            self._answer(request, response)
+        finally:
+            # Not kept once done: an idle connection holds no finished task.
+            self._handshake_task = None
+
+    async def _decide(self, request: Request) -> Response:
+        server = self.server
+        try:
+            response = self._refusal()
+            if response is None and server.process_request is not None:
                 result = server.process_request(self, request)
                 if inspect.isawaitable(result):
                     result = await result
@@ -114,19 +139,21 @@ class ServerConnection(Connection, ServerResponses):
                 if result is not None:
                     response = result
         except Exception:
-            self.logger.error("! error in the opening handshake hooks", exc_info=True)
-            response = self.protocol.reject(500, "Internal server error.")
+            response = self._hook_failed()
+        return response
+
+    def _answer(self, request: Request, response: Response) -> None:
         if self.protocol.state is not State.CONNECTING:
             return  # the connection was lost meanwhile
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
+        self.server._opening_done(self)
         self.protocol.send_response(response)
-        if response.status == 101:
-            self.logger.info(
-                "%s %s: %s", request.method, request.path, self.protocol.handshake.describe()
-            )
-        else:
-            self.logger.info("%s %s: HTTP %d", request.method, request.path, response.status)
+        if self.logger.isEnabledFor(logging.INFO):  # describe() costs, even when not logged
+            if response.status == 101:
+                self.logger.info(
+                    "%s %s: %s", request.method, request.path, self.protocol.handshake.describe()
+                )
+            else:
+                self.logger.info("%s %s: HTTP %d", request.method, request.path, response.status)
         self._process_events()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
@@ -149,8 +176,7 @@ class ServerConnection(Connection, ServerResponses):
             pass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
+        self.server._opening_done(self)
         super().connection_lost(exc)
         self.server._unregister(self)
 
@@ -271,6 +297,11 @@ class Server:
         }
         #: The open connections (handshake done or under way).
         self.connections: set[ServerConnection] = set()
+        # Connections in their opening handshake -> when it times out (open_timeout), oldest
+        # first, and the one timer that enforces the oldest deadline (one timer per server,
+        # not one per connection: see _opening_started).
+        self._opening: dict[ServerConnection, float] = {}
+        self._opening_timer: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
@@ -310,6 +341,7 @@ class Server:
             close_timeout=options.close_timeout,
             logger=self.logger,
         )
+        connection.budget = self.budget
         return connection
 
     async def start(self) -> Server:
@@ -376,6 +408,39 @@ class Server:
     def _unregister(self, connection: ServerConnection) -> None:
         self.connections.discard(connection)
 
+    def _opening_started(self, connection: ServerConnection) -> None:
+        """Start ``open_timeout`` for a new connection. Deadlines come in order (one timeout,
+        a monotonic clock), so one timer armed for the oldest enforces them all, at the same
+        moments as a timer per connection would, without a timer handle to make, push on the
+        event loop's heap and cancel for each connection."""
+        timeout = self.options.open_timeout
+        if timeout is None:
+            return
+        loop = connection.loop
+        self._opening[connection] = loop.time() + timeout
+        if self._opening_timer is None:
+            self._opening_timer = loop.call_later(timeout, self._opening_expired)
+
+    def _opening_done(self, connection: ServerConnection) -> None:
+        """The connection's opening handshake is over (answered, or the connection lost). The
+        timer stays: when it fires it finds nothing due and is armed again only if another
+        connection is opening (cancelling it here would mean one timer per connection again
+        when connections open one at a time)."""
+        self._opening.pop(connection, None)
+
+    def _opening_expired(self) -> None:
+        self._opening_timer = None
+        opening = self._opening
+        while opening:
+            connection, deadline = next(iter(opening.items()))
+            loop = connection.loop
+            now = loop.time()
+            if deadline > now:
+                self._opening_timer = loop.call_at(deadline, self._opening_expired)
+                return
+            del opening[connection]
+            connection._handshake_timed_out()
+
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` is called (or the task is cancelled)."""
         assert self._closed is not None, "start the server first"
@@ -391,6 +456,9 @@ class Server:
     async def _close(self, close_connections: bool) -> None:
         if self.budget is not None:
             self.budget.stop()
+        if self._opening_timer is not None:
+            self._opening_timer.cancel()
+            self._opening_timer = None
         if self._server is not None:
             self._server.close()
         connections = list(self.connections)

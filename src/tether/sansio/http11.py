@@ -125,6 +125,9 @@ _ABSOLUTE_FORM_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 # Extensions are ignored; they only have to be made of field-value characters.
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
 _DIGITS_RE = re.compile(r"[0-9]+")
+# Header lines as the incremental parser accepts them (_parse_header_line), each with its CRLF:
+# a token, a colon, field-value characters. Used to check a whole head at once.
+_HEADER_LINES_RE = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 
 _ReadLine = Callable[[int], Generator[None, None, bytes]]
 _ReadExact = Callable[[int], Generator[None, None, bytes]]
@@ -149,19 +152,87 @@ class Headers:
 
     Two ``Headers`` are equal when each name has the same values in the same order; the order
     between different names and the spelling of names do not matter (RFC 9110 section 5.3).
+
+    Memory: a server keeps each connection's request for its lifetime. A parsed head is kept
+    as its text (the CRLF-separated lines, one ``str``); the list of lines and the index
+    by name are built on first use, and ``_compact()`` drops them again while they still say
+    exactly what the text says (no line was added or removed since); the server role calls it
+    once the handshake is done.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_index", "_items", "_text")
 
     def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
-        self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
+        self._items: list[tuple[str, str]] | None = []
+        self._index: dict[str, list[str]] | None = {}
+        #: The header lines as text, CRLF-separated, when the lines are known to match it.
+        self._text: str | None = None
         if items is not None:
             for name, value in items:
                 self[name] = value
 
+    @classmethod
+    def _from_text(cls, text: str) -> Headers:
+        """Headers from validated header lines (``name ":" OWS value OWS``, CRLF-separated,
+        no final CRLF), parsed on first use."""
+        headers = cls()
+        headers._items = headers._index = None
+        headers._text = text
+        return headers
+
+    def _lines(self) -> dict[str, list[str]]:
+        """The index by lowercase name, building the lines and the index from the text if
+        they were dropped."""
+        index = self._index
+        if index is not None:
+            return index
+        items: list[tuple[str, str]] = []
+        index = {}
+        text = self._text
+        if text:
+            for line in text.split("\r\n"):
+                name, _, value = line.partition(":")
+                value = value.strip(" \t")
+                items.append((name, value))
+                key = name.lower()
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+        self._items = items
+        self._index = index
+        return index
+
+    def _item_list(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            self._lines()
+            items = self._items
+            assert items is not None
+        return items
+
+    def _compact(self) -> None:
+        """Keep the header lines as one ``str`` and drop the list and the index (rebuilt on
+        the next lookup). Lines that would not read back the same (a value with surrounding
+        blanks, a name with a colon, a CR or LF anywhere) keep the headers as they are."""
+        if self._text is None:
+            items = self._item_list()
+            for name, value in items:
+                if (
+                    ":" in name
+                    or "\r" in name
+                    or "\n" in name
+                    or "\r" in value
+                    or "\n" in value
+                    or value != value.strip(" \t")
+                ):
+                    return
+            self._text = "\r\n".join([f"{name}: {value}" for name, value in items])
+        self._items = self._index = None
+
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
+        values = self._lines().get(name.lower())
         if not values:
             raise KeyError(name)
         if len(values) > 1:
@@ -169,52 +240,56 @@ class Headers:
         return values[0]
 
     def __setitem__(self, name: str, value: str) -> None:
-        self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
+        index = self._lines()
+        self._item_list().append((name, value))
+        index.setdefault(name.lower(), []).append(value)
+        self._text = None
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
-        if key not in self._index:
+        index = self._lines()
+        if key not in index:
             raise KeyError(name)
-        del self._index[key]
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        del index[key]
+        self._items = [(n, v) for n, v in self._item_list() if n.lower() != key]
+        self._text = None
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lines()
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
-        for name, _ in self._items:
+        for name, _ in self._item_list():
             key = name.lower()
             if key not in seen:
                 seen.add(key)
                 yield name
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._item_list())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._index == other._index
+        return self._lines() == other._lines()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._items!r})"
+        return f"{type(self).__name__}({self._item_list()!r})"
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name``, or ``default`` when it is missing."""
-        values = self._index.get(name.lower())
+        values = self._lines().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name`` in order; ``[]`` when it is missing."""
-        return list(self._index.get(name.lower(), ()))
+        return list(self._lines().get(name.lower(), ()))
 
     def items(self) -> list[tuple[str, str]]:
         """Return every header line as ``(name, value)``, in order."""
-        return list(self._items)
+        return list(self._item_list())
 
     def extend(self, items: Iterable[tuple[str, str]]) -> None:
         """Append several header lines."""
@@ -222,7 +297,7 @@ class Headers:
             self[name] = value
 
     def copy(self) -> Headers:
-        return type(self)(self._items)
+        return type(self)(self._item_list())
 
 
 #: Headers as tether takes them everywhere: ``Headers``, a mapping of names to values, or an
@@ -435,6 +510,37 @@ class Request:
         line = yield from budget.read_line(read_line, "request line")
         method, target, version = cls._parse_request_line(line)
         headers = yield from budget.read_headers(read_line)
+        return cls(method, target, headers, _path_of(target), version)
+
+    @classmethod
+    def parse_whole(cls, buffer: bytearray, limits: Limits) -> Request | None:
+        """The request, if ``buffer`` starts with a whole head that :meth:`parse` would accept;
+        the head is then removed from ``buffer``. ``None`` otherwise (the head is incomplete,
+        or something in it is wrong or over a limit): :meth:`parse` then waits for the rest or
+        gives the exact error. One pass over the head instead of one parser step per line:
+        the usual case, a head that arrives in one piece.
+        """
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > limits.max_head_size:
+            return None
+        line_end = buffer.find(b"\r\n")
+        lines = bytes(buffer[line_end + 2 : end + 2])  # header lines, each with its CRLF
+        if (
+            line_end > limits.max_line_length
+            or _HEADER_LINES_RE.fullmatch(lines) is None
+            or lines.count(b"\n") > limits.max_header_count
+        ):
+            return None
+        if len(lines) > limits.max_line_length + 2 and any(
+            len(line) > limits.max_line_length for line in lines.split(b"\r\n")
+        ):
+            return None
+        try:
+            method, target, version = cls._parse_request_line(bytes(buffer[:line_end]))
+        except InvalidHTTP:
+            return None
+        del buffer[: end + 4]
+        headers = Headers._from_text(lines[:-2].decode("latin-1"))
         return cls(method, target, headers, _path_of(target), version)
 
     @staticmethod

@@ -85,6 +85,12 @@ class State(enum.IntEnum):
     CLOSED = 3
 
 
+#: Shared by every protocol built without ``limits`` (frozen; validating a new one costs more
+#: than the rest of the constructor), and the default logger.
+_DEFAULT_LIMITS = Limits()
+_DEFAULT_LOGGER = logging.getLogger("tether.protocol")
+
+
 def _truncate_reason(reason: str) -> str:
     data = reason.encode()
     if len(data) <= _MAX_REASON:
@@ -106,6 +112,44 @@ class Protocol:
         logger: where to log; ``logging.getLogger("tether.protocol")`` by default.
     """
 
+    # No per-instance __dict__: a server keeps one of these per idle connection (issue 13),
+    # and ~40 attributes overflow CPython's shared-key dicts (1.6 KB each). mypyc's native
+    # classes have no __dict__ either, so this changes nothing for the compiled build.
+    __slots__ = (
+        "_behind",
+        "_discard",
+        "_events",
+        "_held",
+        "_mask",
+        "_message",
+        "_message_done",
+        "_out_opcode",
+        "_parser",
+        "_pings",
+        "_state",
+        "_writes",
+        "assemble",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "debug",
+        "defer_pongs",
+        "eof_rcvd",
+        "eof_sent",
+        "extensions",
+        "handshake",
+        "handshake_exc",
+        "hold_end_after_message",
+        "limits",
+        "logger",
+        "parser_exc",
+        "pong_due",
+        "reader",
+        "request",
+        "response",
+        "side",
+    )
+
     def __init__(
         self,
         side: Side,
@@ -116,11 +160,9 @@ class Protocol:
         logger: LoggerLike | None = None,
     ) -> None:
         self.side = side
-        self.limits = limits if limits is not None else Limits()
+        self.limits = limits if limits is not None else _DEFAULT_LIMITS
         self.assemble = assemble
-        self.logger: LoggerLike = (
-            logger if logger is not None else logging.getLogger("tether.protocol")
-        )
+        self.logger: LoggerLike = logger if logger is not None else _DEFAULT_LOGGER
         #: Cheap guard for debug logs on the hot path.
         self.debug = self.logger.isEnabledFor(logging.DEBUG)
 

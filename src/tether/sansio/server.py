@@ -86,6 +86,19 @@ class ServerProtocol(Protocol):
         server_header: value of the ``Server`` header, ``None`` to send none.
     """
 
+    __slots__ = (
+        "_first_byte_checked",
+        "_pending_extensions",
+        "_request_parser",
+        "extension_factories",
+        "origins",
+        "require_subprotocol",
+        "select_subprotocol_hook",
+        "server_header",
+        "subprotocols",
+        "versions",
+    )
+
     def __init__(
         self,
         *,
@@ -111,35 +124,38 @@ class ServerProtocol(Protocol):
         self.server_header = server_header
         self._pending_extensions: list[Extension] = []
         self._first_byte_checked = False
-        self._request_parser: Generator[None, None, Request] | None = Request.parse(
-            self.reader.read_line, self.limits
-        )
+        # The line-by-line parser, made only if the head does not come whole (parse_whole).
+        self._request_parser: Generator[None, None, Request] | None = None
 
     # --- reading the request ------------------------------------------------------------------
 
     def _receive_handshake(self) -> None:
         parser = self._request_parser
-        if parser is None:
-            return  # the request is in; bytes after it wait for the decision
         try:
-            if not self._first_byte_checked and self.reader.buffer:
+            if parser is None:
+                if self._first_byte_checked:
+                    return  # the request is in; bytes after it wait for the decision
+                buffer = self.reader.buffer
+                if not buffer and not self.reader.eof:
+                    return
                 self._first_byte_checked = True
-                first = self.reader.buffer[0]
-                if first not in _METHOD_START:
-                    # Not HTTP at all: most often TLS sent to a plain-text port (0x16 starts a
-                    # TLS handshake record). Answer now, not when the line limit is reached.
-                    hint = " (TLS sent to a plain-text port?)" if first == 0x16 else ""
-                    raise InvalidHTTP(f"not HTTP{hint}", 400)
+                if buffer:
+                    first = buffer[0]
+                    if first not in _METHOD_START:
+                        # Not HTTP at all: most often TLS sent to a plain-text port (0x16
+                        # starts a TLS handshake record). Answer now, not at the line limit.
+                        hint = " (TLS sent to a plain-text port?)" if first == 0x16 else ""
+                        raise InvalidHTTP(f"not HTTP{hint}", 400)
+                    # The first bytes often hold the whole head: take it in one pass.
+                    # Anything else (an incomplete head, an error) goes line by line.
+                    whole = Request.parse_whole(buffer, self.limits)
+                    if whole is not None:
+                        self._request_received(whole)
+                        return
+                parser = self._request_parser = Request.parse(self.reader.read_line, self.limits)
             next(parser)
         except StopIteration as exc:
-            request: Request = exc.value
-            self._request_parser = None
-            self.request = request
-            if self.debug:
-                self.logger.debug("< %s %s HTTP/1.1", request.method, request.target)
-                for name, value in request.headers.items():
-                    self.logger.debug("< %s: %s", name, value)
-            self._events.append(request)
+            self._request_received(exc.value)
         except InvalidHTTP as exc:
             self._request_parser = None
             self.handshake_exc = exc
@@ -149,6 +165,15 @@ class ServerProtocol(Protocol):
             self._request_parser = None
             self.handshake_exc = ConnectionLostDuringHandshake("client", self.reader.received)
             self.handshake_exc.__cause__ = exc
+
+    def _request_received(self, request: Request) -> None:
+        self._request_parser = None
+        self.request = request
+        if self.debug:
+            self.logger.debug("< %s %s HTTP/1.1", request.method, request.target)
+            for name, value in request.headers.items():
+                self.logger.debug("< %s: %s", name, value)
+        self._events.append(request)
 
     # --- deciding -----------------------------------------------------------------------------
 
@@ -308,6 +333,10 @@ class ServerProtocol(Protocol):
         self._writes.append(response.serialize())
         if response.status == 101:
             self.extensions = self._pending_extensions
+            # Kept for the connection's life: as text until someone looks (see Headers).
+            if self.request is not None:
+                self.request.headers._compact()
+            response.headers._compact()
             self._open()
         else:
             if self.handshake_exc is None and response.status >= 400:
