@@ -20,8 +20,10 @@ Sections (each can be skipped):
 - memory: server RSS growth per idle connection, opening N connections (2,000 by default), with
   compression off (after the handshake) and with each library's default deflate (after the
   handshake, and after one 1 KiB JSON-like text message echoed on each connection);
-- client: tether's asyncio client next to picows' client at 1 connection for every size, against
-  the picows server; the figure is the client's CPU time per message.
+- client: tether's asyncio client (``await send(); await recv()``, and ``tether-callback``:
+  ``set_message_callback`` + ``send_nowait``) next to picows' client (its callback style) at 1
+  connection for every size, against the picows server; the figure is the client's CPU time
+  per message.
 
 Usage::
 
@@ -67,6 +69,20 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tether
 
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def tether_zlib(src: str | None) -> str:
+    """Which zlib the tether under test compresses with (zlib-ng's when installed, unless
+    TETHER_NO_ZLIB_NG is set), imported the way echo_servers.py imports it."""
+    path = src or os.environ.get("TETHER_BENCH_SRC") or str(HERE.parent / "src")
+    code = (
+        f"import sys; sys.path.insert(0, {path!r}); import zlib\n"
+        "try: from tether.extensions.permessage_deflate import ZLIB_BACKEND as b\n"
+        "except ImportError: b = 'zlib ' + zlib.ZLIB_RUNTIME_VERSION\n"
+        "print(b)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -623,7 +639,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="16,1k,64k,1m")
     parser.add_argument("--openers", default="1,64")
     parser.add_argument("--idle", type=int, default=2000, help="idle connections for memory")
-    parser.add_argument("--clients", default="tether,picows", help="clients compared")
+    parser.add_argument(
+        "--clients", default="tether,tether-callback,picows", help="clients compared"
+    )
     parser.add_argument("--tether-alt", metavar="DIR", help="add a column: tether from DIR")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument("--silent", action="store_true", help="no progress lines")
@@ -694,6 +712,10 @@ def main() -> None:
         f" after {args.warmup:g} s warm-up; median round; run took {elapsed:.0f} s"
     )
     print(versions("tether", "picows", "aiohttp", "websockets"))
+    zlibs = f"tether's permessage-deflate uses {tether_zlib(None)}"
+    if args.tether_alt:
+        zlibs += f"; tether-alt's, {tether_zlib(args.tether_alt)}"
+    print(zlibs)
     print(f"load average (1/5/15 min) before: {load_before}; after: {load()}")
     print(f"load average at each round's start: {'; '.join(bench.loads)}")
     print()

@@ -11,13 +11,22 @@ their steady state. For each setting we build many of them and divide:
   It is lower than ``traced`` when zlib has not touched all it allocated yet (short messages
   never reach the far end of a large window).
 
-For presets it also prints the peak while a message is processed (what no-context-takeover
-settings cost only transiently), the compression ratio on the sample messages and the time per
-message, server to client (noisy on a loaded machine). The last table backs the default
-``compress_threshold``: how much short messages shrink, with and without context takeover.
+The grid is for ``keep_zlib_objects=True`` (zlib's objects kept between messages); with the
+default ``False`` a connection holds only the last window of data each way, which the presets
+table shows.
 
-Usage: ``python bench/deflate_memory.py [--connections N] [--full]`` (``--full``: every memLevel
-1-9 instead of 1, 3, 5, 8, 9). Linux only for ``rss`` (``/proc/self/statm``); "n/a" elsewhere.
+For presets it also prints the peak while a message is processed (what is held only
+transiently), the compression ratio on the sample messages and the time per message, server to
+client (noisy on a loaded machine). The levels table backs the default compression level: CPU
+time to compress (and, once per size, to inflate) 1 KiB and 64 KiB JSON-like texts (compare.py's,
+32 different ones in turn, the server's way: 4 KiB window, memLevel 5, the window primed from
+the previous messages), with each zlib installed, best of 5 runs. The last table backs the
+default ``compress_threshold``: how much short messages shrink, with and without context
+takeover.
+
+Usage: ``python bench/deflate_memory.py [--connections N] [--full] [--only SECTIONS]``
+(``--full``: every memLevel 1-9 instead of 1, 3, 5, 8, 9; SECTIONS: comma-separated among
+presets, grid, levels, short). Linux only for ``rss`` (``/proc/self/statm``); "n/a" elsewhere.
 """
 
 from __future__ import annotations
@@ -32,9 +41,14 @@ import sys
 import time
 import tracemalloc
 import zlib
+from types import ModuleType
 
+from compare import json_text
+
+from tether.extensions import permessage_deflate
 from tether.extensions.permessage_deflate import (
     PRESETS,
+    ZLIB_BACKEND,
     ClientPerMessageDeflateFactory,
     DeflateSettings,
     PerMessageDeflate,
@@ -98,7 +112,10 @@ def negotiate(settings: DeflateSettings) -> tuple[PerMessageDeflate, PerMessageD
 
 def settings_for(wbits: int, mem_level: int) -> DeflateSettings:
     return DeflateSettings(
-        server_max_window_bits=wbits, client_max_window_bits=wbits, mem_level=mem_level
+        server_max_window_bits=wbits,
+        client_max_window_bits=wbits,
+        mem_level=mem_level,
+        keep_zlib_objects=True,
     )
 
 
@@ -127,7 +144,18 @@ def rss() -> int | None:
 
 
 def traced_per_connection(settings: DeflateSettings, connections: int) -> tuple[float, float]:
-    """(bytes held, peak bytes) per connection, from tracemalloc."""
+    """(bytes held, peak bytes) per connection, from tracemalloc. The process-wide hot
+    compressors (``HOT_COMPRESSORS``, at most 32 whatever the number of connections) are turned
+    off here, so that the figure is what each connection holds."""
+    hot = permessage_deflate.HOT_COMPRESSORS
+    permessage_deflate.HOT_COMPRESSORS = 0
+    try:
+        return _traced_per_connection(settings, connections)
+    finally:
+        permessage_deflate.HOT_COMPRESSORS = hot
+
+
+def _traced_per_connection(settings: DeflateSettings, connections: int) -> tuple[float, float]:
     messages = sample_messages()
     incoming = client_frames(settings, messages[:8])
     gc.collect()
@@ -199,7 +227,9 @@ def kib(value: float | None) -> str:
 
 def grid(connections: int, full: bool) -> None:
     mem_levels = list(range(1, 10)) if full else [1, 3, 5, 8, 9]
-    print("Per connection, context takeover both ways, KiB: traced / rss (touched)")
+    print(
+        "Per connection, context takeover both ways, zlib objects kept, KiB: traced / rss (touched)"
+    )
     print("wbits " + "".join(f"{'m=' + str(m):>14}" for m in mem_levels))
     for wbits in range(9, 16):
         cells = []
@@ -236,6 +266,81 @@ def presets(connections: int) -> None:
     print()
 
 
+def backends() -> list[tuple[str, ModuleType]]:
+    found = [("zlib", zlib)]
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        pass
+    else:
+        found.append(("zlib-ng", zlib_ng))
+    return found
+
+
+def compress_cost(
+    module: ModuleType, texts: list[bytes], level: int, rounds: int
+) -> tuple[float, float]:
+    """(CPU us per message, ratio) compressing texts in turn through a PerMessageDeflate with
+    the default preset at ``level``, as a server answering a client does."""
+    saved = permessage_deflate._zlib
+    permessage_deflate._zlib = module
+    try:
+        settings = DeflateSettings(compression_level=level)
+        best = float("inf")
+        ratio = 0.0
+        for _ in range(5):
+            server, _ = negotiate(settings)
+            sent = 0
+            start = time.process_time()
+            for _ in range(rounds):
+                for text in texts:
+                    sent += len(server.encode(Frame(Opcode.TEXT, text)).data)
+            elapsed = time.process_time() - start
+            best = min(best, elapsed / (rounds * len(texts)) * 1e6)
+            ratio = sent / (rounds * sum(len(text) for text in texts))
+        return best, ratio
+    finally:
+        permessage_deflate._zlib = saved
+
+
+def inflate_cost(module: ModuleType, texts: list[bytes], rounds: int) -> float:
+    """CPU us per message inflating texts each compressed alone with a 32 KiB window (what the
+    compare.py client sends), with a new inflater per message."""
+    payloads = []
+    for text in texts:
+        encoder = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payloads.append(encoder.compress(text) + encoder.flush(zlib.Z_SYNC_FLUSH))
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(rounds):
+            for payload in payloads:
+                module.decompressobj(-15).decompress(payload, 2**21)
+        best = min(best, (time.process_time() - start) / (rounds * len(payloads)) * 1e6)
+    return best
+
+
+def levels() -> None:
+    print(
+        "Levels: CPU us per message to compress (ratio), 4 KiB window, memLevel 5, window\n"
+        "primed from earlier messages; 32 different JSON-like texts; best of 5"
+    )
+    sizes = {1024: 100, 65536: 2}
+    rngs = {size: random.Random(size) for size in sizes}
+    corpus = {size: [json_text(size, rngs[size]) for _ in range(32)] for size in sizes}
+    print(f"{'zlib':<9}{'level':>6}{'1 KiB':>18}{'64 KiB':>18}")
+    for name, module in backends():
+        for level in (1, 2, 3, 6):
+            cells = []
+            for size, rounds in sizes.items():
+                us, ratio = compress_cost(module, corpus[size], level, rounds)
+                cells.append(f"{us:8.1f} ({ratio:.3f})")
+            print(f"{name:<9}{level:>6}" + "".join(f"{cell:>18}" for cell in cells))
+        inflated = [f"{inflate_cost(module, corpus[s], r):8.1f}" for s, r in sizes.items()]
+        print(f"{name:<9}{'inflate':>6}" + "".join(f"{cell:>18}" for cell in inflated))
+    print()
+
+
 def small_messages() -> None:
     messages = sample_messages(400)
     print("Short messages (sample events cut to size), 12-bit window, memLevel 5, level 6")
@@ -261,16 +366,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--full", action="store_true", help="every memLevel from 1 to 9")
+    parser.add_argument("--only", default="presets,grid,levels,short")
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    print(f"zlib {zlib.ZLIB_RUNTIME_VERSION}, Python {sys.version.split()[0]}\n")
-    check_tracemalloc_sees_zlib()
-    presets(args.connections)
-    grid(args.connections, args.full)
-    small_messages()
+    sections = args.only.split(",")
+    print(f"{ZLIB_BACKEND} (the default here), Python {sys.version.split()[0]}\n")
+    if "presets" in sections:
+        check_tracemalloc_sees_zlib()
+        presets(args.connections)
+    if "grid" in sections:
+        grid(args.connections, args.full)
+    if "levels" in sections:
+        levels()
+    if "short" in sections:
+        small_messages()
 
 
 if __name__ == "__main__":

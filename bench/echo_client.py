@@ -66,6 +66,7 @@ CLIENTS = (
     "raw-asyncio",
     "websockets",
     "tether",
+    "tether-callback",
     "aiohttp",
     "picows",
     "tether-sync",
@@ -691,6 +692,59 @@ class PicowsClient:
         self.transports = []
 
 
+class TetherCallbackClient:
+    """tether's client in picows' style: ``set_message_callback`` with a callback that sends
+    the next message with ``send_nowait`` (no task, no future per message)."""
+
+    def __init__(self, host: str, port: int, compression: bool, text: bool) -> None:
+        self.uri = f"ws://{host}:{port}/"
+        self.compression = compression
+        self.text = text
+        self.stats = Stats()
+        self.connections: list[Any] = []
+        self.message: str | bytes = b""
+
+    async def open(self, size: int, conns: int) -> None:
+        from tether import Limits
+        from tether import connect as tether_connect
+
+        payload = make_payload(size, text=self.text, compressible=self.compression)
+        self.message = message = payload.decode() if self.text else payload
+        stats = self.stats
+        for _ in range(conns):
+            ws = await tether_connect(
+                self.uri,
+                compression="deflate" if self.compression else None,
+                ping_interval=None,
+                limits=Limits(max_frame_size=MAX_SIZE, max_message_size=MAX_SIZE),
+            )
+            send = ws.send_nowait
+
+            def on_message(_: Any, send: Any = send) -> None:
+                stats.count += 1
+                if stats.running:
+                    send(message)
+                else:
+                    stats.finished_one()
+
+            ws.set_message_callback(on_message)
+            self.connections.append(ws)
+
+    def go(self) -> None:
+        self.stats.running = True
+        self.stats.in_flight = len(self.connections)
+        for ws in self.connections:
+            ws.send_nowait(self.message)
+
+    async def stop(self) -> None:
+        self.stats.idle = asyncio.Event()
+        self.stats.running = False
+        if self.stats.in_flight:
+            await asyncio.wait_for(self.stats.idle.wait(), 30)
+        await asyncio.gather(*(ws.close() for ws in self.connections))
+        self.connections = []
+
+
 # --- threading clients ---------------------------------------------------------------------------
 
 
@@ -807,7 +861,9 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def control(client: RawClient | LibraryClient | PicowsClient) -> None:
+async def control(
+    client: RawClient | LibraryClient | PicowsClient | TetherCallbackClient,
+) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -845,7 +901,7 @@ def main() -> None:
     parser.add_argument("--compression", action="store_true")
     parser.add_argument("--text", action="store_true")
     args = parser.parse_args()
-    client: RawClient | LibraryClient | PicowsClient
+    client: RawClient | LibraryClient | PicowsClient | TetherCallbackClient
     if args.client == "raw":
         SyncRawClient(args.host, args.port, args.compression, args.text).run()
         return
@@ -858,6 +914,8 @@ def main() -> None:
         client = RawClient(args.host, args.port, args.compression, args.text)
     elif args.client == "picows":
         client = PicowsClient(args.host, args.port, args.compression, args.text)
+    elif args.client == "tether-callback":
+        client = TetherCallbackClient(args.host, args.port, args.compression, args.text)
     else:
         client = LibraryClient(args.client, args.host, args.port, args.compression, args.text)
     asyncio.run(control(client))

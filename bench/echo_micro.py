@@ -9,7 +9,8 @@ wake the handler, serialise, write), with no system calls and no selector, so it
 than the end-to-end benchmark on a busy machine and shows the effect of a change quickly.
 
 Usage: ``python bench/echo_micro.py [--sizes 16,1k,64k,1m] [--budget SECONDS]
-[--tether-src DIR]``; figures are microseconds of CPU time per message (best of 15 short rounds).
+[--tether-src DIR] [--callback]``; figures are microseconds of CPU time per message (best of
+15 short rounds).
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ LIBRARIES = {"tether": tether_connection, "websockets": websockets_connection}
 
 
 async def measure(
-    size: int, budget: float, rounds: int = 15, fixed: int | None = None, library: str = "tether"
+    size: int,
+    budget: float,
+    rounds: int = 15,
+    fixed: int | None = None,
+    library: str = "tether",
+    callback: bool = False,
 ) -> float:
     connection = LIBRARIES[library]()
     transport = FakeTransport()
@@ -128,7 +134,12 @@ async def measure(
         async for message in connection:
             await connection.send(message)
 
-    task = asyncio.create_task(echo())
+    if callback:
+        # The message callback answers from the read callback: no task, no future.
+        connection.set_message_callback(connection.send_nowait)
+        task = asyncio.create_task(asyncio.sleep(0))
+    else:
+        task = asyncio.create_task(echo())
     await asyncio.sleep(0)
     if isinstance(connection, asyncio.BufferedProtocol):
         # What the selector transport does for a buffered protocol: recv_into the lent buffer.
@@ -184,6 +195,12 @@ def main() -> None:
         help="do exactly N round trips per size and print nothing: run it under "
         "`valgrind --tool=callgrind` with N and with 0 to count instructions per message",
     )
+    parser.add_argument(
+        "--callback",
+        action="store_true",
+        help="tether: echo from a message callback (set_message_callback + send_nowait) "
+        "instead of `async for message in ws: await ws.send(message)`",
+    )
     args = parser.parse_args()
     sizes = []
     for text in args.sizes.split(","):
@@ -192,11 +209,19 @@ def main() -> None:
         sizes.append(int(text.rstrip("km")) * factor)
     if args.fixed is not None:
         for size in sizes:
-            asyncio.run(measure(size, args.budget, fixed=args.fixed, library=args.library))
+            asyncio.run(
+                measure(
+                    size,
+                    args.budget,
+                    fixed=args.fixed,
+                    library=args.library,
+                    callback=args.callback,
+                )
+            )
         return
     print(f"{'size':>8} {'us/msg':>9}")
     for size in sizes:
-        cost = asyncio.run(measure(size, args.budget, library=args.library))
+        cost = asyncio.run(measure(size, args.budget, library=args.library, callback=args.callback))
         print(f"{size:>8} {cost:9.2f}")
 
 

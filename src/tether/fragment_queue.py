@@ -12,13 +12,14 @@ Layer: the shared options layer, with :mod:`tether.options`, below the I/O layer
 
 from __future__ import annotations
 
+import codecs
 import collections
 from typing import cast
 
 from .sansio.events import Fragment
 from .typing import Data
 
-__all__ = ["FragmentQueue"]
+__all__ = ["FragmentQueue", "StreamDecoder", "convert"]
 
 #: The queue of a connection that has received nothing yet: empty and never appended to (a
 #: deque costs ~760 bytes even when empty, and idle connections are many).
@@ -89,3 +90,33 @@ class FragmentQueue:
         fragments = self.fragments
         while fragments and not fragments[-1].last:
             self.size -= len(fragments.pop().data)
+
+
+def convert(data: Data, decode: bool) -> Data:
+    """What ``recv(decode=...)`` returns for a whole message: ``decode=True`` gives ``str``
+    (a binary message decoded from UTF-8, which raises ``UnicodeDecodeError`` if it is not),
+    ``decode=False`` gives ``bytes`` (a text message as UTF-8). The caller skips this call for
+    ``decode=None`` (the message as it came)."""
+    if decode is isinstance(data, str):
+        return data
+    return data.decode() if isinstance(data, bytes) else data.encode()
+
+
+class StreamDecoder:
+    """``recv_streaming(decode=...)``: :func:`convert` fragment by fragment. A binary message
+    is decoded incrementally, so that a character split across fragments is decoded whole."""
+
+    __slots__ = ("_decoder", "decode")
+
+    def __init__(self, decode: bool) -> None:
+        self.decode = decode
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    def convert(self, data: Data, last: bool) -> Data:
+        if self.decode is isinstance(data, str):
+            return data
+        if isinstance(data, str):
+            return data.encode()
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        return self._decoder.decode(data, last)

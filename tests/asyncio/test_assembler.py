@@ -57,13 +57,13 @@ def test_reading_resumes_below_a_quarter_or_when_nothing_complete_is_left() -> N
 def test_waiter_is_woken_and_cancelling_it_takes_nothing() -> None:
     async def main() -> None:
         queue = Assembler(max_queue=100)
-        waiter = queue.waiter()
+        waiter = queue.waiter(asyncio.get_running_loop())
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.01):
                 await waiter
         queue.put(Fragment("kept", True, True))
         queue.wake()  # the cancelled waiter is simply dropped
-        waiter = queue.waiter()
+        waiter = queue.waiter(asyncio.get_running_loop())
         queue.wake()
         await waiter
         assert queue.pop_message() == "kept"

@@ -64,6 +64,26 @@ def test_echo_text_and_binary() -> None:
     run(main())
 
 
+def test_client_builds_large_frames_in_one_recycled_buffer() -> None:
+    # A client masks every frame; large ones are built in a buffer that asyncio's socket
+    # transport hands back once sent in full, so that a stream of large messages does not
+    # allocate (and fault in) a fresh frame-sized object each.
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+            async with connect(uri(server), compression=None) as ws:
+                assert ws.protocol.reuse_output
+                buffers = []
+                for _ in range(3):
+                    big = os.urandom(2**16)  # SPLIT_WRITE_SIZE: one send() on loopback
+                    await ws.send(big)
+                    assert await ws.recv() == big
+                    buffers.append(ws.protocol._spare)
+                assert buffers[0] is not None
+                assert buffers[1] is buffers[0] and buffers[2] is buffers[0]
+
+    run(main())
+
+
 def test_negotiation_is_visible_on_both_sides() -> None:
     seen: dict[str, Any] = {}
 

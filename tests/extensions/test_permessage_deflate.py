@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
+import weakref
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import _require
 from tether.exceptions import (
     DuplicateParameter,
     InvalidParameterName,
@@ -26,6 +31,7 @@ from tether.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
+from tether.extensions import permessage_deflate
 from tether.extensions.base import RSV1, RSV2, Extension
 from tether.extensions.permessage_deflate import (
     DEFAULT_COMPRESS_THRESHOLD,
@@ -41,7 +47,32 @@ from tether.sansio.frames import Frame
 from tether.sansio.headers import build_extension_list, parse_extension_list
 from tether.typing import ExtensionName, ExtensionParameter
 
+zlib_ng: ModuleType | None
+try:
+    from zlib_ng import zlib_ng
+except ImportError:  # pragma: no cover - a test dependency, and CI installs it
+    zlib_ng = None
+
 TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+
+
+@pytest.fixture(autouse=True, params=["zlib", "zlib-ng"])
+def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """Every test runs with the standard library's zlib and with zlib-ng's bindings (the
+    ``zlib-ng`` extra), whichever is installed by default. The engine reads the module's
+    ``_zlib`` when it is built and ``compress_payload`` when it is called."""
+    module = zlib if request.param == "zlib" else zlib_ng
+    if module is None:  # pragma: no cover
+        _require("zlib-ng is not installed (pip install 'tether[zlib-ng]')")
+        raise AssertionError("unreachable: _require skips or fails")
+    saved = permessage_deflate._zlib
+    permessage_deflate._zlib = module
+    try:
+        yield module
+    finally:
+        permessage_deflate._zlib = saved
+
+
 MARKER = b"\x00\x00\xff\xff"
 
 SNCT = ("server_no_context_takeover", None)
@@ -624,14 +655,16 @@ class TestDecode:
             bytes.fromhex("f2 00 11 00 00"),  # back-reference before the start of the stream
         ],
     )
-    def test_malformed_deflate_data_fails_with_protocol_error(self, payload: bytes) -> None:
+    def test_malformed_deflate_data_fails_with_protocol_error(
+        self, payload: bytes, backend: ModuleType
+    ) -> None:
         # Close code 1002: see "Corrupt compressed data" in the module docstring.
         receiver = engine()
         try:
             receiver.decode(Frame(BINARY, payload, rsv1=True))
         except ProtocolError as exc:
             assert str(exc).startswith("invalid compressed data: ")
-            assert isinstance(exc.__cause__, zlib.error)
+            assert isinstance(exc.__cause__, backend.error)
         else:
             pytest.fail("no ProtocolError")
 
@@ -828,7 +861,7 @@ class TestSharedEncoding:
         one = engine(local_no_context_takeover=True, local_max_window_bits=12)
         two = engine(local_no_context_takeover=True, local_max_window_bits=12)
         two.encode(Frame(TEXT, b"something else entirely, sent before"))
-        assert one.shared_encoding_key == two.shared_encoding_key == (12, 5, 6)
+        assert one.shared_encoding_key == two.shared_encoding_key == (12, 5, 2)
         assert one.compress_message(data) == two.compress_message(data)
 
     def test_pre_compressed_frames_pass_through_encode(self) -> None:
@@ -895,7 +928,11 @@ def check_direction(
         # shows that the compressor kept to that window.
         assert [inflate([payload], bits)[0] for payload in payloads] == expected
     else:
-        assert len(second) < len(first) // 3
+        # The second message refers back into the first: shorter, and it does not inflate
+        # alone.
+        assert len(second) < len(first)
+        with pytest.raises(zlib.error, match="too far back"):
+            inflate([second], bits)
         # The whole stream inflates with plain zlib, one window of the agreed size.
         assert inflate(payloads, bits) == expected
 
@@ -903,7 +940,10 @@ def check_direction(
 @pytest.mark.parametrize(
     ("server_nct", "client_nct"), list(itertools.product([False, True], repeat=2))
 )
-def test_round_trips_in_every_combination(server_nct: bool, client_nct: bool) -> None:
+@pytest.mark.parametrize("keep_zlib_objects", [False, True])
+def test_round_trips_in_every_combination(
+    server_nct: bool, client_nct: bool, keep_zlib_objects: bool
+) -> None:
     for server_bits, client_bits in itertools.product(WINDOWS, WINDOWS):
         client, server = negotiate(
             DeflateSettings(
@@ -912,10 +952,14 @@ def test_round_trips_in_every_combination(server_nct: bool, client_nct: bool) ->
                 server_max_window_bits=server_bits,
                 client_max_window_bits=client_bits,
                 compress_threshold=0,
+                keep_zlib_objects=keep_zlib_objects,
             ),
             # The server imposes nothing: what is agreed is what the client asked for.
             DeflateSettings(
-                server_max_window_bits=None, client_max_window_bits=None, compress_threshold=0
+                server_max_window_bits=None,
+                client_max_window_bits=None,
+                compress_threshold=0,
+                keep_zlib_objects=keep_zlib_objects,
             ),
         )
         assert agreed(client) == (client_nct, server_nct, client_bits, server_bits)
@@ -933,7 +977,9 @@ def test_zlib_streams_decode_with_context_takeover() -> None:
     assert decoded == messages
 
 
-@settings(max_examples=200, deadline=None)
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     messages=st.lists(
         st.lists(st.binary(max_size=300), min_size=1, max_size=4), min_size=1, max_size=6
@@ -944,6 +990,7 @@ def test_zlib_streams_decode_with_context_takeover() -> None:
     client_nct=st.booleans(),
     threshold=st.sampled_from([0, 1, 32, 200]),
     level=st.integers(0, 9),
+    keep_zlib_objects=st.booleans(),
 )
 def test_any_messages_round_trip(
     messages: list[list[bytes]],
@@ -953,6 +1000,7 @@ def test_any_messages_round_trip(
     client_nct: bool,
     threshold: int,
     level: int,
+    keep_zlib_objects: bool,
 ) -> None:
     both = DeflateSettings(
         server_no_context_takeover=server_nct,
@@ -961,6 +1009,7 @@ def test_any_messages_round_trip(
         client_max_window_bits=client_bits,
         compress_threshold=threshold,
         compression_level=level,
+        keep_zlib_objects=keep_zlib_objects,
     )
     client, server = negotiate(both, both)
     for parts in messages:
@@ -975,8 +1024,16 @@ def test_any_messages_round_trip(
 # --- memory -----------------------------------------------------------------------------------
 
 
-def held_per_connection(settings_: DeflateSettings, connections: int = 20) -> float:
-    messages = [b'{"type": "chat", "text": "hello there, how are you?"}' * 4] * 3
+@pytest.fixture
+def no_hot_compressors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle connections hold only their window: none keeps its compressor for being recent."""
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 0)
+
+
+def held_per_connection(
+    settings_: DeflateSettings, connections: int = 20, messages: Sequence[bytes] = ()
+) -> float:
+    messages = messages or [b'{"type": "chat", "text": "hello there, how are you?"}' * 4] * 3
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -993,17 +1050,122 @@ def held_per_connection(settings_: DeflateSettings, connections: int = 20) -> fl
         tracemalloc.stop()
 
 
+@pytest.mark.usefixtures("no_hot_compressors")
 def test_idle_memory_without_context_takeover_is_near_zero() -> None:
     # zlib objects live only while a message is processed.
     assert held_per_connection(PRESETS["small"]) < 4 * 1024
 
 
-def test_memory_with_context_takeover_follows_the_window() -> None:
-    # tracemalloc sees zlib's buffers: about 2**(w+2) + 2**(m+9) + 2**w + 13 KiB.
-    balanced = held_per_connection(PRESETS["balanced"])
+def test_memory_with_zlib_objects_kept_follows_the_window(backend: ModuleType) -> None:
+    # tracemalloc sees zlib's buffers: about 2**(w+2) + 2**(m+9) + 2**w + 13 KiB; zlib-ng's
+    # hash table is 128 KiB whatever the memLevel.
+    kept = held_per_connection(PRESETS["fast"])
     largest = held_per_connection(PRESETS["max"])
-    assert 40 * 1024 < balanced < 64 * 1024
-    assert 280 * 1024 < largest < 330 * 1024
+    if backend is zlib:
+        assert 40 * 1024 < kept < 64 * 1024
+        assert 280 * 1024 < largest < 330 * 1024
+    else:
+        assert 180 * 1024 < kept < 230 * 1024
+        assert 360 * 1024 < largest < 420 * 1024
+
+
+@pytest.mark.usefixtures("no_hot_compressors")
+def test_memory_with_context_takeover_is_the_data_sent_and_received() -> None:
+    # The default holds the last bytes of each direction, here three 208-byte messages, and
+    # about 500 bytes of Python objects (what "small" holds).
+    small = held_per_connection(PRESETS["small"])
+    balanced = held_per_connection(PRESETS["balanced"])
+    assert 2 * 3 * 208 - 128 < balanced - small < 2 * 3 * 208 + 256
+    # ... and never more than a window each way (4 KiB here), however much was sent.
+    many = [os.urandom(100) + bytes([i]) * 900 for i in range(20)]
+    held = held_per_connection(PRESETS["balanced"], messages=many) - small
+    assert 2 * 4096 - 128 < held < 2 * 4096 + 256
+
+
+@pytest.mark.parametrize("keep_zlib_objects", [False, True])
+def test_the_window_survives_fragmented_messages_and_a_final_block(
+    keep_zlib_objects: bool,
+) -> None:
+    settings_ = DeflateSettings(compress_threshold=0, keep_zlib_objects=keep_zlib_objects)
+    client, server = negotiate(settings_, settings_)
+    text = os.urandom(300)
+    # A fragmented message, then the same data: the second refers back into the first.
+    _, received = transfer(client, server, fragments(TEXT, text[:100], text[100:], b""))
+    assert received == text
+    wire, received = transfer(client, server, fragments(TEXT, text))
+    assert received == text
+    assert len(wire[0].data) < 30
+    # A peer that ends its stream with BFINAL starts the next message with an empty window.
+    encoder = zlib.compressobj(6, zlib.DEFLATED, -12)
+    final = encoder.compress(text) + encoder.flush(zlib.Z_FINISH)
+    assert server.decode(Frame(TEXT, final, rsv1=True)).data == text
+    fresh = deflate([text], 12)[0]
+    assert server.decode(Frame(TEXT, fresh, rsv1=True)).data == text
+
+
+def test_the_most_recent_connections_keep_their_compressor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 2)
+    text = b"hot or not, " * 10
+    engines = [engine(local_max_window_bits=12) for _ in range(3)]
+    for index in range(3):
+        engines[index].encode(Frame(TEXT, text))
+    assert [sender._encoder is not None for sender in engines] == [False, True, True]
+    # The first becomes the most recent again; the second is now the oldest and loses it.
+    engines[0].encode(Frame(TEXT, text))
+    assert [sender._encoder is not None for sender in engines] == [True, False, True]
+    # Without context takeover or with keep_zlib_objects, the set is not involved.
+    other = engine(local_no_context_takeover=True)
+    other.encode(Frame(TEXT, text))
+    kept = PerMessageDeflate(False, False, 15, 15, keep_zlib_objects=True)
+    kept.encode(Frame(TEXT, text))
+    assert other._encoder is None and kept._encoder is not None
+    assert [sender._encoder is not None for sender in engines] == [True, False, True]
+    # A connection that is gone leaves a dead entry, which is skipped when evicted.
+    gone = weakref.ref(engines.pop())
+    assert gone() is None
+    newer = [engine(local_max_window_bits=12) for _ in range(2)]
+    for index in range(2):
+        newer[index].encode(Frame(TEXT, text))
+    assert engines[0]._encoder is None
+    assert [sender._encoder is not None for sender in newer] == [True, True]
+
+
+def test_losing_the_compressor_between_frames_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another connection finishing a message may take a hot compressor away in the middle of
+    # a fragmented message; the next frame is compressed by a new one primed with the window.
+    monkeypatch.setattr(permessage_deflate, "HOT_COMPRESSORS", 1)
+    sender, other = engine(local_max_window_bits=10), engine()
+    receiver = engine(remote_max_window_bits=10)
+    text = b"the same words again and again, " * 40
+    first = sender.encode(Frame(TEXT, text))
+    assert sender._encoder is not None
+    second = [sender.encode(Frame(TEXT, text[:500], fin=False))]
+    other.encode(Frame(BINARY, b"evicts the sender's compressor " * 3))
+    assert sender._encoder is None
+    second.append(sender.encode(Frame(CONT, text[500:], fin=False)))
+    second.append(sender.encode(Frame(CONT, text)))
+    payloads = [first.data, b"".join(frame.data for frame in second)]
+    expected = [text, text + text]
+    assert inflate(payloads, 10) == expected
+    assert receiver.decode(first).data == text
+    assert b"".join(receiver.decode(frame).data for frame in second) == text + text
+    with pytest.raises(zlib.error, match="too far back"):  # it refers to the first message
+        inflate(payloads[1:], 10)
+
+
+def test_a_window_larger_than_our_limit_is_kept_whole() -> None:
+    # The inflater keeps 2**remote_max_window_bits bytes: a back-reference reaching the far
+    # end of a 32 KiB window into the previous message still inflates.
+    receiver = engine(remote_max_window_bits=15, local_max_window_bits=9)
+    block = os.urandom(30_000)
+    first, second = deflate([block, block[:5_000]], 15)
+    assert len(second) < 100
+    assert receiver.decode(Frame(BINARY, first, rsv1=True)).data == block
+    assert receiver.decode(Frame(BINARY, second, rsv1=True)).data == block[:5_000]
 
 
 # --- interoperability with websockets' implementation ----------------------------------------
@@ -1117,3 +1279,46 @@ def test_another_extension_on_another_bit_goes_with_permessage_deflate() -> None
     assert isinstance(agreed, PerMessageDeflate)
     client = ClientPerMessageDeflateFactory(OPEN)
     assert isinstance(client.process_response_params([], [other]), PerMessageDeflate)
+
+
+# --- which zlib -------------------------------------------------------------------------------
+
+
+def backend_in_subprocess(tmp_path: Any, env_value: str | None, hide_zlib_ng: bool) -> str:
+    """ZLIB_BACKEND in a fresh interpreter, with TETHER_NO_ZLIB_NG as given and zlib-ng's
+    package shadowed by one that fails to import (as if it were not installed)."""
+    env = dict(os.environ)
+    env.pop("TETHER_NO_ZLIB_NG", None)
+    if env_value is not None:
+        env["TETHER_NO_ZLIB_NG"] = env_value
+    if hide_zlib_ng:
+        (tmp_path / "zlib_ng").mkdir()
+        (tmp_path / "zlib_ng" / "__init__.py").write_text("raise ImportError('hidden')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    code = "from tether.extensions import permessage_deflate as p; print(p.ZLIB_BACKEND)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("backend", ["zlib"], indirect=True)
+@pytest.mark.parametrize(
+    ("env_value", "hide", "expected"),
+    [
+        (None, False, "zlib-ng"),
+        ("0", False, "zlib-ng"),
+        ("1", False, "zlib"),
+        (None, True, "zlib"),
+    ],
+)
+def test_zlib_ng_is_used_when_installed_and_not_disabled(
+    tmp_path: Any, env_value: str | None, hide: bool, expected: str
+) -> None:
+    name, _, version = backend_in_subprocess(tmp_path, env_value, hide).partition(" ")
+    assert name == expected
+    if expected == "zlib":
+        assert version == zlib.ZLIB_RUNTIME_VERSION
+    else:
+        assert zlib_ng is not None
+        assert version == zlib_ng.ZLIBNG_VERSION

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from tether.sync import Server, serve
 
-__all__ = ["open_fds", "running", "running_on", "uri"]
+__all__ = ["open_fds", "running", "running_on", "tls_contexts", "uri"]
 
 
 def open_fds() -> dict[int, str]:
@@ -52,3 +53,16 @@ def running(handler: Any, host: str = "127.0.0.1", **kwargs: Any) -> Iterator[Se
 
 def uri(server: Server, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port_number}{path}"
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 and a client context trusting it."""
+    import trustme  # a test dependency: missing, the test fails rather than skips
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context

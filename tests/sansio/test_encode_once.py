@@ -24,7 +24,7 @@ def server(*extensions: PerMessageDeflate, limits: Limits | None = None) -> Prot
     return protocol
 
 
-def receive(wire: bytes, *extensions: PerMessageDeflate) -> list[object]:
+def receive(wire: bytes | bytearray, *extensions: PerMessageDeflate) -> list[object]:
     """What a client with ``extensions`` reads from ``wire``."""
     client = Protocol(Side.CLIENT)
     client.extensions = list(extensions)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.exceptions import PayloadTooBig, ProtocolError
-from tether.sansio import frames
+from tether.sansio import frames, masking
 from tether.sansio.codes import Opcode
 from tether.sansio.frames import Close, Frame, FrameParser, serialize_frame
 from tether.sansio.masking import apply_mask
@@ -711,3 +711,140 @@ def test_unmasked_header_of_control_frames() -> None:
         frames.unmasked_header(Frame(Opcode.PING, b"x" * 126))
     with pytest.raises(ProtocolError, match="fragmented control frame"):
         frames.unmasked_header(Frame(Opcode.PONG, b"", fin=False))
+
+
+# --- a large masked frame built in a reusable buffer ---------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 0xFFFF, 0x10000, 0x10003])
+@pytest.mark.parametrize("rsv1", [False, True])
+def test_masked_frame_into_is_serialize_frame(
+    monkeypatch: pytest.MonkeyPatch, length: int, rsv1: bool
+) -> None:
+    monkeypatch.setattr(frames, "_mask_source", lambda: RFC_KEY)
+    frame = Frame(Opcode.BINARY, noise(length), fin=True, rsv1=rsv1)
+    expected = serialize_frame(frame, mask=True, mask_key=RFC_KEY)
+    fresh = frames.masked_frame_into(frame, None)
+    assert type(fresh) is bytearray and fresh == expected
+    # A spare of the same size is filled in place; one of another size is left alone.
+    spare = bytearray(b"\xaa" * len(expected))
+    assert frames.masked_frame_into(frame, spare) is spare and spare == expected
+    other = bytearray(len(expected) + 1)
+    built = frames.masked_frame_into(frame, other)
+    assert built is not other and built == expected and other == bytearray(len(expected) + 1)
+
+
+def test_masked_frame_into_checks_control_frames() -> None:
+    with pytest.raises(ProtocolError, match="control frame too long"):
+        frames.masked_frame_into(Frame(Opcode.PING, bytes(126)), None)
+
+
+# --- a large payload read in place (payload_buffer) -----------------------------------------------
+
+
+@ROLES
+@pytest.mark.parametrize("read_size", [65536, 100_000, 262144])
+@pytest.mark.parametrize("helper", ["active", "python"])
+def test_payload_read_in_place_is_the_frame(
+    monkeypatch: pytest.MonkeyPatch, mask_expected: bool, read_size: int, helper: str
+) -> None:
+    # What asyncio's BufferedProtocol does: read into the view when the parser offers one,
+    # else feed a chunk. A small frame follows the large one in the same stream. "python":
+    # the pure-Python payload (a bytearray copied into bytes at the end) whatever is active.
+    if helper == "python":
+        monkeypatch.setattr(frames, "new_payload", masking.py_new_payload)
+    payload = noise(600_000)
+    wire = wire_frame(0x82, payload, masked=mask_expected) + wire_frame(
+        0x89, b"ping", masked=mask_expected
+    )
+    parser = FrameParser(mask_expected=mask_expected, max_frame_size=2**20)
+    frames_out: list[Frame] = []
+    pos = 0
+    in_place = 0
+    while pos < len(wire):
+        view = parser.payload_buffer(65536)
+        if view is None:
+            chunk = wire[pos : pos + read_size]
+            parser.feed(chunk)
+            pos += len(chunk)
+        else:
+            n = min(len(view), read_size, len(wire) - pos)
+            view[:n] = wire[pos : pos + n]
+            parser.payload_written(n)
+            pos += n
+            in_place += n
+        assert parser.buffered <= len(wire) - sum(len(f.data) for f in frames_out)
+        while (frame := parser.next_frame()) is not None:
+            frames_out.append(frame)
+    assert in_place > 0
+    assert [(f.opcode, f.data) for f in frames_out] == [
+        (Opcode.BINARY, payload),
+        (Opcode.PING, b"ping"),
+    ]
+    assert type(frames_out[0].data) is bytes
+    assert parser.buffered == 0 and parser.payload_buffer(65536) is None
+
+
+@ROLES
+def test_bytes_fed_while_a_payload_is_read_in_place(mask_expected: bool) -> None:
+    # feed() (data_received, or bytes that came another way) completes the payload in place
+    # and keeps what follows it for the next frames; partial_payload sees the bytes so far.
+    payload = noise(200_000)
+    wire = wire_frame(0x82, payload, masked=mask_expected) + wire_frame(
+        0x82, b"next", masked=mask_expected
+    )
+    parser = FrameParser(mask_expected=mask_expected)
+    parser.feed(wire[:150_000])
+    assert parser.next_frame() is None
+    view = parser.payload_buffer(1024)
+    assert view is not None
+    header = len(wire) - len(payload) - len(wire_frame(0x82, b"next", masked=mask_expected))
+    assert len(view) == len(payload) - (150_000 - header)
+    assert parser.pending_frame() == (Opcode.BINARY, False, 150_000 - header, len(payload))
+    assert parser.partial_payload(10) == payload[10 : 150_000 - header]
+    view[:1000] = wire[150_000:151_000]
+    parser.payload_written(1000)
+    del view
+    parser.feed(wire[151_000:])
+    frame = parser.next_frame()
+    assert frame is not None and frame.data == payload
+    frame = parser.next_frame()
+    assert frame is not None and frame.data == b"next"
+    assert parser.next_frame() is None and parser.buffered == 0
+
+
+def test_payload_buffer_waits_for_part_of_the_payload() -> None:
+    # A header alone never makes the parser allocate the payload.
+    parser = FrameParser(mask_expected=False)
+    parser.feed(wire_frame(0x82, bytes(2**20), masked=False)[:100])
+    assert parser.next_frame() is None
+    assert parser.payload_buffer(65536) is None
+    parser.discard()
+    parser.feed(wire_frame(0x82, bytes(2**20), masked=False)[: 2**19 + 20])
+    assert parser.next_frame() is None
+    assert parser.payload_buffer(2**20) is None  # fewer bytes missing than asked for
+    view = parser.payload_buffer(65536)
+    assert view is not None and len(view) == 2**19 - 10
+    parser.discard()
+    assert parser.payload_buffer(65536) is None and parser.buffered == 0
+
+
+def test_bytes_fed_once_the_payload_read_in_place_is_complete() -> None:
+    payload = noise(200_000)
+    wire = wire_frame(0x82, payload, masked=False)
+    parser = FrameParser(mask_expected=False)
+    parser.feed(wire[:110_000])  # over half of it: read in place with either helper
+    assert parser.next_frame() is None
+    view = parser.payload_buffer(65536)
+    assert view is not None
+    parser.feed(wire[110_000:150_000])  # all of it fits
+    view = parser.payload_buffer(1)
+    assert view is not None
+    rest = wire[150_000:]
+    view[:] = rest
+    parser.payload_written(len(rest))
+    parser.feed(b"\x82\x02ok")  # after the payload, before next_frame(): for the next frame
+    frame = parser.next_frame()
+    assert frame is not None and frame.data == payload
+    frame = parser.next_frame()
+    assert frame is not None and frame.data == b"ok"

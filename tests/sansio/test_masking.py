@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -514,3 +515,69 @@ def test_masking_falls_back_to_python_without_the_compiled_module() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["python", "True"]
+
+
+# --- new_payload: a payload filled in place -----------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["python", "c"])
+def test_new_payload_is_filled_through_its_view(which: str) -> None:
+    new_payload = masking.py_new_payload if which == "python" else compiled_new_payload()
+    data, mask, expected = case(65539)
+    payload, view = new_payload(len(data))
+    assert len(payload) == len(data) and not view.readonly and len(view) == len(data)
+    view[:1000] = data[:1000]
+    view[1000:] = data[1000:]
+    # Unmasked where it lies, through the view (what the parser does for a server).
+    (masking.py_mask_in_place if which == "python" else speedups_mask_in_place())(view, mask)
+    view.release()
+    assert bytes(payload) == expected
+    assert type(payload) is (bytearray if which == "python" else bytes)
+    for size in (0, 1, -1):
+        with pytest.raises(ValueError, match="size must be at least 2"):
+            new_payload(size)
+
+
+def compiled_new_payload() -> Callable[..., tuple[Any, memoryview]]:
+    compiled()  # skips (or fails under TETHER_NO_SKIP) when not built
+    assert speedups is not None
+    new_payload: Callable[..., tuple[Any, memoryview]] = speedups.new_payload
+    return new_payload
+
+
+def speedups_mask_in_place() -> Callable[..., None]:
+    assert speedups is not None
+    mask_in_place: Callable[..., None] = speedups.mask_in_place
+    return mask_in_place
+
+
+def test_new_payload_view_keeps_the_payload_alive() -> None:
+    new_payload = compiled_new_payload()
+    payload, view = new_payload(16)
+    del payload
+    view[:] = b"0123456789abcdef"
+    assert view.obj is not None and bytes(view) == b"0123456789abcdef"
+
+
+# --- mask_into: mask while copying into a buffer ------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["python", "c"])
+@pytest.mark.parametrize("length", [0, 3, 64, 300, 65539])
+@pytest.mark.parametrize("tail", [0, 5])
+def test_mask_into_matches_reference(which: str, length: int, tail: int) -> None:
+    mask_into: Callable[..., None] = masking.py_mask_into
+    if which == "c":
+        compiled()
+        assert speedups is not None
+        mask_into = speedups.mask_into
+    data, mask, expected = case(length)
+    buf = bytearray(b"\xee" * (7 + length + tail))
+    mask_into(buf, 7, data, mask)
+    assert buf[:7] == b"\xee" * 7 and buf[7 + length :] == b"\xee" * tail
+    assert bytes(buf[7 : 7 + length]) == expected
+    for start in (-1, len(buf) - length + 1):
+        with pytest.raises(ValueError, match="do not fit"):
+            mask_into(buf, start, data, mask)
+    with pytest.raises(ValueError, match="4 bytes"):
+        mask_into(buf, 0, data, b"abc")

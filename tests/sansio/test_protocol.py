@@ -1963,7 +1963,7 @@ def run(
         if out == b"":
             writes.append(EOF)
         else:
-            writes.extend(w for w, _ in decode(out, masked=side is CLIENT))
+            writes.extend(w for w, _ in decode(bytes(out), masked=side is CLIENT))
     return events, writes, protocol
 
 
@@ -2062,3 +2062,84 @@ def test_base_protocol_leaves_the_handshake_to_the_roles() -> None:
     protocol = Protocol(Side.SERVER, state=State.CONNECTING)
     with pytest.raises(NotImplementedError):
         protocol.receive_data(b"GET / HTTP/1.1\r\n")
+
+
+# --- reusing the buffer of large masked frames (reuse_output / recycle_output) ----------------
+
+
+def test_large_masked_frames_are_built_in_the_recycled_buffer() -> None:
+    client = Protocol(CLIENT)
+    payload = bytes(range(256)) * 256  # 64 KiB: SPLIT_WRITE_SIZE
+    client.send_binary(payload)
+    [plain] = client.data_to_send()
+    assert type(plain) is bytes  # reuse_output is off by default
+    client.reuse_output = True
+    client.send_binary(payload)
+    [first] = client.data_to_send()
+    assert type(first) is bytearray
+    client.recycle_output(first)
+    client.send_binary(payload)
+    client.send_binary(payload)  # the spare went to the first: a new buffer
+    second, third = client.data_to_send()
+    assert second is first and third is not first
+    # Each carries a fresh key and unmasks to the payload.
+    server = Protocol(SERVER)
+    server.receive_data(bytes(second) + bytes(third) + plain)
+    assert [event.data for event in server.events_received()] == [payload] * 3  # type: ignore[union-attr]
+    assert second[10:14] != third[10:14]  # the masking keys
+    client.recycle_output(b"ignored")  # only bytearrays are kept
+    client.send_binary(b"small")  # below SPLIT_WRITE_SIZE: bytes as always
+    assert [type(data) for data in client.data_to_send()] == [bytes]
+
+
+# --- large payloads read in place (payload_buffer / payload_received) ---------------------------
+
+
+def read_in_place(protocol: Protocol, wire: bytes, chunk: int = 2**17) -> None:
+    """What asyncio's BufferedProtocol does with the protocol's payload_buffer()."""
+    pos = 0
+    while pos < len(wire):
+        view = protocol.payload_buffer()
+        if view is None:
+            protocol.receive_data(wire[pos : pos + chunk])
+            pos += chunk
+        else:
+            n = min(len(view), chunk, len(wire) - pos)
+            view[:n] = wire[pos : pos + n]
+            protocol.payload_received(n)
+            pos += n
+
+
+@pytest.mark.parametrize("side", [SERVER, CLIENT])
+def test_large_message_read_in_place(side: Side) -> None:
+    protocol = Protocol(side)
+    assert protocol.payload_buffer() is None
+    payload = bytes(range(256)) * 2048  # 512 KiB
+    read_in_place(protocol, inbound(side, Opcode.BINARY, payload) + inbound(side, Opcode.PING))
+    assert protocol.events_received() == [BinaryMessage(payload), Ping(b"")]
+
+
+def test_invalid_utf8_read_in_place_fails_before_the_frame_ends() -> None:
+    # 8.1: fail as soon as the text is not UTF-8, also when the payload is read in place.
+    server = Protocol(SERVER)
+    payload = "é".encode() * 2**18 + b"\xff" + bytes(2**18)
+    wire = inbound(SERVER, Opcode.TEXT, payload)
+    cut = len(wire) - 2**17  # the bad byte has arrived, the end of the frame has not
+    read_in_place(server, wire[:cut])
+    assert server.close_sent is not None and server.close_sent.code == 1007
+    assert server.payload_buffer() is None
+    server.payload_received(10)  # bytes read into a view taken before: dropped
+    assert server.events_received() == []
+
+
+def test_no_payload_buffer_during_the_handshake_or_after_eof() -> None:
+    client = Protocol(CLIENT, state=State.CONNECTING)
+    assert client.payload_buffer() is None
+    client = Protocol(CLIENT)
+    client.receive_data(inbound(CLIENT, Opcode.BINARY, bytes(2**20))[: 2**19 + 100])
+    view = client.payload_buffer()
+    assert view is not None
+    client.receive_eof()
+    assert client.payload_buffer() is None
+    client.payload_received(len(view))  # ignored: the connection is closed
+    assert client.events_received() == []

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers.sync_server import running, running_on, uri
+from helpers.sync_server import running, running_on, tls_contexts, uri
 from tether import (
     ConnectionFailed,
     ConnectionLostDuringHandshake,
@@ -89,15 +89,7 @@ def test_a_given_socket_follows_no_redirect() -> None:
 
 @pytest.fixture
 def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    import trustme  # a test dependency: missing, the test fails rather than skips
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
+    return tls_contexts()
 
 
 def test_tls_between_sync_peers(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:

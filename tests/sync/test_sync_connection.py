@@ -140,6 +140,52 @@ def test_fragmented_send_from_an_iterable_and_recv_streaming() -> None:
         assert caught.value.code == 1011
 
 
+def test_recv_decode_and_send_text_as_in_asyncio() -> None:
+    """recv(decode=...) and send(text=...) with the asyncio layer's names and meaning: the
+    handler reports each message's type as it arrived, then echoes as asked."""
+
+    def handler(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(type(message).__name__)
+            ws.send(message)
+
+    with running(handler) as server, connect(uri(server)) as ws:
+        ws.send(b"caf\xc3\xa9", text=True)  # bytes sent as text
+        assert ws.recv() == "str"
+        assert ws.recv(decode=False) == b"caf\xc3\xa9"  # and received back as bytes
+        ws.send("café", text=False)  # str sent as binary
+        assert ws.recv() == "bytes"
+        assert ws.recv(timeout=5, decode=True) == "café"
+        ws.send("plain")
+        assert ws.recv() == "str"
+        assert ws.recv(None, None) == "plain"  # positional: timeout, then decode
+        # Fragmented: text=False sends str fragments as one binary message; the é is split
+        # across fragments, and recv_streaming(decode=True) decodes it whole.
+        ws.send(["caf", "\u00e9!"], text=False)
+        assert ws.recv() == "bytes"
+        assert ws.recv() == "café!".encode()
+        ws.send([b"caf\xc3", b"\xa9"], text=True)
+        assert ws.recv() == "str"
+        assert ws.recv() == "café"
+        ws.send([b"caf\xc3", b"\xa9"])
+        assert ws.recv() == "bytes"
+        assert ws.recv() == "café".encode()
+
+    def streamer(ws: ServerConnection) -> None:
+        ws.send([b"caf\xc3", b"\xa9"])  # a binary message, é split across two fragments
+        ws.send(["caf", "é"])
+        ws.send(b"\xff")  # not UTF-8
+        ws.send("after")
+        ws.wait_closed(5)
+
+    with running(streamer) as server, connect(uri(server)) as ws:
+        assert list(ws.recv_streaming(decode=True)) == ["caf", "é"]
+        assert list(ws.recv_streaming(timeout=5, decode=False)) == [b"caf", "é".encode()]
+        with pytest.raises(UnicodeDecodeError):
+            ws.recv(decode=True)
+        assert ws.recv() == "after"  # the bad message was consumed; the connection is usable
+
+
 def test_send_rejects_what_is_not_a_message() -> None:
     with running(echo) as server, connect(uri(server)) as ws:
         with pytest.raises(TypeError, match=r"json\.dumps"):

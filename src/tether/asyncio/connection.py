@@ -48,13 +48,13 @@ received before it returns, so the buffer can be shared by every connection of t
 from __future__ import annotations
 
 import asyncio
-import codecs
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from ..fragment_queue import StreamDecoder, convert
 from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
@@ -78,6 +78,12 @@ HELD_END_TIMEOUT = 1.0
 YIELD_EVERY = 32
 
 _read_buffers = threading.local()
+
+_OPEN = State.OPEN
+
+#: The selector event loop's TCP/Unix transport: write() sends at once or keeps (3.12+: a view
+#: of) what is left; an empty write buffer after write() means it holds nothing of ours.
+_SOCKET_TRANSPORT: type | None = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
 
 
 def _read_buffer() -> memoryview:
@@ -118,9 +124,12 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._read_view = _read_buffer()
+        # Where the next read goes instead, while a large frame arrives (see buffer_updated).
+        self._payload_view: memoryview | None = None
 
-        # Incoming: messages waiting for recv().
+        # Incoming: messages waiting for recv(), or handed to a callback.
         self._messages = Assembler(protocol.limits.max_queue)
+        self._callback: Callable[[Data], object] | None = None
         self._recv_busy = False
         self._release_scheduled = False
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -130,6 +139,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._send_lock = asyncio.Lock()
+        self._fragmenting = False  # the lock is held by a fragmented message (cheap to test)
         # Messages sent or received in a row without waiting (see YIELD_EVERY).
         self._unyielded = 0
 
@@ -185,7 +195,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             TimeoutError: no message came within ``timeout``.
             UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8.
         """
-        if self._recv_busy:  # _check_receivable() inlined: recv() runs once per message
+        if self._recv_busy or self._callback is not None:  # _check_receivable() inlined
             self._check_receivable("recv")
         self._recv_busy = True
         try:
@@ -204,11 +214,54 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
                 self._unyielded += 1
             data = messages.pop_message()
             self._taken()
-            if decode is not None and decode is not isinstance(data, str):
-                return data.decode() if isinstance(data, bytes) else data.encode()
+            if decode is not None:
+                return convert(data, decode)
             return data
         finally:
             self._recv_busy = False
+
+    def set_message_callback(self, callback: Callable[[Data], object] | None) -> None:
+        """Hand every message to ``callback(message)`` (``str`` or ``bytes``) as soon as it
+        is complete, instead of queueing it for :meth:`recv`; ``None`` goes back to the queue.
+
+        The callback runs in the event loop's read callback: no task, no future and no
+        wake-up per message, which is what ``await recv()`` costs (picows' style, for those
+        who want it). It must not block; it answers with :meth:`send_nowait`. Messages
+        already queued are handed to it before this returns. If it raises, the error is
+        logged and the connection fails with 1011. While it is set, :meth:`recv` and ``async
+        for`` raise ``ConcurrencyError``; wait for the end with :meth:`wait_closed`. A close
+        or an error of the peer is acted on once the messages before it were handed over.
+
+        Raises:
+            ConcurrencyError: a coroutine is waiting in :meth:`recv`.
+        """
+        if self._recv_busy and callback is not None:
+            self._check_receivable("set_message_callback")
+        self._callback = callback
+        if callback is not None and self._messages.complete:
+            self._deliver(callback)
+            self._process_events()
+
+    def send_nowait(self, message: Data | bytearray | memoryview, text: bool | None = None) -> None:
+        """Send a message at once, without waiting: for a message callback, which cannot
+        await. It goes to the transport's buffer even when that is above the high-water mark
+        (``send()`` would wait): look at :attr:`writing_paused`, or ``await drain()``, to
+        bound what you queue. ``text`` as for :meth:`send`.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ConcurrencyError: a fragmented message is being sent.
+            TypeError: the message is of an unsupported type.
+        """
+        protocol = self.protocol
+        if protocol._state is not _OPEN:
+            raise self.close_exc
+        if self._fragmenting:
+            raise ConcurrencyError("cannot send_nowait() while a fragmented message is sent")
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send {type(message).__name__}")
+        protocol.send_message(message, text)
+        self._flush()
 
     async def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``; ``decode``
@@ -217,20 +270,15 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self._recv_busy = True
         try:
             messages = self._messages
-            decoder = None
+            decoder = None if decode is None else StreamDecoder(decode)
             while True:
                 while not messages.fragments:
                     await self._data_waiter()
                 fragment = messages.pop()
                 self._taken()
                 data = fragment.data
-                if decode is not None and decode is not isinstance(data, str):
-                    if isinstance(data, str):
-                        data = data.encode()
-                    else:
-                        if decoder is None:
-                            decoder = codecs.getincrementaldecoder("utf-8")()
-                        data = decoder.decode(data, fragment.last)
+                if decoder is not None:
+                    data = decoder.convert(data, fragment.last)
                 yield data
                 if fragment.last:
                     return
@@ -256,13 +304,13 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             TypeError: the message is of an unsupported type.
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
-            if self._send_lock.locked():
+            if self._fragmenting:
                 # A fragmented message is being sent: wait for its end. What follows runs
                 # without yielding, so no other fragmented message can start in between.
                 async with self._send_lock:
                     pass
             protocol = self.protocol
-            if protocol.state is not State.OPEN:  # _check_sendable() inlined: once per message
+            if protocol._state is not _OPEN:  # _check_sendable() inlined: once per message
                 raise self.close_exc
             protocol.send_message(message, text)
             self._flush()
@@ -276,13 +324,17 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
         if isinstance(message, AsyncIterable):
-            async with self._send_lock:
-                await self._send_fragments_async(message, text)
+            fragments = message
         elif isinstance(message, Iterable):
-            async with self._send_lock:
-                await self._send_fragments_async(_aiter(message), text)
+            fragments = _aiter(message)
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
+        async with self._send_lock:
+            self._fragmenting = True
+            try:
+                await self._send_fragments_async(fragments, text)
+            finally:
+                self._fragmenting = False
         if self._unyielded >= YIELD_EVERY:
             await self._yield()
         else:
@@ -361,6 +413,10 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             raise self.close_exc
 
     def _check_receivable(self, name: str) -> None:
+        if self._callback is not None:
+            raise ConcurrencyError(
+                f"cannot call {name}(): messages go to the callback of set_message_callback()"
+            )
         if self._recv_busy:
             raise ConcurrencyError(
                 f"cannot call {name}() while another coroutine is already running recv() "
@@ -401,15 +457,16 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         Before waiting, act on a close or error held behind messages the application has now
         all taken (the future is then already done: look at the queue again). A plain method
         returning a future, not a coroutine: one coroutine frame less per message received."""
-        if self.protocol.holding and not self._messages.fragments:
+        protocol = self.protocol
+        if protocol._held is not None and not self._messages.fragments:
             self._release_held()
             done = self.loop.create_future()
             done.set_result(None)
             return done
-        if self.protocol.state is State.CLOSED or self.connection_lost_waiter.done():
+        if protocol._state is State.CLOSED or self.connection_lost_waiter.done():
             raise self.close_exc
         self._unyielded = 0
-        return self._messages.waiter()
+        return self._messages.waiter(self.loop)
 
     def _taken(self) -> None:
         """The application took a fragment: resume reading if the queue shrank enough; once no
@@ -463,20 +520,52 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             else:
                 self._handle_event(event)
         if queued:
-            messages.wake()
-            if messages.should_pause(protocol.buffered) and self.transport is not None:
-                self.transport.pause_reading()
-        if protocol.state is not State.OPEN:
-            # A message still arriving will never end: free it now.
-            messages.drop_incomplete()
-            messages.wake()  # a receiver may wait for data that will not come
-        if protocol.holding:
-            if self._closed_waiters:
-                self._release_held()  # nobody is going to read what is queued first
+            callback = self._callback
+            if callback is not None:
+                if messages.complete:
+                    self._deliver(callback)
+            else:
+                messages.wake()
+                if messages.should_pause(protocol.buffered) and self.transport is not None:
+                    self.transport.pause_reading()
+        # The protocol's private state is read directly below and in _flush: this runs after
+        # every read, and in the usual case (open, nothing held, nothing to write: an echo
+        # is written by send()) it makes no call at all.
+        if protocol._state is not _OPEN or protocol._held is not None:
+            if protocol._state is not _OPEN:
+                # A message still arriving will never end: free it now.
+                messages.drop_incomplete()
+                messages.wake()  # a receiver may wait for data that will not come
+            if protocol._held is not None:
+                if self._closed_waiters:
+                    self._release_held()  # nobody is going to read what is queued first
+                    return
+                if self._hold_timer is None:
+                    self._arm_hold_timer()
+            self._flush()
+        elif protocol._writes:  # pongs; close_expected() is False while OPEN
+            self._flush()
+
+    def _deliver(self, callback: Callable[[Data], object]) -> None:
+        """Hand the complete messages to the message callback. It had its turn to answer
+        them: the protocol is caught up then (a close held behind them is acted on)."""
+        messages = self._messages
+        while messages.complete and self._callback is callback:
+            data = messages.pop_message()
+            try:
+                callback(data)
+            except Exception as exc:
+                self.logger.error("! message callback failed", exc_info=exc)
+                if self.protocol.state is State.OPEN:
+                    self.fail(CloseCode.INTERNAL_ERROR, "")
                 return
-            if self._hold_timer is None:
-                self._arm_hold_timer()
-        self._flush()
+        if messages.complete:  # the callback was changed or removed: the rest waits
+            messages.wake()
+            return
+        if self.protocol._held is not None:
+            self._release_held()
+        else:
+            self.protocol.caught_up()
 
     def _arm_hold_timer(self) -> None:
         timeout = HELD_END_TIMEOUT
@@ -560,11 +649,14 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
             for data in writes:
                 if data:
                     transport.write(data)
+                    if type(data) is bytearray and not transport.get_write_buffer_size():
+                        # Sent in full, and the transport kept no reference: reusable.
+                        protocol.recycle_output(data)
                 elif transport.can_write_eof():
                     transport.write_eof()
                 else:
                     transport.close()
-        if self._close_timer is None and protocol.close_expected():
+        if self._close_timer is None and protocol._state is not _OPEN and protocol.close_expected():
             timeout = self.close_timeout
             if timeout is not None and transport is not None:
                 self._close_timer = self.loop.call_later(timeout, self._close_timed_out)
@@ -610,17 +702,28 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         limits = self.protocol.limits
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
+        # Only asyncio's own socket transport is known to keep no reference to what it sent
+        # in full (so that a large masked frame's buffer can be built again in place).
+        self.protocol.reuse_output = type(transport) is _SOCKET_TRANSPORT
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             # Formatted by the logger if it ever logs (ConnectionLogger.process).
             cast(dict[str, Any], cast(Any, self.logger).extra)["peer"] = peer
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_view
+        view = self._payload_view
+        return self._read_view if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
-        # One copy of what was received, into a bytes object the parser can keep.
-        self.protocol.receive_data(self._read_view[:nbytes].tobytes())
+        protocol = self.protocol
+        if self._payload_view is None:
+            # One copy of what was received, into a bytes object the parser can keep.
+            protocol.receive_data(self._read_view[:nbytes].tobytes())
+        else:
+            # Read straight into a large payload (see Protocol.payload_buffer).
+            self._payload_view = None
+            protocol.payload_received(nbytes)
+        self._payload_view = protocol.payload_buffer()
         self._process_events()
         if self.budget is not None:
             self.budget.charge(self)

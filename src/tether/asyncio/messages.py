@@ -71,10 +71,10 @@ class Assembler(FragmentQueue):
             return True
         return False
 
-    def waiter(self) -> asyncio.Future[None]:
-        """A future that :meth:`wake` resolves, for the one coroutine receiving to await
-        (a future rather than a coroutine: one frame less per message received). Cancelling
-        the wait takes nothing from the queue."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future of ``loop`` that :meth:`wake` resolves, for the one coroutine receiving to
+        await (a future rather than a coroutine: one frame less per message received).
+        Cancelling the wait takes nothing from the queue."""
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         return waiter

@@ -23,12 +23,34 @@ side, and :data:`PRESETS` are symmetric.
 Memory
 ======
 
-Each connection holds at most one compressor and one decompressor. zlib's deflate state costs
-about ``2**(wbits + 2) + 2**(mem_level + 9) + 6 KiB`` and its inflate state ``2**wbits + 7 KiB``.
-``bench/deflate_memory.py`` measures it with tracemalloc, which sees zlib's allocations because
-CPython routes them through ``PyMem_RawMalloc`` (the script checks a bare compressor and
-decompressor against the formula). Allocated per connection, in KiB, after a few messages each
-way, context takeover and the same window both ways, zlib 1.2.13:
+With context takeover in a direction, the peer's inflater may refer back to earlier messages,
+as far as the window reaches, so something must survive between messages. By default
+(``keep_zlib_objects=False``) that is only the data itself: the last ``2**wbits`` bytes (at
+most) sent compressed, and the last ``2**wbits`` received compressed. Each message gets new zlib
+objects primed with that window as a preset dictionary (``zdict``: zlib's
+``deflateSetDictionary``/``inflateSetDictionary``, which raw DEFLATE streams accept at the
+start), and drops them at its end. The stream is what a kept compressor would produce: its
+back-references reach into earlier messages as far as the window allows, and a peer cannot tell
+the difference. Priming costs a few microseconds per message with a 4 KiB window (zlib hashes
+the whole dictionary) and about 30 with a 32 KiB one, which is why ``"max"`` keeps its objects.
+
+Creating and priming zlib objects for every message costs about 10 microseconds per message
+(more with zlib-ng, whose objects are larger), so the :data:`HOT_COMPRESSORS` connections
+(32) that finished a compressed message most recently keep their compressor anyway; the
+least recent one loses it when another joins. An idle connection with the default preset
+therefore holds at most 8 KiB of window (plus about 600 bytes of Python objects), where kept
+zlib objects cost 50 KiB, and the process holds at most 32 compressors more.
+
+While a message is being compressed or inflated its zlib objects exist (about
+``2**(wbits + 2) + 2**(mem_level + 9) + 6 KiB`` to compress, ``2**wbits + 7 KiB`` to inflate;
+zlib-ng's hash table is 128 KiB whatever the memLevel); an event loop compresses one message at
+a time, so that peak is per thread, not per connection, except for fragmented messages sent in
+pieces, whose compressor lives until the last fragment.
+
+With ``keep_zlib_objects=True`` (``"fast"``, ``"max"``) the objects stay. Allocated per
+connection, in KiB, after a few messages each way, context takeover and the same window both
+ways, zlib 1.2.13 (``bench/deflate_memory.py`` measures it with tracemalloc, which sees zlib's
+allocations because CPython routes them through ``PyMem_RawMalloc``):
 
 =====  =====  =====  =====  =====  =====
 wbits  m=1    m=3    m=5    m=8    m=9
@@ -42,14 +64,9 @@ wbits  m=1    m=3    m=5    m=8    m=9
  15      175    178    190    302    430
 =====  =====  =====  =====  =====  =====
 
-The presets hold: ``balanced`` 50 KiB, ``fast`` 50 KiB, ``max`` 301 KiB, ``small`` about 1 KiB
-(a connection peaks about 32 KiB higher while it processes a message: zlib's output buffer,
-and for ``small`` the short-lived zlib objects). Resident memory is lower than allocated
-while messages are short, because zlib only touches the part of its window it has used: after
-the benchmark's sample traffic, 41 KiB at 12/5 and 98 KiB at 15/8.
-
-With no context takeover in a direction, that direction's zlib object only exists while a
-message is being compressed or inflated, so an idle connection holds nothing for it.
+Resident memory is lower than allocated while messages are short, because zlib only touches
+the part of its window it has used. With no context takeover in a direction, nothing is kept for
+it: its zlib object only exists while a message is being compressed or inflated.
 
 Decisions worth knowing
 =======================
@@ -78,6 +95,13 @@ Decisions worth knowing
   that did would be failed with 1002 rather than misread.
 - **Small messages** (first frame shorter than ``compress_threshold``, 32 bytes by default) are
   sent uncompressed; see :class:`DeflateSettings`.
+- **zlib-ng.** When zlib-ng's bindings are installed (``pip install 'tether[zlib-ng]'``, module
+  ``zlib_ng.zlib_ng``) they replace the standard library's zlib, unless the environment
+  variable ``TETHER_NO_ZLIB_NG`` is set (to anything but ``0``) before tether is imported;
+  :data:`ZLIB_BACKEND` says which is in use. Both write valid DEFLATE streams that the other
+  inflates, with different bytes: at the default level 2 zlib-ng compresses 64 KiB of JSON
+  about 1.3x faster and inflates it 1.8x faster, at the same ratio; its level 1 is a much
+  faster and much weaker strategy than zlib's (ratio about 0.37 against 0.26).
 
 Compress once, send to many
 ===========================
@@ -96,8 +120,13 @@ compressed with ``window_bits=W`` is valid on every such connection whose
 from __future__ import annotations
 
 import dataclasses
+import os
+import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
+from types import ModuleType
+from typing import Protocol
 
 from ..exceptions import (
     DuplicateParameter,
@@ -115,7 +144,9 @@ from .base import RSV1, ClientExtensionFactory, Extension, ServerExtensionFactor
 
 __all__ = [
     "DEFAULT_COMPRESS_THRESHOLD",
+    "HOT_COMPRESSORS",
     "PRESETS",
+    "ZLIB_BACKEND",
     "ClientPerMessageDeflateFactory",
     "DeflateSettings",
     "PerMessageDeflate",
@@ -164,6 +195,107 @@ _PARAMETER_NAMES = frozenset(
 DEFAULT_COMPRESS_THRESHOLD = 32
 
 
+def _load_zlib() -> ModuleType:
+    """zlib-ng's bindings when installed (``pip install tether[zlib-ng]``) and not disabled
+    with ``TETHER_NO_ZLIB_NG=1``; the standard library's zlib otherwise."""
+    if os.environ.get("TETHER_NO_ZLIB_NG", "") in ("", "0"):
+        try:
+            from zlib_ng import zlib_ng
+        except ImportError:
+            pass
+        else:
+            return zlib_ng
+    return zlib
+
+
+def _describe(module: ModuleType) -> str:
+    if module is zlib:
+        return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    return f"zlib-ng {module.ZLIBNG_VERSION}"
+
+
+#: The zlib implementation every engine created from now on uses. Both produce valid DEFLATE
+#: streams that either inflates; their compressed bytes differ.
+_zlib: ModuleType = _load_zlib()
+
+#: Which zlib compresses and inflates: ``"zlib-ng 2.3.3"`` or ``"zlib 1.2.13"``, for example.
+ZLIB_BACKEND = _describe(_zlib)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes: ...
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(
+        self, data: bytes | bytearray | memoryview, /, max_length: int = ...
+    ) -> bytes: ...
+
+
+def _compressor(
+    module: ModuleType, level: int, window_bits: int, mem_level: int, window: bytes
+) -> _Compressor:
+    """A raw DEFLATE compressor; ``window``, when not empty, is the data sent before (at most
+    ``2**window_bits`` bytes), which the peer's inflater still holds."""
+    if window:
+        encoder: _Compressor = module.compressobj(
+            level, module.DEFLATED, -window_bits, mem_level, zdict=window
+        )
+    else:
+        encoder = module.compressobj(level, module.DEFLATED, -window_bits, mem_level)
+    return encoder
+
+
+def _decompressor(module: ModuleType, window_bits: int, window: bytes) -> _Decompressor:
+    """A raw DEFLATE inflater primed with ``window``, the data the peer sent before."""
+    decoder: _Decompressor
+    if window:
+        decoder = module.decompressobj(-window_bits, zdict=window)
+    else:
+        decoder = module.decompressobj(-window_bits)
+    return decoder
+
+
+#: How many connections of the process keep their compressor between messages although their
+#: settings say ``keep_zlib_objects=False``: the ones that finished a compressed message most
+#: recently. A busy connection then pays neither for a new compressor nor for priming it, and an
+#: idle one holds only its window. Set it (to 0 to turn this off) before connections start.
+HOT_COMPRESSORS = 32
+
+# The hot connections, least recent first: id(engine) -> weak reference to the engine. Every
+# step is one atomic operation on the OrderedDict, so several threads may use it at once; an
+# engine that loses its compressor (even between two frames of a message) makes a new one
+# primed with its window, which is always correct (see "Memory").
+_hot: OrderedDict[int, weakref.ref[PerMessageDeflate]] = OrderedDict()
+
+
+def _keep_hot(engine: PerMessageDeflate) -> None:
+    key = id(engine)
+    _hot.pop(key, None)
+    _hot[key] = engine._weakref
+    while len(_hot) > HOT_COMPRESSORS:
+        try:
+            _, ref = _hot.popitem(last=False)
+        except KeyError:  # pragma: no cover - another thread emptied it meanwhile
+            break
+        victim = ref()
+        if victim is not None:
+            victim._encoder = None
+
+
+def _tail(window: bytes, data: bytes | bytearray | memoryview, size: int) -> bytes:
+    """The last ``size`` bytes of ``window`` followed by ``data``, as a new bytes object (a
+    slice of a memoryview would keep the whole buffer alive)."""
+    if len(data) >= size:
+        return bytes(data[-size:])
+    return (window + data)[-size:]
+
+
 def _check_window_bits(name: str, value: int | None) -> None:
     if value is not None and not 8 <= value <= 15:
         raise ValueError(f"{name} must be between 8 and 15, got {value}")
@@ -201,8 +333,15 @@ class DeflateSettings:
     #: where zlib's default 8 takes 128 KiB) is the common choice among peers, and smaller
     #: hash tables may slow down large messages.
     mem_level: int = 5
-    #: zlib compression level, 0-9 (1 is fastest, 9 smallest; 6 is zlib's default).
-    compression_level: int = 6
+    #: zlib compression level, 0-9 (1 is fastest, 9 smallest; zlib's own default is 6). 2 by
+    #: default: as fast as 1 with these windows, and smaller output (see :data:`PRESETS`).
+    compression_level: int = 2
+    #: Between messages, keep zlib's compressor and decompressor in every connection instead
+    #: of only the last window of data of each direction with context takeover (and the
+    #: compressor of the :data:`HOT_COMPRESSORS` most recent connections; see "Memory" in the
+    #: module docstring): about four times the memory of an idle connection, for a few
+    #: microseconds per message on connections that are not among the most recent.
+    keep_zlib_objects: bool = False
 
     def __post_init__(self) -> None:
         _check_window_bits("server_max_window_bits", self.server_max_window_bits)
@@ -212,30 +351,43 @@ class DeflateSettings:
         _check_zlib_options(self.mem_level, self.compression_level)
 
 
-#: Named settings. Memory is per connection, steady state, both directions (see the table in
-#: the module docstring).
+#: Named settings. Memory is per idle connection, both directions (see "Memory" in the module
+#: docstring); speed and ratio are measured on JSON-like text (bench/README.md,
+#: "permessage-deflate: the default preset").
 PRESETS: dict[str, DeflateSettings] = {
-    # The default: 4 KiB windows and memLevel 5 keep a connection at 50 KiB, and on short
-    # JSON messages 12 bits compress within 10% of 15 (ratio 0.242 against 0.219).
+    # The default: 4 KiB windows, memLevel 5, level 2, and between messages only the last
+    # window of data each way (at most 8 KiB). Level 2 is what makes it as fast as aiohttp's
+    # level 1: zlib's levels 1-3 share one fast match finder, and with 4 KiB windows level 2
+    # costs what level 1 does and compresses better (1 KiB / 64 KiB messages: ratio 0.263 /
+    # 0.242 against 0.285 / 0.261). Level 6 compresses 12-16% smaller (0.232 / 0.204) for
+    # 1.2-1.4x the CPU at 1 KiB and 1.8x at 64 KiB.
     "balanced": DeflateSettings(),
     # Nothing held between messages: zlib objects exist only while a message is being
-    # compressed or inflated. Costs compression ratio on streams of similar small messages.
+    # compressed or inflated. Costs compression ratio on streams of similar small messages
+    # (0.354 instead of 0.232 at level 6 on 1 KiB JSON).
     "small": DeflateSettings(
         server_no_context_takeover=True,
         client_no_context_takeover=True,
         server_max_window_bits=10,
         client_max_window_bits=10,
         mem_level=4,
+        compression_level=6,
     ),
-    # Level 1: about three times faster than 6, somewhat larger output.
-    "fast": DeflateSettings(compression_level=1),
-    # zlib's largest window, memLevel 8, level 9, every message: best ratio, 301 KiB.
+    # Trades memory and ratio for speed: level 1, and zlib's objects kept in every connection
+    # (about 50 KiB per connection with zlib, 200 KiB with zlib-ng, whose hash table has a
+    # fixed size). With the standard zlib it is barely faster than "balanced" (levels 1 and 2
+    # cost the same with 4 KiB windows); with zlib-ng, level 1 is its quick strategy, about
+    # 1.6x faster than its level 2 on 64 KiB messages, with a ratio about 0.37.
+    "fast": DeflateSettings(compression_level=1, keep_zlib_objects=True),
+    # zlib's largest window, memLevel 8, level 9, every message, zlib objects kept: best
+    # ratio, about 300 KiB per connection.
     "max": DeflateSettings(
         server_max_window_bits=None,
         client_max_window_bits=None,
         mem_level=8,
         compression_level=9,
         compress_threshold=0,
+        keep_zlib_objects=True,
     ),
 }
 
@@ -256,7 +408,7 @@ def compress_payload(
     *,
     window_bits: int = 15,
     mem_level: int = 5,
-    compression_level: int = 6,
+    compression_level: int = 2,
 ) -> bytes:
     """Compress one whole message with an empty window, as a frame payload with RSV1 set.
 
@@ -264,9 +416,9 @@ def compress_payload(
     result can be sent on any such connection whose ``local_max_window_bits`` is at least
     ``window_bits`` (window_bits must be 9-15).
     """
-    encoder = zlib.compressobj(compression_level, zlib.DEFLATED, -window_bits, mem_level)
+    encoder = _compressor(_zlib, compression_level, window_bits, mem_level, b"")
     # 7.2.1: compress, flush to a byte boundary, remove the trailing 00 00 ff ff.
-    return (encoder.compress(data) + encoder.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    return (encoder.compress(data) + encoder.flush(_zlib.Z_SYNC_FLUSH))[:-4]
 
 
 class PerMessageDeflate(Extension):
@@ -289,7 +441,8 @@ class PerMessageDeflate(Extension):
         *,
         compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
         mem_level: int = 5,
-        compression_level: int = 6,
+        compression_level: int = 2,
+        keep_zlib_objects: bool = False,
         params: Sequence[ExtensionParameter] = (),
     ) -> None:
         _check_window_bits("remote_max_window_bits", remote_max_window_bits)
@@ -309,7 +462,10 @@ class PerMessageDeflate(Extension):
         #: zlib ``memLevel`` and level of our compressor.
         self.mem_level = mem_level
         self.compression_level = compression_level
+        #: Keep zlib's compressor and decompressor between messages (see "Memory").
+        self.keep_zlib_objects = keep_zlib_objects
         self._params = list(params)
+        self._zlib = _zlib
 
         # zlib refuses a raw 8-bit window for compressing (see "8-bit windows" above).
         self._can_compress = local_max_window_bits >= 9
@@ -317,8 +473,17 @@ class PerMessageDeflate(Extension):
         # than 8 also accepts a peer that was granted 8 bits but compresses with 9.
         self._inflate_bits = max(remote_max_window_bits, 9)
 
-        self._encoder: zlib._Compress | None = None
-        self._decoder: zlib._Decompress | None = None
+        self._encoder: _Compressor | None = None
+        self._decoder: _Decompressor | None = None
+        # Without keep_zlib_objects, what takes their place between messages: the last bytes
+        # sent compressed and received compressed, up to one window each. They are only kept
+        # in a direction with context takeover (None otherwise).
+        self._window_size = 2**local_max_window_bits
+        self._sent: bytes | None = None if keep_zlib_objects or local_no_context_takeover else b""
+        self._received: bytes | None = (
+            None if keep_zlib_objects or remote_no_context_takeover else b""
+        )
+        self._weakref = weakref.ref(self)
         # Whether the message being sent / received is compressed (RSV1 on its first frame).
         self._encoding = False
         self._decoding = False
@@ -358,7 +523,9 @@ class PerMessageDeflate(Extension):
 
         decoder = self._decoder
         if decoder is None:
-            decoder = self._decoder = zlib.decompressobj(-self._inflate_bits)
+            decoder = self._decoder = _decompressor(
+                self._zlib, self._inflate_bits, self._received or b""
+            )
 
         # 7.2.2: append 00 00 ff ff to the end of the message before inflating it.
         data = frame.data + _SYNC_MARKER if frame.fin else frame.data
@@ -369,7 +536,7 @@ class PerMessageDeflate(Extension):
         max_length = 0 if max_size is None else max_size + 1
         try:
             data = decoder.decompress(data, max_length)
-        except zlib.error as exc:
+        except self._zlib.error as exc:
             raise ProtocolError(f"invalid compressed data: {exc}") from exc
         if max_size is not None and len(data) > max_size:
             raise PayloadTooBig(
@@ -381,12 +548,21 @@ class PerMessageDeflate(Extension):
             if decoder.unused_data not in allowed:
                 raise ProtocolError("data after the final DEFLATE block of a message")
 
+        received = self._received
+        if received is not None:
+            received = self._received = _tail(received, data, 2**self._inflate_bits)
         if frame.fin:
             self._decoding = False
             # 7.1.1.1 / 7.1.1.2: with no context takeover the peer starts every message with
-            # an empty window, so the inflater need not outlive the message. A stream ended by
-            # a final block cannot be continued by zlib at all.
-            if self.remote_no_context_takeover or decoder.eof:
+            # an empty window, so the inflater need not outlive the message. Without
+            # keep_zlib_objects, the next message gets a new one primed with the window. A
+            # stream ended by a final block cannot be continued by zlib at all, and the next
+            # message starts with an empty window.
+            if decoder.eof:
+                self._decoder = None
+                if received is not None:
+                    self._received = b""
+            elif not self.keep_zlib_objects or self.remote_no_context_takeover:
                 self._decoder = None
         return Frame(frame.opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
 
@@ -424,18 +600,26 @@ class PerMessageDeflate(Extension):
 
         encoder = self._encoder
         if encoder is None:
-            encoder = self._encoder = zlib.compressobj(
-                self.compression_level, zlib.DEFLATED, -self.local_max_window_bits, self.mem_level
+            encoder = self._encoder = _compressor(
+                self._zlib,
+                self.compression_level,
+                self.local_max_window_bits,
+                self.mem_level,
+                self._sent or b"",
             )
         # Every frame is flushed to a byte boundary so that the peer can inflate it on arrival.
         # compress() then flush(Z_SYNC_FLUSH) always ends with an empty stored block, even
         # for empty data.
-        data = encoder.compress(frame.data) + encoder.flush(zlib.Z_SYNC_FLUSH)
+        data = encoder.compress(frame.data) + encoder.flush(self._zlib.Z_SYNC_FLUSH)
+        if self._sent is not None:
+            self._sent = _tail(self._sent, frame.data, self._window_size)
         if frame.fin:
             # 7.2.1: remove the 00 00 ff ff at the end of the message.
             data = data[:-4]
             self._encoding = False
-            if self.local_no_context_takeover:
+            if self._sent is not None:
+                _keep_hot(self)
+            elif self.local_no_context_takeover:
                 self._encoder = None
         # 6: RSV1 goes on the first frame of a compressed message only.
         return Frame(
@@ -654,6 +838,7 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
             compress_threshold=settings.compress_threshold,
             mem_level=settings.mem_level,
             compression_level=settings.compression_level,
+            keep_zlib_objects=settings.keep_zlib_objects,
             params=params,
         )
 
@@ -761,6 +946,7 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
             compress_threshold=settings.compress_threshold,
             mem_level=settings.mem_level,
             compression_level=settings.compression_level,
+            keep_zlib_objects=settings.keep_zlib_objects,
             params=answer,
         )
         return answer, extension

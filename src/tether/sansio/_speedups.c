@@ -268,16 +268,194 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(mask_into_doc,
+"mask_into(buf, start, data, mask, /)\n--\n\n"
+"Write data XORed with the 4-byte mask repeated into buf[start:start + len(data)], in one\n"
+"pass; buf is any writable buffer, data any bytes-like object.");
+
+static PyObject *
+mask_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char key[4];
+    Py_buffer buf, data;
+    Py_ssize_t start;
+    PyThreadState *state;
+
+    if (check_nargs("mask_into", nargs, 4, 4) < 0 || read_key(args[3], key) < 0) {
+        return NULL;
+    }
+    start = PyNumber_AsSsize_t(args[1], PyExc_ValueError);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (start < 0 || start > buf.len || data.len > buf.len - start) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes do not fit at %zd in a buffer of %zd",
+                     data.len, start, buf.len);
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    state = begin_large_work(data.len);
+    xor_with_key((unsigned char *)buf.buf + start, data.buf, data.len, key, 0);
+    end_large_work(state);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+}
+
+/* --- a bytes object filled in place ---------------------------------------------------------
+ *
+ * new_payload(n) returns (payload, view): a new bytes object of n bytes, not initialised, and
+ * a writable memoryview of its n bytes. The frame parser hands the view to the transport's
+ * recv_into() (asyncio's BufferedProtocol), so that a large frame is read straight into the
+ * bytes object the application receives: no copy out of a read buffer, no join of the pieces,
+ * one allocation. This is how CPython's own code fills bytes it creates
+ * (PyBytes_FromStringAndSize(NULL, n), then writes), spread over several reads: the parser
+ * never lets the payload out before every byte is written, and drops (releases) the view
+ * before it does. The view keeps the payload alive through the exporter below. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *payload; /* the bytes object being filled */
+} FillerObject;
+
+static int
+filler_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    PyObject *payload = ((FillerObject *)self)->payload;
+    return PyBuffer_FillInfo(view, self, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                             0, flags);
+}
+
+static void
+filler_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    Py_XDECREF(((FillerObject *)self)->payload);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot filler_slots[] = {
+    {Py_bf_getbuffer, filler_getbuffer},
+    {Py_tp_dealloc, filler_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec filler_spec = {
+    .name = "tether.sansio._speedups._Filler",
+    .basicsize = sizeof(FillerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = filler_slots,
+};
+
+PyDoc_STRVAR(new_payload_doc,
+"new_payload(size, /)\n--\n\n"
+"Return (payload, view): a new bytes object of size bytes (size > 1), its contents not\n"
+"initialised, and a writable memoryview of them, to fill before payload is used.");
+
+static PyObject *
+new_payload(PyObject *module, PyObject *arg)
+{
+    PyTypeObject *type = *(PyTypeObject **)PyModule_GetState(module);
+    Py_ssize_t size = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    PyObject *payload, *view, *result;
+    FillerObject *filler;
+
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 2) {
+        /* bytes of length 0 and 1 are shared singletons: never write into those. */
+        PyErr_Format(PyExc_ValueError, "size must be at least 2, got %zd", size);
+        return NULL;
+    }
+    if (type == NULL) {
+        PyErr_SetString(PyExc_SystemError, "_speedups module state is missing");
+        return NULL;
+    }
+    payload = PyBytes_FromStringAndSize(NULL, size);
+    if (payload == NULL) {
+        return NULL;
+    }
+    filler = PyObject_New(FillerObject, type);
+    if (filler == NULL) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    /* PyObject_New took a reference to the heap type (dropped in filler_dealloc). */
+    Py_INCREF(payload);
+    filler->payload = payload;
+    view = PyMemoryView_FromObject((PyObject *)filler);
+    Py_DECREF(filler); /* the view holds the exporter */
+    if (view == NULL) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    result = PyTuple_Pack(2, payload, view);
+    Py_DECREF(payload);
+    Py_DECREF(view);
+    return result;
+}
+
+static int
+speedups_exec(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &filler_spec, NULL);
+    if (type == NULL) {
+        return -1;
+    }
+    *(PyObject **)PyModule_GetState(module) = type;
+    return 0;
+}
+
+static int
+speedups_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    PyObject **state = PyModule_GetState(module);
+    if (state != NULL) {
+        Py_VISIT(*state);
+    }
+    return 0;
+}
+
+static int
+speedups_clear(PyObject *module)
+{
+    PyObject **state = PyModule_GetState(module);
+    if (state != NULL) {
+        Py_CLEAR(*state);
+    }
+    return 0;
+}
+
+static void
+speedups_free(void *module)
+{
+    speedups_clear((PyObject *)module);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
     {"mask_in_place", (PyCFunction)(void (*)(void))mask_in_place, METH_FASTCALL,
      mask_in_place_doc},
     {"join_masked", (PyCFunction)(void (*)(void))join_masked, METH_FASTCALL, join_masked_doc},
+    {"mask_into", (PyCFunction)(void (*)(void))mask_into, METH_FASTCALL, mask_into_doc},
+    {"new_payload", (PyCFunction)new_payload, METH_O, new_payload_doc},
     {NULL, NULL, 0, NULL},
 };
 
-/* Multi-phase initialisation (PEP 489), with no module state: safe in subinterpreters. */
+/* Multi-phase initialisation (PEP 489); the one heap type lives in the module state, so
+ * the module stays safe in subinterpreters. */
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
     {0, NULL},
 };
 
@@ -285,9 +463,12 @@ static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tether.sansio._speedups",
     .m_doc = "Compiled masking for tether.sansio.masking; see masking.py.",
-    .m_size = 0,
+    .m_size = sizeof(PyObject *),
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,
+    .m_traverse = speedups_traverse,
+    .m_clear = speedups_clear,
+    .m_free = speedups_free,
 };
 
 PyMODINIT_FUNC

@@ -25,9 +25,12 @@ from .masking import (
     MaskSource,
     apply_mask,
     join_masked,
+    mask_in_place,
+    mask_into,
+    new_payload,
 )
 
-__all__ = ["MAX_LOG_SIZE", "Close", "Frame", "FrameParser", "serialize_frame"]
+__all__ = ["MAX_LOG_SIZE", "Close", "Frame", "FrameParser", "masked_frame_into", "serialize_frame"]
 
 #: Payloads longer than this are elided in ``str(frame)``.
 MAX_LOG_SIZE = 75
@@ -154,6 +157,10 @@ _UNPACK_KEY = struct.Struct("<I").unpack_from
 _MASK_INLINE = IMPLEMENTATION == "python"
 _SLICE_MASK_SIZE = 4096
 
+#: A pending payload is read in place once 1/_IN_PLACE_RATIO of it has arrived (see
+#: FrameParser.payload_buffer).
+_IN_PLACE_RATIO = 2 if _MASK_INLINE else 8
+
 #: Where a masking client gets its keys when the caller does not pass one. Tests may replace it
 #: with any callable returning 4 bytes, to get the RFC's example key.
 _mask_source: Callable[[], bytes] = MaskSource()
@@ -222,6 +229,44 @@ def serialize_frame(
     return join_masked((data,), key, header)
 
 
+def masked_frame_into(frame: Frame, spare: bytearray | None) -> bytearray:
+    """The masked frame of :func:`serialize_frame` (fresh key), built in ``spare`` when it
+    has exactly the frame's size, else in a new bytearray; for large data frames that an I/O
+    layer writes and may then hand back for the next one (see ``Protocol.reuse_output``).
+
+    Reusing one buffer spares the allocation of a fresh frame-sized object per message: for
+    a 1 MiB frame, glibc serves that with pages the kernel must fault in and zero (about 256
+    page faults, more than the masking itself costs). Two passes over warm memory (copy,
+    then mask in place) instead of one over fresh memory.
+    """
+    data = frame.data
+    n = len(data)
+    if frame.opcode >= 0x8:
+        _check_control(frame.fin, n)
+    b0 = frame.opcode | (frame.fin << 7) | (frame.rsv1 << 6) | (frame.rsv2 << 5) | (frame.rsv3 << 4)
+    key = _mask_source()
+    if n < 126:
+        header = _HEADER_7_KEY(b0, 0x80 | n, key)
+    elif n < 0x10000:
+        header = _HEADER_16_KEY(b0, 0xFE, n, key)
+    else:
+        header = _HEADER_64_KEY(b0, 0xFF, n, key)
+    hlen = len(header)
+    if spare is not None and len(spare) == hlen + n:
+        # Same lengths: written in place, never resized (through a memoryview: a bytearray's
+        # own slice assignment first copies anything but a bytearray into a temporary one, a
+        # frame-sized allocation, which is what this function is here to avoid). The payload
+        # is masked as it is copied (one pass with the C helper).
+        with memoryview(spare) as view:
+            view[:hlen] = header
+        mask_into(spare, hlen, data, key)
+        return spare
+    buf = bytearray(header)
+    buf += data
+    mask_in_place(buf, key, hlen)
+    return buf
+
+
 def unmasked_header(frame: Frame) -> bytes:
     """The header that :func:`serialize_frame` puts before ``frame.data`` when not masking,
     for a caller that writes the payload separately (no copy of a large payload).
@@ -280,6 +325,9 @@ class FrameParser:
     __slots__ = (
         "_buf",
         "_have",
+        "_into",
+        "_into_have",
+        "_into_view",
         "_parts",
         "_pending",
         "_pos",
@@ -308,6 +356,12 @@ class FrameParser:
         # payload bytes so far are in _parts (and _buf is empty).
         self._pending: tuple[tuple[Opcode, bool, bool, bool, bool], int, bytes | None, int] | None
         self._pending = None
+        # A pending payload read in place (see payload_buffer): the object that becomes the
+        # payload, a writable view of it, and how many of its bytes have arrived. While it is
+        # set, _parts and _have hold only what follows the frame.
+        self._into: bytes | bytearray | None = None
+        self._into_view: memoryview | None = None
+        self._into_have = 0
 
     def discard(self) -> None:
         """Drop every byte fed and not returned yet (the connection is ending)."""
@@ -316,11 +370,13 @@ class FrameParser:
         self._parts = []
         self._have = 0
         self._pending = None
+        self._into = self._into_view = None
+        self._into_have = 0
 
     @property
     def buffered(self) -> int:
         """Bytes fed and not returned yet as part of a frame (including a parsed header)."""
-        held = len(self._buf) - self._pos + self._have
+        held = len(self._buf) - self._pos + self._have + self._into_have
         if self._pending is not None:
             held += self._pending[3]
         return held
@@ -331,9 +387,63 @@ class FrameParser:
             # The usual case: everything before was consumed. bytes(x) is x for bytes.
             self._buf = bytes(data)
             self._pos = 0
+        elif self._into is not None:
+            self._fill(data)
         elif data:
             self._parts.append(bytes(data))
             self._have += len(data)
+
+    def payload_buffer(self, min_size: int) -> memoryview | None:
+        """Where to read the rest of the pending frame's payload in place (a writable view of
+        exactly the bytes still missing), when at least ``min_size`` of them are; ``None``
+        otherwise. After reading ``n`` bytes into it, call :meth:`payload_written`.
+
+        The payload then arrives in the object the frame will carry (with the C helper, the
+        ``bytes`` object itself; see ``masking.new_payload``): no copy of each read out of a
+        shared buffer and no join at the end. The object is only created once a part of the
+        payload has arrived (an eighth with the C helper, whose new object is not written, so
+        its untouched pages cost no memory; half in pure Python, whose ``bytearray`` is
+        zeroed), so that a peer's header alone never costs a frame-sized allocation.
+        :attr:`buffered` counts the bytes received, as before.
+        """
+        pending = self._pending
+        if pending is None:
+            return None
+        view = self._into_view
+        if view is None:
+            length = pending[1]
+            have = self._have
+            if length - have < min_size or have * _IN_PLACE_RATIO < length:
+                return None
+            into, view = new_payload(length)
+            # The payload so far (_parts holds exactly that while the frame is pending).
+            pos = 0
+            for part in self._parts:
+                view[pos : pos + len(part)] = part
+                pos += len(part)
+            self._parts = []
+            self._have = 0
+            self._into, self._into_view, self._into_have = into, view, have
+        return view[self._into_have :]
+
+    def payload_written(self, size: int) -> None:
+        """``size`` bytes were read into the view from :meth:`payload_buffer`."""
+        self._into_have += size
+
+    def _fill(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes fed while a payload is read in place: the missing ones go into it, the rest
+        (the next frames) to _parts."""
+        view = self._into_view
+        assert view is not None
+        have = self._into_have
+        take = min(len(view) - have, len(data))
+        if take:
+            view[have : have + take] = memoryview(data)[:take]
+            self._into_have = have + take
+        if take < len(data):
+            rest = bytes(data[take:])
+            self._parts.append(rest)
+            self._have += len(rest)
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, unmasked; ``None`` if more bytes are needed.
@@ -444,21 +554,25 @@ class FrameParser:
         if self._pending is None:
             return None
         fields, length, _, _ = self._pending
-        return fields[0], fields[2], self._have, length
+        have = self._have if self._into is None else self._into_have
+        return fields[0], fields[2], have, length
 
     def partial_payload(self, start: int) -> bytes:
         """The unmasked payload bytes of the incomplete frame received so far, from ``start``
         (use :meth:`pending_frame` first). A loop over received chunks, not over bytes."""
         assert self._pending is not None
         _, _, key, _ = self._pending
-        pieces = []
-        offset = 0
-        for part in self._parts:
-            end = offset + len(part)
-            if end > start:
-                pieces.append(part[max(start - offset, 0) :])
-            offset = end
-        data = b"".join(pieces)
+        if self._into_view is not None:
+            data = self._into_view[start : self._into_have].tobytes()
+        else:
+            pieces = []
+            offset = 0
+            for part in self._parts:
+                end = offset + len(part)
+                if end > start:
+                    pieces.append(part[max(start - offset, 0) :])
+                offset = end
+            data = b"".join(pieces)
         if key is None:
             return data
         shift = start % 4
@@ -481,6 +595,8 @@ class FrameParser:
         """Return the pending frame if all of its payload has arrived."""
         assert self._pending is not None
         fields, length, key, _ = self._pending
+        if self._into is not None:
+            return self._finish_in_place()
         have = self._have
         if have < length:
             return None
@@ -514,5 +630,27 @@ class FrameParser:
         else:
             # Join and unmask in one go (see masking.join_masked).
             data = join_masked(pieces, key)
+        opcode, fin, rsv1, rsv2, rsv3 = fields
+        return Frame(opcode, data, fin, rsv1, rsv2, rsv3)
+
+    def _finish_in_place(self) -> Frame | None:
+        """Return the pending frame read in place if all of its payload has arrived."""
+        assert self._pending is not None
+        into, view = self._into, self._into_view
+        assert into is not None and view is not None
+        if self._into_have < len(into):
+            return None
+        fields, _, key, _ = self._pending
+        if key is not None:
+            # Unmask where it lies (a bytearray, or the bytes object through its view).
+            if type(into) is bytearray:
+                mask_in_place(into, key)
+            else:
+                mask_in_place(view, key)
+        view.release()
+        data = bytes(into)  # the bytes object itself with the C helper; else one copy
+        self._pending = None
+        self._into = self._into_view = None
+        self._into_have = 0
         opcode, fin, rsv1, rsv2, rsv3 = fields
         return Frame(opcode, data, fin, rsv1, rsv2, rsv3)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 import struct
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 __all__ = [
@@ -54,6 +54,8 @@ __all__ = [
     "implementation",
     "join_masked",
     "mask_in_place",
+    "mask_into",
+    "new_payload",
 ]
 
 BytesLike = bytes | bytearray | memoryview
@@ -108,11 +110,12 @@ def py_apply_mask(data: BytesLike, mask: bytes, /) -> bytes:
     return bytes(buf)
 
 
-def py_mask_in_place(buf: bytearray, mask: bytes, start: int = 0, /) -> None:
+def py_mask_in_place(buf: bytearray | memoryview, mask: bytes, start: int = 0, /) -> None:
     """XOR ``buf[start:]`` with the 4-byte ``mask`` repeated, in place.
 
     This lets a caller that builds a frame in a bytearray (header, then payload) mask the
-    payload where it lies, with no temporary copy of it.
+    payload where it lies, with no temporary copy of it. ``buf`` may also be a writable
+    one-dimensional memoryview of bytes.
 
     Raises:
         ValueError: ``mask`` is not 4 bytes long, or ``start`` is not between 0 and
@@ -122,8 +125,9 @@ def py_mask_in_place(buf: bytearray, mask: bytes, start: int = 0, /) -> None:
         raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
     if not 0 <= start <= len(buf):
         raise ValueError(f"start must be between 0 and {len(buf)}, got {start}")
-    if len(buf) - start <= SMALL_MASK_SIZE:
-        # Same length in and out: the bytearray is not resized.
+    if len(buf) - start <= SMALL_MASK_SIZE or type(buf) is not bytearray:
+        # Same length in and out: the bytearray is not resized. (A writable memoryview has
+        # no translate(): it goes this way whatever its size.)
         buf[start:] = py_apply_mask(memoryview(buf)[start:], mask)
     else:
         _translate_in_place(buf, start, mask)
@@ -148,6 +152,41 @@ def py_join_masked(parts: Iterable[BytesLike], mask: bytes, prefix: BytesLike = 
     return bytes(buf)
 
 
+def py_mask_into(buf: bytearray, start: int, data: BytesLike, mask: bytes, /) -> None:
+    """Write ``data`` masked with ``mask`` into ``buf[start:start + len(data)]`` (the C
+    version does it in one pass; this one copies, then masks in place).
+
+    Raises:
+        ValueError: ``mask`` is not 4 bytes long, or ``data`` does not fit at ``start``.
+    """
+    if len(mask) != 4:
+        raise ValueError(f"mask must be 4 bytes, got {len(mask)}")
+    n = memoryview(data).nbytes
+    if not 0 <= start <= len(buf) - n:
+        raise ValueError(f"{n} bytes do not fit at {start} in a buffer of {len(buf)}")
+    with memoryview(buf) as view:
+        view[start : start + n] = memoryview(data).cast("B")
+    if start + n == len(buf):
+        py_mask_in_place(buf, mask, start)
+    else:
+        with memoryview(buf) as view:
+            view[start : start + n] = py_apply_mask(view[start : start + n], mask)
+
+
+def py_new_payload(size: int, /) -> tuple[bytearray, memoryview]:
+    """Where a large received payload of ``size`` bytes is read in place: the object and a
+    writable view of it. The C version returns a ``bytes`` object, which becomes the payload
+    as it is; this one a ``bytearray``, which the parser copies into ``bytes`` once full.
+
+    Raises:
+        ValueError: ``size`` is less than 2.
+    """
+    if size < 2:
+        raise ValueError(f"size must be at least 2, got {size}")
+    buf = bytearray(size)
+    return buf, memoryview(buf)
+
+
 def _translate_in_place(buf: bytearray, start: int, mask: bytes) -> None:
     tables = _XOR_TABLES
     # Each slice buf[start + j::4] runs to the end of buf, so reading it, translating it and
@@ -165,13 +204,15 @@ IMPLEMENTATION: Literal["c", "python"] = "python"
 apply_mask = py_apply_mask
 mask_in_place = py_mask_in_place
 join_masked = py_join_masked
+mask_into = py_mask_into
+new_payload: Callable[[int], tuple[bytes | bytearray, memoryview]] = py_new_payload
 
 # Why the pure-Python functions are active, for implementation().
 _why_python = "TETHER_NO_SPEEDUPS is set"
 
 if os.environ.get("TETHER_NO_SPEEDUPS", "") in ("", "0"):
     try:
-        from ._speedups import apply_mask, join_masked, mask_in_place
+        from ._speedups import apply_mask, join_masked, mask_in_place, mask_into, new_payload
     except ImportError as exc:  # not built: no compiler at install time, or an unusual platform
         _why_python = f"the C speedups are not built ({exc})"
     else:

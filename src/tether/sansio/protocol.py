@@ -50,7 +50,7 @@ from ..limits import Limits
 from ..typing import LoggerLike
 from .codes import OK_CLOSE_CODES, CloseCode, Opcode, is_valid_close_code
 from .events import BinaryMessage, CloseReceived, Fragment, Ping, Pong, TextMessage
-from .frames import Close, Frame, FrameParser, serialize_frame, unmasked_header
+from .frames import Close, Frame, FrameParser, masked_frame_into, serialize_frame, unmasked_header
 from .handshake import Handshake
 from .http11 import Request, Response
 from .messages import IncomingMessage
@@ -84,6 +84,15 @@ class State(enum.IntEnum):
     CLOSING = 2
     CLOSED = 3
 
+
+# The members the per-message path compares with, as module constants: on Python 3.11 an
+# attribute of an enum class (``State.OPEN``) goes through ``EnumType.__getattr__``, about 900
+# instructions each, seven times per message received and sent.
+_CONNECTING = State.CONNECTING
+_OPEN = State.OPEN
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
 
 #: Shared by every protocol built without ``limits`` (frozen; validating a new one costs more
 #: than the rest of the constructor), and the default logger.
@@ -126,6 +135,7 @@ class Protocol:
         "_out_opcode",
         "_parser",
         "_pings",
+        "_spare",
         "_state",
         "_writes",
         "assemble",
@@ -147,6 +157,7 @@ class Protocol:
         "reader",
         "request",
         "response",
+        "reuse_output",
         "side",
     )
 
@@ -189,7 +200,14 @@ class Protocol:
         self._message_done = False
 
         self._events: list[Event] = []
-        self._writes: list[bytes] = []
+        self._writes: list[bytes | bytearray] = []
+        #: Set by an I/O layer that writes what :meth:`data_to_send` returns at once and can
+        #: tell when the transport kept no reference to it: masked frames of at least
+        #: ``SPLIT_WRITE_SIZE`` bytes are then built in a ``bytearray``, which the layer may
+        #: hand back with :meth:`recycle_output` to build the next one of the same size in
+        #: (no fresh frame-sized allocation, and no page faults, per large message sent).
+        self.reuse_output = False
+        self._spare: bytearray | None = None
 
         # Close handshake bookkeeping.
         self.close_rcvd: Close | None = None
@@ -305,12 +323,34 @@ class Protocol:
         """Take bytes from the network. Never raises for anything the peer sends."""
         if self._discard or self.eof_rcvd:
             return
-        if self._state is State.CONNECTING:
+        if self._state is _CONNECTING:
             self.reader.feed_data(data)
             self._receive_handshake()
             return
         assert self._parser is not None
         self._parser.feed(data)
+        self._receive_frames()
+
+    def payload_buffer(self) -> memoryview | None:
+        """A writable view where the rest of a large data frame being received (at least
+        ``SPLIT_WRITE_SIZE`` bytes still missing) may be read in place, for an I/O layer that
+        reads into buffers (asyncio's ``BufferedProtocol``); ``None`` otherwise. Hand what
+        was read to :meth:`payload_received`, not to :meth:`receive_data`. The payload then
+        reaches the frame without a copy of each read or a join of the pieces (see
+        ``FrameParser.payload_buffer``)."""
+        parser = self._parser
+        # Called after every read: the usual answer (no frame pending) without a call.
+        if parser is None or parser._pending is None or self._discard or self.eof_rcvd:
+            return None
+        return parser.payload_buffer(SPLIT_WRITE_SIZE)
+
+    def payload_received(self, size: int) -> None:
+        """``size`` bytes were read into the view from :meth:`payload_buffer`: go on as
+        :meth:`receive_data` would."""
+        if self._discard or self.eof_rcvd:
+            return
+        assert self._parser is not None
+        self._parser.payload_written(size)
         self._receive_frames()
 
     @property
@@ -401,7 +441,7 @@ class Protocol:
                     self._receive_control_frame(frame)
                 if self._message_done:
                     self._message_done = False
-                    if self.hold_end_after_message and self._state is State.OPEN:
+                    if self.hold_end_after_message and self._state is _OPEN:
                         self._behind = True
         except Exception as exc:
             if self._behind:
@@ -502,7 +542,7 @@ class Protocol:
         # message is then assembled by IncomingMessage (sansio/messages.py).
         opcode = frame.opcode
         message = self._message
-        if opcode is Opcode.CONT:
+        if opcode is _CONT:
             if message.opcode is None:
                 raise ProtocolError("unexpected continuation frame")
         elif message.opcode is not None:
@@ -519,14 +559,14 @@ class Protocol:
         if max_size is not None and size > max_size:
             raise PayloadTooBig(f"message over {max_size} bytes")
 
-        if frame.fin and opcode is not Opcode.CONT:
+        if frame.fin and opcode is not _CONT:
             # The common case, a whole message in one frame: no bookkeeping at all.
             if self.assemble:
-                if opcode is Opcode.TEXT:
+                if opcode is _TEXT:
                     self._events.append(TextMessage(data.decode()))
                 else:
                     self._events.append(BinaryMessage(data))
-            elif opcode is Opcode.TEXT:
+            elif opcode is _TEXT:
                 self._events.append(Fragment(data.decode(), True, True))
             else:
                 self._events.append(Fragment(data, True, True))
@@ -546,10 +586,20 @@ class Protocol:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self) -> list[bytes]:
-        """The bytes to write since the last call; ``b""`` means "half-close the connection"."""
+    def data_to_send(self) -> list[bytes | bytearray]:
+        """The bytes to write since the last call; ``b""`` means "half-close the connection".
+        Items are ``bytes``, or ``bytearray`` for large masked frames when ``reuse_output``
+        is set; the caller owns them (and may give a bytearray back with
+        :meth:`recycle_output` once written)."""
         writes, self._writes = self._writes, []
         return writes
+
+    def recycle_output(self, data: bytes | bytearray) -> None:
+        """Give back a ``bytearray`` from :meth:`data_to_send` once it is written and nothing
+        refers to it any more (with ``reuse_output``): the next large masked frame of the same
+        size is built in it. Anything else is ignored."""
+        if type(data) is bytearray:
+            self._spare = data
 
     def close_expected(self) -> bool:
         """Whether the peer should now close the TCP connection (arm a timeout if so): during
@@ -579,12 +629,20 @@ class Protocol:
         if self.extensions and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             for extension in self.extensions:
                 frame = extension.encode(frame)
-        if not self._mask and len(frame.data) >= SPLIT_WRITE_SIZE:
-            # A large payload from a server: header and payload as two writes, rather than a
-            # copy of the payload behind its header (one more send() call, one copy less).
-            self._writes.append(unmasked_header(frame))
-            self._writes.append(bytes(frame.data))
-            return
+        if len(frame.data) >= SPLIT_WRITE_SIZE:
+            if not self._mask:
+                # A large payload from a server: header and payload as two writes, rather
+                # than a copy of the payload behind its header (one more send() call, one
+                # copy less).
+                self._writes.append(unmasked_header(frame))
+                self._writes.append(bytes(frame.data))
+                return
+            if self.reuse_output:
+                # A large masked frame from a client: built in the buffer handed back by
+                # recycle_output(), if any (see reuse_output).
+                spare, self._spare = self._spare, None
+                self._writes.append(masked_frame_into(frame, spare))
+                return
         self._writes.append(serialize_frame(frame, mask=self._mask))
 
     @property
@@ -635,11 +693,11 @@ class Protocol:
         if size is None or len(payload) <= size or size <= 0:
             # One frame: send_text/send_binary, _start_outgoing and _check_open inlined, as
             # this runs once per message sent.
-            if self._state is not State.OPEN:
+            if self._state is not _OPEN:
                 raise InvalidState(f"connection is {self._state.name}")
             if self._out_opcode is not None:
                 raise InvalidState("a fragmented message is in progress: finish it first")
-            self._send_frame(Frame(Opcode.TEXT if text else Opcode.BINARY, payload))
+            self._send_frame(Frame(_TEXT if text else _BINARY, payload))
             return
         view = memoryview(payload)
         if text:

@@ -43,11 +43,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosedOK
-from ..fragment_queue import FragmentQueue
+from ..fragment_queue import FragmentQueue, StreamDecoder, convert
 from ..pings import answered_pings, ping_payload
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
@@ -67,6 +67,11 @@ IDLE_READ_DELAY = 0.05
 
 _monotonic = time.monotonic
 
+# Enum members as module constants: on Python 3.11, ``_OPEN`` goes through the enum
+# metaclass's ``__getattr__`` (about 900 instructions, several times per message).
+_OPEN = State.OPEN
+_CLOSED = State.CLOSED
+
 
 # --- sockets --------------------------------------------------------------------------------------
 
@@ -82,15 +87,37 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
     return bool(readable)
 
 
+def _wait_writable(sock: socket.socket, timeout: float | None) -> bool:
+    if timeout is not None and timeout <= 0:
+        timeout = 0
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+    _, writable, _ = select.select([], [sock], [], timeout)
+    return bool(writable)
+
+
+#: ``send`` flags for a write that must not block (Linux, the BSDs, macOS).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 class Transport:
     """A connected TCP socket in blocking mode: reads with an optional timeout, whole writes.
 
     ``recv`` and ``sendall`` may run at the same time in two threads; ``abort`` may run in a
     third and wakes them both.
+
+    Writes that must not block (a reader's pongs and close frames: a reader blocked on a peer
+    that does not read would stop reading) go through :meth:`write_nowait`, which keeps what
+    the socket does not take at once in ``pending``; the next :meth:`sendall` or
+    :meth:`flush` writes it first. The caller serialises every write (one writer at a time).
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        #: Bytes taken by :meth:`write_nowait` and not written yet (ready for the wire).
+        self.pending = b""
         sock.settimeout(None)
 
     def recv(self, size: int, timeout: float | None = None) -> bytes:
@@ -108,11 +135,62 @@ class Transport:
         except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
             return b""
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
+        if self.pending:
+            self._flush(None)
         self.sock.sendall(data)
+
+    def write_nowait(self, data: bytes | bytearray) -> bool:
+        """Take ``data`` and write what the socket takes without blocking. Returns whether
+        nothing is left in ``pending``.
+
+        Raises:
+            OSError: the connection broke.
+        """
+        return self._send_pending(self.pending + data if self.pending else data)
+
+    def _send_pending(self, data: bytes | bytearray) -> bool:
+        if _DONTWAIT:
+            try:
+                sent = self.sock.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+        else:  # no non-blocking flag: leave it all to flush()
+            sent = 0
+        self.pending = bytes(data[sent:]) if sent < len(data) else b""
+        return not self.pending
+
+    def flush(self, timeout: float | None) -> bool:
+        """Write ``pending``, waiting at most ``timeout`` seconds for the peer to read.
+        Returns whether it is all written.
+
+        Raises:
+            OSError: the connection broke.
+        """
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> bool:
+        if not self.pending:
+            return True
+        if timeout is None:
+            data, self.pending = self.pending, b""
+            self.sock.sendall(data)
+            return True
+        deadline = _monotonic() + timeout
+        while self.pending:
+            if not _wait_writable(self.sock, deadline - _monotonic()):
+                return False
+            if not _DONTWAIT:  # select() said writable: a blocking send writes some
+                data, self.pending = self.pending, b""
+                self.sock.sendall(data)
+                return True
+            self._send_pending(self.pending)
+        return True
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError):
+            if self.pending:
+                self._flush(None)
             self.sock.shutdown(socket.SHUT_WR)
 
     def abort(self) -> None:
@@ -174,7 +252,7 @@ class TLSTransport(Transport):
             with self._tls_lock:
                 data = self._outgoing.read()
             if data:
-                self.sock.sendall(data)
+                super().sendall(data)
 
     def recv(self, size: int, timeout: float | None = None) -> bytes:
         deadline = None if timeout is None else _monotonic() + timeout
@@ -206,12 +284,23 @@ class TLSTransport(Transport):
                 else:
                     self._incoming.write_eof()
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray) -> None:
         with self._write_lock:
             with self._tls_lock:
                 self.ssl.write(data)
                 out = self._outgoing.read()
-            self.sock.sendall(out)
+            super().sendall(out)
+
+    def write_nowait(self, data: bytes | bytearray) -> bool:
+        with self._write_lock:
+            with self._tls_lock:
+                self.ssl.write(data)
+                out = self._outgoing.read()
+            return super().write_nowait(out)
+
+    def flush(self, timeout: float | None) -> bool:
+        with self._write_lock:
+            return self._flush(timeout)
 
     def shutdown_write(self) -> None:
         with contextlib.suppress(OSError, ssl_module.SSLError):
@@ -222,7 +311,7 @@ class TLSTransport(Transport):
                         self.ssl.unwrap()
                     out = self._outgoing.read()
                 if out:
-                    self.sock.sendall(out)
+                    super().sendall(out)
         super().shutdown_write()
 
 
@@ -249,6 +338,10 @@ class Connection(ConnectionInfo):
     ) -> None:
         self.transport = transport
         self.protocol = protocol
+        # A plain socket's methods, called directly on the per-message path (TLS: None).
+        plain = type(transport) is Transport
+        self._sock_recv = transport.sock.recv if plain else None
+        self._sock_sendall = transport.sock.sendall if plain else None
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
@@ -280,13 +373,16 @@ class Connection(ConnectionInfo):
         self._data_waiters = 0  # threads in _data_cond.wait()
 
         # Output, in the protocol's order; item i is written once _written > i.
-        self._out: collections.deque[bytes] = collections.deque()
+        self._out: collections.deque[bytes | bytearray] = collections.deque()
         self._queued = 0  # items ever appended to _out
         self._written = 0  # items ever written (or dropped, once lost)
         # Items written when the socket failed or was shut down; once set, nothing more is
         # written (``None``: the socket is usable).
         self._lost_at: int | None = None
         self._write_lock = threading.Lock()
+        # A reader or the background thread left bytes in transport.pending (the socket did
+        # not take them at once): pongs are deferred until they are out.
+        self._write_stalled = False
         self._send_lock = threading.Lock()  # one message (maybe fragmented) at a time
 
         # Pings sent: payload -> (future resolved with the round-trip time, time sent).
@@ -305,6 +401,13 @@ class Connection(ConnectionInfo):
         self._socket_closed = False
 
     # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def bytes_held(self) -> int:
+        """Bytes this connection holds of received messages: unread ones (text counted in
+        characters), the one still arriving, and input not parsed yet (as in asyncio)."""
+        with self._mutex:
+            return self._assembler.size + self.protocol.buffered
 
     @property
     def remote_address(self) -> Any:
@@ -338,17 +441,21 @@ class Connection(ConnectionInfo):
         except ConnectionClosedOK:
             return
 
-    def recv(self, timeout: float | None = None) -> Data:
+    def recv(self, timeout: float | None = None, decode: bool | None = None) -> Data:
         """The next message: ``str`` for text, ``bytes`` for binary.
 
         Args:
             timeout: seconds to wait at most; ``None`` waits as long as the connection is open.
+            decode: ``False`` returns a text message as UTF-8 ``bytes``, ``True`` returns a
+                binary message decoded from UTF-8 as ``str``; ``None`` (default) neither.
 
         Raises:
             TimeoutError: no whole message arrived within ``timeout``. The connection stays
                 usable: a message in progress goes on arriving for the next call.
             ConnectionClosed: the connection is closed and no message is left.
             ConcurrencyError: another thread is already in ``recv()`` or ``recv_streaming()``.
+            UnicodeDecodeError: ``decode=True`` and a binary message is not UTF-8 (the message
+                is consumed; the connection stays usable).
         """
         # The mutex is held throughout, except while blocking (_read_or_wait releases it).
         mutex = self._mutex
@@ -360,12 +467,24 @@ class Connection(ConnectionInfo):
                     "recv_streaming()"
                 )
             assembler = self._assembler
+            protocol = self.protocol
             if not assembler.complete:
                 self._recv_busy = True
                 try:
                     deadline = None if timeout is None else _monotonic() + timeout
                     while not assembler.complete:
-                        self._read_or_wait(deadline)
+                        if (
+                            deadline is None
+                            and not self._reading
+                            and not protocol.holding
+                            and not self._socket_closed
+                            and protocol.state is not _CLOSED
+                        ):
+                            # _read_or_wait()'s usual case, inlined: read the socket.
+                            self._reading = True
+                            self._read(None)
+                        else:
+                            self._read_or_wait(deadline)
                 finally:
                     self._recv_busy = False
                     if self._bg_wake_on_recv_exit:
@@ -373,18 +492,26 @@ class Connection(ConnectionInfo):
                         self._bg_cond.notify()
             message = assembler.pop_message()
             self._recv_left = _monotonic()
-            self._after_pop()
-            return message
+            # _after_pop(), inlined.
+            if assembler.complete == 0 and not protocol.holding:
+                protocol.caught_up()
         finally:
             mutex.release()
             if self._settled:
                 self._settle()
+        if decode is not None:
+            return convert(message, decode)
+        return message
 
-    def recv_streaming(self, timeout: float | None = None) -> Iterator[Data]:
+    def recv_streaming(
+        self, timeout: float | None = None, decode: bool | None = None
+    ) -> Iterator[Data]:
         """The fragments of the next message as they arrive (``str`` or ``bytes``).
 
         ``timeout`` bounds the wait for each fragment (``TimeoutError``); an abandoned
         iteration leaves the rest of the message to the next ``recv_streaming()`` call.
+        ``decode`` is as for :meth:`recv`, fragment by fragment (a character split across
+        fragments is decoded whole).
         """
         with self._mutex:
             if self._recv_busy:
@@ -393,10 +520,14 @@ class Connection(ConnectionInfo):
                     "recv() or recv_streaming()"
                 )
             self._recv_busy = True
+        decoder = None if decode is None else StreamDecoder(decode)
         try:
             while True:
                 fragment = self._wait_fragment(timeout)
-                yield fragment.data
+                if decoder is None:
+                    yield fragment.data
+                else:
+                    yield decoder.convert(fragment.data, fragment.last)
                 if fragment.last:
                     return
         finally:
@@ -407,9 +538,14 @@ class Connection(ConnectionInfo):
                     self._bg_wake_on_recv_exit = False
                     self._bg_cond.notify()
 
-    def send(self, message: Data | bytearray | memoryview | Iterable[Data]) -> None:
+    def send(
+        self, message: Data | bytearray | memoryview | Iterable[Data], text: bool | None = None
+    ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary. An iterable of ``str`` or of
         bytes-like sends one fragmented message, one frame per item.
+
+        ``text=True`` sends bytes-like data (which must be UTF-8; it is not checked) as text,
+        ``text=False`` sends a ``str`` as binary (its UTF-8).
 
         Blocks while the peer does not read (at the kernel's socket buffer). Safe to call from
         any thread, also while another thread is in ``recv()``; concurrent calls are
@@ -420,38 +556,63 @@ class Connection(ConnectionInfo):
             TypeError: the message is of an unsupported type.
         """
         if isinstance(message, (str, bytes, bytearray, memoryview)):
-            with self._send_lock:
-                with self._mutex:
-                    protocol = self.protocol
-                    if protocol.state is not State.OPEN:
-                        raise protocol.close_exc
-                    protocol.send_message(message)
+            # A whole message needs no send lock: it goes to the protocol in one step under
+            # the mutex, unless a fragmented message is in progress (its sender holds the
+            # send lock from its first fragment to its last): then wait for its end.
+            mutex = self._mutex
+            mutex.acquire()
+            try:
+                protocol = self.protocol
+                if self._send_lock.locked():
+                    mutex.release()
+                    with self._send_lock:
+                        mutex.acquire()
+                        direct, writes, mine = self._queue_message(message, text)
+                elif protocol.state is _OPEN:
+                    # _queue_message(), inlined for the usual case.
+                    protocol.send_message(message, text)
                     writes = protocol.data_to_send()
-                    # The usual case: nobody is writing, nothing is queued. Write directly.
-                    direct = not self._out and self._write_lock.acquire(blocking=False)
+                    direct = not self._out and self._write_lock.acquire(False)
                     if not direct:
                         self._out.extend(writes)
                         self._queued += len(writes)
                         mine = self._queued
-                if not direct:
-                    self._write_until(mine)
-                    return
-                try:
-                    for data in writes:
-                        self.transport.sendall(data)
-                except OSError as exc:
-                    self.logger.debug("! write failed: %s", exc)
-                    with self._mutex:
-                        self._connection_lost()
-                        self._write_lock.release()
-                        raise protocol.close_exc from None
-                self._write_out()  # what others queued meanwhile; releases the write lock
+                else:
+                    raise protocol.close_exc
+            finally:
+                mutex.release()
+            if not direct:
+                self._write_until(mine)
+                return
+            transport = self.transport
+            sock_sendall = self._sock_sendall
+            try:
+                for data in writes:
+                    if sock_sendall is not None and not transport.pending:
+                        sock_sendall(data)
+                    else:
+                        transport.sendall(data)
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                    raise self.protocol.close_exc from None
+            # What others queued meanwhile, a deferred pong: _write_out writes it and releases
+            # the write lock. Usually there is nothing: release it here.
+            mutex.acquire()
+            if self._out or self._write_stalled or self.protocol.defer_pongs:
+                mutex.release()
+                self._write_out()
+            else:
+                self._write_lock.release()
+                mutex.release()
             return
         if isinstance(message, dict):
             raise TypeError("cannot send a dict; serialise it first (e.g. json.dumps)")
         if isinstance(message, Iterable):
             with self._send_lock:
-                self._send_fragments(message)
+                self._send_fragments(message, text)
             return
         raise TypeError(f"cannot send {type(message).__name__}")
 
@@ -473,7 +634,7 @@ class Connection(ConnectionInfo):
     def pong(self, data: str | bytes = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat)."""
         with self._mutex:
-            if self.protocol.state is not State.OPEN:
+            if self.protocol.state is not _OPEN:
                 raise self.protocol.close_exc
             self.protocol.send_pong(data.encode() if isinstance(data, str) else bytes(data))
             mine = self._take_output()
@@ -496,7 +657,7 @@ class Connection(ConnectionInfo):
     def start_closing(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send the close frame without waiting for the closing handshake to finish."""
         with self._mutex:
-            if self.protocol.state is State.OPEN:
+            if self.protocol.state is _OPEN:
                 self.protocol.send_close(code, reason)
                 # send_close() parsed what was held back, maybe the peer's close frame.
                 self._process_events()
@@ -572,7 +733,7 @@ class Connection(ConnectionInfo):
             if self._process_events():
                 self._flush_unlocked()
             return
-        if self._socket_closed or protocol.state is State.CLOSED:
+        if self._socket_closed or protocol.state is _CLOSED:
             raise protocol.close_exc
         remaining = None
         if deadline is not None:
@@ -599,10 +760,23 @@ class Connection(ConnectionInfo):
         mutex = self._mutex
         mutex.release()
         try:
-            data = self.transport.recv(READ_SIZE, timeout)
+            sock_recv = self._sock_recv
+            if timeout is None and sock_recv is not None:
+                # Transport.recv() inlined, for a plain socket and no timeout.
+                try:
+                    data = sock_recv(READ_SIZE)
+                except (OSError, ValueError):  # reset, shut down, closed: the connection is lost
+                    data = b""
+            else:
+                data = self.transport.recv(READ_SIZE, timeout)
         finally:
             mutex.acquire()
             self._reading = False
+            if self._write_lock.locked():
+                # A thread is writing, maybe blocked on a peer that does not read: pongs
+                # wait until it is done, and only the latest ping is answered then (what
+                # asyncio does above the write buffer's high-water mark). _write_out resumes.
+                self.protocol.pause_output()
             if self._bg_wake_on_read_done:
                 self._bg_wake_on_read_done = False
                 self._bg_cond.notify()
@@ -620,11 +794,13 @@ class Connection(ConnectionInfo):
             self._flush_unlocked()
 
     def _flush_unlocked(self) -> None:
-        """:meth:`_flush` from a caller holding the mutex."""
-        if self._write_lock.acquire(blocking=False):
+        """Write queued output without blocking, unless another thread is writing (that thread
+        writes it), from a reader or the background thread holding the mutex. What the socket
+        does not take at once is left to the background thread (see :meth:`_write_nowait`)."""
+        if not self._write_stalled and self._write_lock.acquire(False):
             self._mutex.release()
             try:
-                self._write_out()
+                self._write_nowait()
             finally:
                 self._mutex.acquire()
 
@@ -641,7 +817,7 @@ class Connection(ConnectionInfo):
         if writes and self._lost_at is None:
             self._out.extend(writes)
             self._queued += len(writes)
-        if protocol.state is not State.OPEN:
+        if protocol.state is not _OPEN:
             if (
                 self._close_deadline is None
                 and self.close_timeout is not None
@@ -649,7 +825,7 @@ class Connection(ConnectionInfo):
             ):
                 self._close_deadline = _monotonic() + self.close_timeout
                 self._bg_cond.notify()
-            if protocol.state is State.CLOSED:
+            if protocol.state is _CLOSED:
                 self._data_cond.notify_all()
                 self._bg_cond.notify()
         return bool(self._out)
@@ -677,8 +853,25 @@ class Connection(ConnectionInfo):
             self._queued += len(writes)
         return self._queued
 
+    def _queue_message(
+        self, message: str | bytes | bytearray | memoryview, text: bool | None
+    ) -> tuple[bool, list[bytes | bytearray], int]:
+        """A whole message to the protocol (mutex held). Returns whether the caller writes it
+        directly (it took the write lock: nobody is writing, nothing is queued), the bytes to
+        write then, else the output count to write up to."""
+        protocol = self.protocol
+        if protocol.state is not _OPEN:
+            raise protocol.close_exc
+        protocol.send_message(message, text)
+        writes = protocol.data_to_send()
+        if not self._out and self._write_lock.acquire(False):
+            return True, writes, 0
+        self._out.extend(writes)
+        self._queued += len(writes)
+        return False, writes, self._queued
+
     def _send_ping(self, payload: bytes) -> concurrent.futures.Future[float]:
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             raise self.protocol.close_exc
         self.protocol.send_ping(payload)
         waiter: concurrent.futures.Future[float] = concurrent.futures.Future()
@@ -686,31 +879,32 @@ class Connection(ConnectionInfo):
         self._take_output()
         return waiter
 
-    def _send_fragments(self, fragments: Iterable[Data]) -> None:
+    def _send_fragments(self, fragments: Iterable[Data], text: bool | None) -> None:
         iterator = iter(fragments)
         try:
             current = next(iterator)
         except StopIteration:
             return
-        text = isinstance(current, str)
+        is_str = isinstance(current, str)
+        as_text = is_str if text is None else text
         first = True
         while True:
             try:
                 following: Data | None = next(iterator)
             except StopIteration:
                 following = None
-            self._send_fragment(current, text, first, following is None)
+            self._send_fragment(current, is_str, as_text, first, following is None)
             first = False
             if following is None:
                 return
             current = following
 
-    def _send_fragment(self, data: Data, text: bool, first: bool, last: bool) -> None:
+    def _send_fragment(self, data: Data, is_str: bool, text: bool, first: bool, last: bool) -> None:
         with self._mutex:
             protocol = self.protocol
-            if protocol.state is not State.OPEN:
+            if protocol.state is not _OPEN:
                 raise protocol.close_exc
-            if isinstance(data, str) != text:
+            if isinstance(data, str) != is_str:
                 # Finish the message cleanly before reporting the mistake.
                 if not first:
                     protocol.send_continuation(b"", fin=True)
@@ -725,9 +919,10 @@ class Connection(ConnectionInfo):
                 raise TypeError(f"cannot send a fragment of type {type(data).__name__}")
             if first:
                 if text:
-                    protocol.send_text(cast(str, data), fin=last)
+                    protocol.send_text(data, fin=last)
                 else:
-                    protocol.send_binary(cast(bytes, data), fin=last)
+                    payload = data.encode() if isinstance(data, str) else data
+                    protocol.send_binary(payload, fin=last)
             else:
                 protocol.send_continuation(data, fin=last)
             mine = self._take_output()
@@ -752,7 +947,7 @@ class Connection(ConnectionInfo):
         if self._settled:
             self._settle()
         with self._mutex:
-            if not self._out or not self._write_lock.acquire(blocking=False):
+            if not self._out or not self._write_lock.acquire(False):
                 return
         self._write_out()
 
@@ -764,12 +959,23 @@ class Connection(ConnectionInfo):
         while True:
             mutex.acquire()
             if not out:
-                self._write_lock.release()
-                mutex.release()
-                return
-            data = out.popleft()
+                if self.transport.pending:
+                    data = None  # what a non-blocking writer left: write it out first
+                elif self.protocol.defer_pongs and self._resume_output():
+                    mutex.release()
+                    continue
+                else:
+                    self._write_stalled = False
+                    self._write_lock.release()
+                    mutex.release()
+                    return
+            else:
+                data = out.popleft()
             mutex.release()
             try:
+                if data is None:
+                    self.transport.flush(None)
+                    continue
                 if data:
                     self.transport.sendall(data)
                 else:
@@ -783,6 +989,64 @@ class Connection(ConnectionInfo):
             with mutex:
                 self._written += 1
 
+    def _write_nowait(self) -> None:
+        """:meth:`_write_out` for a thread that must not block (it reads, or keeps the
+        timers): what the socket does not take at once waits in ``transport.pending``, pongs
+        are deferred meanwhile (only the latest ping is answered), and the background thread
+        writes it when the socket becomes writable, or a sender before its own message."""
+        mutex = self._mutex
+        out = self._out
+        transport = self.transport
+        while True:
+            mutex.acquire()
+            if not out or transport.pending:
+                if transport.pending:
+                    self._write_stalled = True
+                    self.protocol.pause_output()
+                    self._bg_cond.notify()
+                elif self.protocol.defer_pongs and self._resume_output():
+                    mutex.release()
+                    continue
+                self._write_lock.release()
+                mutex.release()
+                return
+            # Everything queued up to the end of the stream, in one write: a read full of
+            # pings makes thousands of pongs, which then cost one system call and, when the
+            # peer does not read, one bytes object in transport.pending.
+            pieces = []
+            while out and out[0]:
+                pieces.append(out.popleft())
+            data = b"".join(pieces) if len(pieces) != 1 else pieces[0]
+            if not data:
+                out.popleft()
+            mutex.release()
+            try:
+                if data:
+                    transport.write_nowait(data)
+                else:
+                    transport.shutdown_write()
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                return
+            with mutex:
+                self._written += len(pieces) if pieces else 1
+
+    def _resume_output(self) -> bool:
+        """The writer is done (mutex held): answer the latest ping deferred meanwhile.
+        Returns whether there is output to write."""
+        protocol = self.protocol
+        if not protocol.resume_output():
+            return False
+        writes = protocol.data_to_send()
+        if self._lost_at is not None:
+            return False
+        self._out.extend(writes)
+        self._queued += len(writes)
+        return True
+
     def _connection_lost(self) -> None:
         """The socket broke (mutex held): nothing more is written; readers see EOF."""
         if self._lost_at is None:
@@ -790,7 +1054,7 @@ class Connection(ConnectionInfo):
             self._written += len(self._out)
             self._out.clear()
             self.transport.abort()
-            if self.protocol.state is not State.CLOSED:
+            if self.protocol.state is not _CLOSED:
                 self.protocol.receive_eof()
                 self.protocol.events_received()
                 self.protocol.data_to_send()
@@ -829,7 +1093,7 @@ class Connection(ConnectionInfo):
         while True:
             mutex.acquire()
             try:
-                if protocol.state is State.CLOSED:
+                if protocol.state is _CLOSED:
                     return
                 now = _monotonic()
                 if self._close_deadline is not None and now >= self._close_deadline:
@@ -839,7 +1103,7 @@ class Connection(ConnectionInfo):
                     continue
                 if self._pong_deadline is not None and now >= self._pong_deadline:
                     self._pong_deadline = None
-                    if protocol.state is State.OPEN:
+                    if protocol.state is _OPEN:
                         self.logger.info(
                             "! failing connection with code 1011: keepalive ping timeout"
                         )
@@ -847,26 +1111,41 @@ class Connection(ConnectionInfo):
                             CloseCode.INTERNAL_ERROR,
                             f"keepalive ping timeout: no pong within {self.ping_timeout:g} s",
                         )
-                        self._process_events()
-                        mutex.release()
-                        try:
-                            self._flush()
-                        finally:
-                            mutex.acquire()
+                        if self._process_events():
+                            self._flush_unlocked()
                     continue
                 if self._next_ping is not None and now >= self._next_ping:
                     self._keepalive_ping(now)
-                    mutex.release()
-                    try:
-                        self._flush()
-                    finally:
-                        mutex.acquire()
+                    self._flush_unlocked()
+                    continue
+                if self._write_stalled and self._write_lock.acquire(False):
+                    # What a reader could not write without blocking: write it as the peer
+                    # reads, and go back to the timers at their next deadline.
+                    self._finish_stalled_write(self._next_deadline(now))
                     continue
                 read_now = False
                 wait: float | None = None
-                if not self._assembler.over_limit(protocol.buffered):
-                    if protocol.state is not State.OPEN:
-                        # The closing handshake goes on without the application.
+                if protocol.holding:
+                    # A close or an error held behind a message the application has not
+                    # read: its next recv() acts on it, or this thread once it stays away
+                    # (also when the queue is over max_queue: asyncio's hold timer).
+                    if self._recv_busy:
+                        self._bg_wake_on_recv_exit = True
+                    else:
+                        idle_until = self._recv_left + IDLE_READ_DELAY
+                        if now >= idle_until:
+                            protocol.caught_up()
+                            if self._process_events():
+                                self._flush_unlocked()
+                            continue
+                        wait = idle_until - now
+                elif protocol.close_rcvd is not None or not self._assembler.over_limit(
+                    protocol.buffered
+                ):
+                    if protocol.state is not _OPEN:
+                        # The closing handshake goes on without the application (after the
+                        # peer's close frame, what comes is not parsed: read it whatever the
+                        # queue holds, until the end of the stream).
                         read_now = True
                     elif self._recv_busy:
                         self._bg_wake_on_recv_exit = True
@@ -882,13 +1161,6 @@ class Connection(ConnectionInfo):
                         read_now = False
                         self._bg_wake_on_read_done = True
                 if read_now:
-                    if protocol.holding:
-                        # The application is away: act on the close or error held behind a
-                        # message it has not read yet.
-                        protocol.caught_up()
-                        if self._process_events():
-                            self._flush_unlocked()
-                        continue
                     self._reading = True
                     with contextlib.suppress(TimeoutError):
                         self._read(self._next_deadline(now))
@@ -902,6 +1174,30 @@ class Connection(ConnectionInfo):
                 if self._settled:
                     self._settle()
 
+    def _finish_stalled_write(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` for the socket to take ``transport.pending``, then write the
+        rest of the queue as :meth:`_write_nowait` does. Called holding the mutex and the
+        write lock; releases the write lock, and returns holding the mutex."""
+        mutex = self._mutex
+        mutex.release()
+        try:
+            try:
+                flushed = self.transport.flush(timeout)
+            except OSError as exc:
+                self.logger.debug("! write failed: %s", exc)
+                with mutex:
+                    self._connection_lost()
+                    self._write_lock.release()
+                return
+            if flushed:
+                with mutex:
+                    self._write_stalled = False
+                self._write_nowait()  # releases the write lock
+            else:
+                self._write_lock.release()
+        finally:
+            mutex.acquire()
+
     def _next_deadline(self, now: float) -> float | None:
         """Seconds until the background thread has something to do on a timer (mutex held)."""
         deadlines = [
@@ -914,7 +1210,7 @@ class Connection(ConnectionInfo):
     def _keepalive_ping(self, now: float) -> None:
         assert self.ping_interval is not None
         self._next_ping = now + self.ping_interval
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             self._next_ping = None
             return
         payload = ping_payload(self._pings, None)
@@ -927,7 +1223,7 @@ class Connection(ConnectionInfo):
     def _release_socket(self) -> None:
         """Close the socket once nobody reads or writes it, and settle what waits."""
         with self._mutex:
-            if self.protocol.state is not State.CLOSED:
+            if self.protocol.state is not _CLOSED:
                 self._connection_lost()
             while self._reading:
                 self.transport.abort()

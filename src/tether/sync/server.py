@@ -521,9 +521,9 @@ class Server:
                     "%s %s: HTTP %d", request.method, request.path, response.status
                 )
         try:
-            for data in protocol.data_to_send():
-                if data:
-                    transport.sendall(data)
+            for output in protocol.data_to_send():
+                if output:
+                    transport.sendall(output)
                 else:
                     transport.shutdown_write()
         except OSError:
