@@ -263,3 +263,14 @@ def test_wait_does_not_wait_for_connections_below_the_mark() -> None:
         assert await broadcast_and_wait([c for c, _ in pairs], "x", timeout=5) == 2
 
     run(main())
+
+
+def test_wait_gives_up_after_the_timeout() -> None:
+    async def main() -> None:
+        stuck, stuck_t = connection()
+        stuck.pause_writing()  # never resumes
+        assert await broadcast_and_wait([stuck], "x", timeout=0.01) == 1
+        assert stuck_t.writes == [b"\x81\x01x"]  # written; only the wait was given up
+        assert stuck.writing_paused
+
+    run(main())
