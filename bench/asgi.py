@@ -5,7 +5,8 @@ uvicorn serves one raw ASGI echo application (no framework) with ``--ws websocke
 asyncio loop, httptools for the HTTP request, a 2 MiB message limit, no keepalive pings, no
 compression, no access log. The server process is pinned to CPU 0 and the load generators to
 CPU 1 with ``taskset``, and the three classes are measured interleaved (for each round, each
-cell, each class in turn, each with a fresh server process), keeping the best round.
+cell, each class in turn, each with a fresh server process); the tables give the median of
+the rounds.
 
 Three measurements:
 
@@ -34,6 +35,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -327,7 +329,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,64")
     parser.add_argument("--duration", type=float, default=1.0, help="seconds measured per cell")
     parser.add_argument("--warmup", type=float, default=0.3)
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best kept")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections")
     parser.add_argument("--quick", action="store_true", help="0.5 s cells, 1 round")
     args = parser.parse_args()
@@ -340,10 +342,10 @@ def main() -> None:
     started = time.perf_counter()
     load_before = echo._load()
 
-    best: dict[tuple[str, int, int], echo.Result] = {}
-    cost: dict[tuple[str, int, int], float] = {}
-    handshakes: dict[str, tuple[float, float]] = {}
-    idle: dict[str, float] = {}
+    rates: dict[tuple[str, int, int], list[float]] = {}
+    costs: dict[tuple[str, int, int], list[float]] = {}
+    shakes: dict[str, list[tuple[float, float]]] = {}
+    idles: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         if args.only in (None, "echo"):
             for size, conns in cells:
@@ -351,9 +353,8 @@ def main() -> None:
                     setup = echo.Setup(ws, "raw", False, False, 1, args.duration, args.warmup)
                     result = measure_echo(ws, size, conns, setup)
                     key = (ws, size, conns)
-                    if key not in best or result.rate > best[key].rate:
-                        best[key] = result
-                    cost[key] = min(cost.get(key, float("inf")), result.server_us)
+                    rates.setdefault(key, []).append(result.rate)
+                    costs.setdefault(key, []).append(result.server_us)
                     _progress(
                         f"{ws:>18} {echo.label(size):>7} x{conns:<3} {result.rate:10,.0f} msg/s"
                         f" ({result.server_us:.1f} us/msg)"
@@ -361,20 +362,26 @@ def main() -> None:
         if args.only in (None, "handshakes"):
             for ws in classes:
                 rate, cpu = measure_handshakes(ws, args.duration * 2, args.warmup)
-                if ws not in handshakes or rate > handshakes[ws][0]:
-                    handshakes[ws] = (rate, min(cpu, handshakes.get(ws, (0, cpu))[1]))
+                shakes.setdefault(ws, []).append((rate, cpu))
                 _progress(f"{ws:>18} handshakes {rate:8,.0f}/s ({1e6 * cpu:.0f} us each)")
         if args.only in (None, "idle"):
             for ws in classes:
                 per = measure_idle(ws, args.idle)
-                idle[ws] = min(idle.get(ws, per), per)
+                idles.setdefault(ws, []).append(per)
                 _progress(f"{ws:>18} idle {per / 1024:6.1f} KiB/connection")
 
     elapsed = time.perf_counter() - started
+    best = {key: statistics.median(values) for key, values in rates.items()}
+    cost = {key: statistics.median(values) for key, values in costs.items()}
+    handshakes = {
+        ws: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
+        for ws, v in shakes.items()
+    }
+    idle = {ws: statistics.median(v) for ws, v in idles.items()}
     print()
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, server on CPU {SERVER_CPU}, "
-        f"clients on CPU {CLIENT_CPU}; best of {args.rounds} interleaved round(s), "
+        f"clients on CPU {CLIENT_CPU}; median of {args.rounds} interleaved round(s), "
         f"{args.duration:g} s cells; run took {elapsed:.0f} s"
     )
     peers = echo.versions("uvicorn", "websockets", "wsproto", "httptools")
@@ -386,11 +393,11 @@ def main() -> None:
         print("\necho: messages per second (binary, closed loop)")
         print(f"{'size':>7} {'conns':>5}{head}{ratio_head}")
         for size, conns in cells:
-            rates = {c: best[c, size, conns].rate for c in classes if (c, size, conns) in best}
+            rate = {c: best[c, size, conns] for c in classes if (c, size, conns) in best}
             row = f"{echo.label(size):>7} {conns:>5}" + "".join(
-                f" {rates[c]:18,.0f}" for c in classes
+                f" {rate[c]:18,.0f}" for c in classes
             )
-            row += "".join(f" {rates['tether'] / rates[c]:18.2f}" for c in ratio_cols)
+            row += "".join(f" {rate['tether'] / rate[c]:18.2f}" for c in ratio_cols)
             print(row)
         print("\necho: server CPU time per message, microseconds (lower is better)")
         print(f"{'size':>7} {'conns':>5}{head}{ratio_head}")

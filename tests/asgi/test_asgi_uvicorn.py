@@ -289,7 +289,54 @@ async def test_keepalive_disabled() -> None:
             assert only_protocol(server).ping_timer is None
 
 
-async def test_ws_max_queue_bounds_the_messages_waiting_for_the_app() -> None:
+@pytest.mark.parametrize("max_queue", [4, 1])
+async def test_ws_max_queue_bounds_a_flood_and_loses_nothing(max_queue: int) -> None:
+    """A client floods 16 MiB to an application that does not receive: at most ``max_queue``
+    messages wait, the parser keeps at most one read unparsed, reading is paused; once the
+    application receives, parsing and reading resume and every message arrives, in order."""
+    count, size = 4096, 4096
+    go = asyncio.Event()
+    received: list[bytes] = []
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()
+        while (message := await receive())["type"] == "websocket.receive":
+            received.append(message["bytes"])
+
+    def payload(i: int) -> bytes:
+        return i.to_bytes(4, "big") * (size // 4)
+
+    async with uvicorn_server(app, ws_max_queue=max_queue) as (server, port):
+        async with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
+            protocol = only_protocol(server)
+
+            async def flood() -> None:
+                for i in range(count):
+                    await ws.send(payload(i))
+
+            sender = asyncio.create_task(flood())
+            async with asyncio.timeout(10):
+                while protocol.queue_size < max_queue or protocol.transport.is_reading():
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # the client goes on sending; nothing more is taken
+            assert protocol.queue_size == max_queue
+            assert protocol.protocol.parsing_stopped
+            assert not protocol.transport.is_reading()
+            assert protocol.protocol.buffered <= 2**20  # at most what one read brought
+            assert not sender.done()  # the rest waits in the client and the kernel
+            go.set()
+            async with asyncio.timeout(20):
+                await sender
+                while len(received) < count:
+                    await asyncio.sleep(0.01)
+            assert protocol.queue_size == 0
+    assert len(received) == count
+    assert all(message == payload(i) for i, message in enumerate(received))
+
+
+async def test_without_ws_max_queue_reading_pauses_while_a_message_waits() -> None:
     go = asyncio.Event()
     received: list[str] = []
 
@@ -300,15 +347,16 @@ async def test_ws_max_queue_bounds_the_messages_waiting_for_the_app() -> None:
         while (message := await receive())["type"] == "websocket.receive":
             received.append(message["text"])
 
-    async with uvicorn_server(app, ws_max_queue=3) as (server, port):
+    async with uvicorn_server(app, ws_max_queue=None) as (server, port):
         async with connect(f"ws://127.0.0.1:{port}/") as ws:
-            await ws.send("m0")
             protocol = only_protocol(server)
+            assert protocol.max_queue is None and protocol.protocol.message_budget is None
+            await ws.send("m0")
             async with asyncio.timeout(5):
                 while protocol.queue_size < 1:
                     await asyncio.sleep(0.01)
-            # Reading stops while a message waits for receive() (uvicorn's contract): what
-            # the client sends next stays in the socket, never in the queue.
+            # Reading stops while a message waits: what the client sends next stays in the
+            # socket, never in the queue.
             assert not protocol.transport.is_reading()
             for i in range(1, 50):
                 await ws.send(f"m{i}")

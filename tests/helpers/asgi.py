@@ -46,8 +46,11 @@ def _listening_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_server(app: Any, **options: Any) -> AsyncIterator[tuple[Any, int]]:
-    """uvicorn serving ``app`` on 127.0.0.1 with tether's class: yields (server, port).
+async def uvicorn_server(
+    app: Any, unix_path: str | None = None, **options: Any
+) -> AsyncIterator[tuple[Any, int]]:
+    """uvicorn serving ``app`` on 127.0.0.1 (or on the Unix socket ``unix_path``, port 0) with
+    tether's class: yields (server, port).
 
     ``options`` go to ``uvicorn.Config`` (``ws`` defaults to tether's class). Logging is left
     as it is (``log_config=None``), so ``caplog`` sees ``uvicorn.error``.
@@ -57,8 +60,14 @@ async def uvicorn_server(app: Any, **options: Any) -> AsyncIterator[tuple[Any, i
     options.setdefault("lifespan", "off")
     config = uvicorn.Config(app, log_config=None, **options)
     server = uvicorn.Server(config)
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
+    if unix_path is None:
+        sock = _listening_socket()
+        port = sock.getsockname()[1]
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(unix_path)
+        sock.listen(16)
+        port = 0
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):

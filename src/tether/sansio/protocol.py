@@ -126,6 +126,7 @@ class Protocol:
     # classes have no __dict__ either, so this changes nothing for the compiled build.
     __slots__ = (
         "_behind",
+        "_budget",
         "_discard",
         "_events",
         "_held",
@@ -153,6 +154,7 @@ class Protocol:
         "limits",
         "logger",
         "parser_exc",
+        "parsing_stopped",
         "pong_due",
         "reader",
         "request",
@@ -198,6 +200,12 @@ class Protocol:
         self._behind = False
         self._held: Frame | Exception | None = None
         self._message_done = False
+        # The message budget (see set_message_budget): None, or whole messages the parser may
+        # still produce.
+        self._budget: int | None = None
+        #: Whether parsing waits for :meth:`set_message_budget` (the budget is spent). Read
+        #: it; only :meth:`set_message_budget` and the parser change it.
+        self.parsing_stopped = False
 
         self._events: list[Event] = []
         self._writes: list[bytes | bytearray] = []
@@ -354,6 +362,26 @@ class Protocol:
         self._receive_frames()
 
     @property
+    def message_budget(self) -> int | None:
+        """Whole messages the parser may still produce (``None``: no limit)."""
+        return self._budget
+
+    def set_message_budget(self, budget: int | None) -> None:
+        """Bound the whole messages parsed ahead of the application: the parser produces at
+        most ``budget`` more (``None``: no limit), then stops, the rest of the input staying
+        buffered (:attr:`buffered`, no frame of it seen: neither a ping nor a close) until a
+        new budget lets it parse on, at once. The I/O layer stops reading meanwhile; at EOF
+        the limit is lifted, as the peer is gone and all it sent counts."""
+        self._budget = budget
+        stop = budget is not None and budget <= 0
+        if self.parsing_stopped and not stop:
+            self.parsing_stopped = False
+            if self._parser is not None:
+                self._receive_frames()
+        else:
+            self.parsing_stopped = stop
+
+    @property
     def holding(self) -> bool:
         """Whether a close frame or a peer error waits for :meth:`caught_up` (only with
         ``hold_end_after_message``)."""
@@ -397,6 +425,8 @@ class Protocol:
                     self.handshake_exc = ConnectionLostDuringHandshake(peer, self.reader.received)
                 self._set_state(State.CLOSED)
             return
+        if self.parsing_stopped:
+            self.set_message_budget(None)  # the peer is gone: what it sent counts now
         if self._held is not None:
             # The peer is gone: whatever it sent before, a close frame included, counts now.
             self.caught_up()
@@ -419,6 +449,8 @@ class Protocol:
 
     def _receive_frames(self) -> None:
         """The choke point: every frame, and every peer error turned into a close code."""
+        if self.parsing_stopped:
+            return
         parser = self._parser
         assert parser is not None
         message = self._message
@@ -443,6 +475,11 @@ class Protocol:
                     self._message_done = False
                     if self.hold_end_after_message and self._state is _OPEN:
                         self._behind = True
+                    if self._budget is not None:
+                        self._budget -= 1
+                        if self._budget <= 0:
+                            self.parsing_stopped = True
+                            break
         except Exception as exc:
             if self._behind:
                 self._hold(exc)
