@@ -11,7 +11,7 @@ PY312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
 PY313 ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
 PYTHONS ?= $(PY311) $(PY312) $(PY313)
 
-.PHONY: run test test-compiled lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
+.PHONY: run test test-compiled conformance-compiled lint typecheck pytest pytest-plain test-all dist bench bench-quick conformance clean
 
 PIP := $(BIN)/python -m pip install --quiet
 # What ruff checks and formats (ruff format also reads Markdown code blocks: not docs/*.md).
@@ -131,6 +131,14 @@ conformance: $(STAMP)
 	bash compliance/install.sh
 	$(BIN)/python compliance/run.py --mode both
 	$(MAKE) conformance-sync
+
+# The same Autobahn run against the compiled wheel (make test-compiled's virtualenv): the
+# sans-I/O core as users install it, mypyc-compiled (issue 13: no regression in either mode).
+conformance-compiled: $(STAMP) $(COMPILED_STAMP)
+	bash compliance/install.sh
+	cd compliance && ../$(COMPILED_VENV)/bin/python -c \
+	  'import tether.sansio.protocol as p; assert p.__file__.endswith(".so"), p.__file__'
+	$(COMPILED_VENV)/bin/python compliance/run.py --mode both --agent tether-compiled
 
 # The threading layer (tether.sync), client and server, on the sections where its I/O differs
 # from the asyncio layer's (reads, threads, closing, large messages): about 2 minutes.
