@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, TypeAlias
@@ -74,6 +75,21 @@ _INTERNAL_ERROR = b"Internal Server Error"
 
 #: A large payload's first bytes, written with its frame header (see ``_send_data``).
 _FIRST_WRITE = 65536
+
+#: Bytes read at once (what asyncio's socket transport asks of a plain protocol).
+_READ_BUFFER_SIZE = 256 * 1024
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """This thread's read buffer, shared by its connections: each fills and empties it within
+    one callback (``get_buffer`` then ``buffer_updated``). A plain ``asyncio.Protocol`` would
+    get a fresh 256 KiB ``bytes`` per read instead, which glibc serves with ``mmap`` (and
+    ``mremap``, ``munmap`` and page faults) until something frees a larger block."""
+    view: memoryview | None = getattr(_read_buffers, "view", None)
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(_READ_BUFFER_SIZE))
+    return view
 
 
 class _Config(Protocol):
@@ -152,7 +168,7 @@ _ACCEPTED = 3  # 101 sent
 _DONE = 4  # the application closed, or the handshake ended without a WebSocket
 
 
-class UvicornProtocol(asyncio.Protocol):
+class UvicornProtocol(asyncio.BufferedProtocol):
     """A uvicorn WebSocket protocol class (``--ws tether.asgi:UvicornProtocol``).
 
     Args:
@@ -219,6 +235,8 @@ class UvicornProtocol(asyncio.Protocol):
         self._ended_by_server = False  # the handshake was ended by a timeout or a shutdown
         self._open_timer: asyncio.TimerHandle | None = None
         self._reading_paused = False
+        # Where the rest of a large frame's payload is read in place (see get_buffer).
+        self._payload_view: memoryview | None = None
 
         # Writing.
         self._writing_paused = False
@@ -262,7 +280,27 @@ class UvicornProtocol(asyncio.Protocol):
             self.logger.log(TRACE, "%sWebSocket connection made", self._prefix())
 
     def data_received(self, data: bytes) -> None:
-        self.protocol.receive_data(data)
+        """The request head (uvicorn hands it over as bytes), or bytes from a caller that has
+        them (tests); the transport itself reads through ``get_buffer``/``buffer_updated``."""
+        protocol = self.protocol
+        protocol.receive_data(data)
+        self._payload_view = protocol.payload_buffer()
+        self._process()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._payload_view
+        return _read_buffer() if view is None else view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        protocol = self.protocol
+        if self._payload_view is None:
+            # One copy of what was read, into a bytes object the parser can keep.
+            protocol.receive_data(_read_buffer()[:nbytes].tobytes())
+        else:
+            # Read straight into a large payload (see Protocol.payload_buffer).
+            self._payload_view = None
+            protocol.payload_received(nbytes)
+        self._payload_view = protocol.payload_buffer()
         self._process()
 
     def eof_received(self) -> bool | None:
