@@ -56,6 +56,8 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     length = second & 0x7F
     if length == 126:
         (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
     return first & 0x0F, await reader.readexactly(length)
 
 
@@ -285,6 +287,49 @@ async def test_large_messages_around_the_split_write_size(size: int) -> None:
             await ws.send(payload)
             assert await ws.recv() == payload
             assert await ws.recv() == "after"
+
+
+async def test_reads_go_through_one_buffer_and_large_payloads_in_place() -> None:
+    """The transport reads into a shared buffer (``get_buffer``), not into a new 256 KiB
+    ``bytes`` per read (glibc's mmap, munmap and page faults at 64 KiB x64), and the rest of a
+    large frame straight into its payload: a 300 KB frame sent in two pieces, the second with
+    a small frame behind it in the same write, arrives whole and in order."""
+    reads: list[bool] = []  # per read: into the payload (True) or the shared buffer
+
+    class Recording(UvicornProtocol):
+        def buffer_updated(self, nbytes: int) -> None:
+            reads.append(self._payload_view is not None)
+            super().buffer_updated(nbytes)
+
+    async def app(scope: Message, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        for _ in range(2):
+            message = await receive()
+            await send(
+                {
+                    "type": "websocket.send",
+                    **{k: message[k] for k in ("bytes", "text") if message.get(k) is not None},
+                }
+            )
+        await receive()
+
+    payload = bytes(range(256)) * 1171 + b"x" * 224  # 300,000 bytes
+    big = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", len(payload)) + b"\x00" * 4 + payload
+    async with uvicorn_server(app, ws=Recording, ws_per_message_deflate=False) as (server, port):
+        reader, writer, head = await raw_handshake(port)
+        assert head.startswith(b"HTTP/1.1 101")
+        protocol = only_protocol(server)
+        writer.write(big[:160_000])
+        await writer.drain()
+        await until(lambda: protocol.protocol.buffered >= 160_000 - 14)
+        writer.write(big[160_000:] + masked(0x1, b"after"))
+        await writer.drain()
+        assert await read_frame(reader) == (0x2, payload)
+        assert await read_frame(reader) == (0x1, b"after")
+        writer.close()
+    assert reads.count(False) >= 2  # the request head came through data_received
+    assert True in reads
 
 
 async def test_sending_mistakes_after_accept(caplog: pytest.LogCaptureFixture) -> None:
