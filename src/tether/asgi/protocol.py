@@ -3,7 +3,9 @@
 How uvicorn uses it: its HTTP protocol (h11 or httptools) parses a request that asks to upgrade,
 builds this class with ``(config, server_state, app_state)``, calls ``connection_made`` with
 its transport, hands the transport over (``set_protocol``) and calls ``data_received`` with the
-request head re-serialized. From there this class owns the connection:
+request head re-serialized. From there this class owns the connection (the transport reads
+through ``get_buffer``/``buffer_updated``: into one buffer per thread, and the rest of a large
+frame straight into its payload):
 
 - the request goes through :class:`~tether.sansio.server.ServerProtocol`, so a request tether
   refuses gets tether's answer (400/426/431 with a reason in the body) without the application
