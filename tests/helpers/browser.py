@@ -101,6 +101,8 @@ _TRACE = bool(os.environ.get("TETHER_BROWSER_TRACE"))
 HTTP_TIMEOUT = 30.0
 #: Seconds allowed for chromedriver to start listening, and for Chromium to start.
 START_TIMEOUT = 30.0
+#: how many times chromedriver is started when it loses the race for its port (see _start_driver)
+_DRIVER_ATTEMPTS = 3
 
 
 class BrowserError(RuntimeError):
@@ -219,6 +221,29 @@ class Browser:
             raise
 
     def _start_driver(self) -> None:
+        # chromedriver --port=0 takes a free port for one address family and then binds the
+        # same number for the other; when another process holds that number there, it exits
+        # with "bind() failed". That is a race with the machine's other sockets, not a broken
+        # chromedriver: start it again (a few times) instead of failing the test.
+        for attempt in range(1, _DRIVER_ATTEMPTS + 1):
+            port = self._launch_driver()
+            if port is not None:
+                self._base_url = f"http://127.0.0.1:{port}"
+                return
+            output = self.driver_output()
+            if attempt == _DRIVER_ATTEMPTS or "bind() failed" not in output:
+                raise BrowserError(
+                    f"chromedriver did not report its port within {START_TIMEOUT} s"
+                    f" (attempt {attempt}):\n{output}"
+                )
+            assert self._driver is not None
+            self._driver.kill()
+            self._driver.wait()
+            self._driver = None
+            self._driver_output.clear()
+
+    def _launch_driver(self) -> int | None:
+        """Start chromedriver; its port, or None when it exits or stays silent."""
         driver = find_chromedriver()
         assert driver is not None
         # A session of its own, so that close() can kill chromedriver and Chromium together.
@@ -229,7 +254,7 @@ class Browser:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        ports: queue.Queue[int] = queue.Queue()
+        ports: queue.Queue[int | None] = queue.Queue()
         threading.Thread(
             target=self._drain_driver_output,
             args=(self._driver, ports),
@@ -237,16 +262,12 @@ class Browser:
             daemon=True,
         ).start()
         try:
-            port = ports.get(timeout=START_TIMEOUT)
+            return ports.get(timeout=START_TIMEOUT)
         except queue.Empty:
-            raise BrowserError(
-                f"chromedriver did not report its port within {START_TIMEOUT} s:\n"
-                + self.driver_output()
-            ) from None
-        self._base_url = f"http://127.0.0.1:{port}"
+            return None
 
     def _drain_driver_output(
-        self, process: subprocess.Popen[bytes], ports: queue.Queue[int]
+        self, process: subprocess.Popen[bytes], ports: queue.Queue[int | None]
     ) -> None:
         # Read until EOF so that the pipe never fills up and blocks chromedriver or Chromium.
         assert process.stdout is not None
@@ -255,6 +276,7 @@ class Browser:
             if match:
                 ports.put(int(match.group(1)))
             self._driver_output.append(line.decode("utf-8", "replace").rstrip())
+        ports.put(None)  # chromedriver exited (after its port, this is never read)
 
     def _start_session(self) -> None:
         chromium = find_chromium()

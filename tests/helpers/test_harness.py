@@ -20,7 +20,14 @@ import pytest
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from helpers.browser import Browser, BrowserError, WebDriverError, chromium_available
+from conftest import _require
+from helpers.browser import (
+    Browser,
+    BrowserError,
+    WebDriverError,
+    chromium_available,
+    find_chromedriver,
+)
 from helpers.demo import DemoThread
 from helpers.node import NodeWsServer, run_node_client
 
@@ -129,6 +136,51 @@ def test_browser_processes_end_even_when_the_test_fails() -> None:
         time.sleep(0.05)
     assert left == []
     assert not Path(profiles[0]).exists()
+
+
+def _fake_chromedriver(tmp_path: Path, failures: int) -> Path:
+    """A chromedriver that loses the race for its port ``failures`` times, then is the real one."""
+    real = find_chromedriver()
+    assert real is not None
+    script = tmp_path / "chromedriver"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'n=$(ls "{tmp_path}" | grep -c "^tried-")\n'
+        f'touch "{tmp_path}/tried-$n"\n'
+        f'if [ "$n" -lt {failures} ]; then\n'
+        '  echo "[1.0][SEVERE]: bind() failed: Address already in use (98)"\n'
+        '  echo "IPv4 port not available. Exiting..."\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{real}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.browser
+def test_browser_starts_chromedriver_again_when_it_loses_its_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require(chromium_available())
+    monkeypatch.setenv("TETHER_CHROMEDRIVER", str(_fake_chromedriver(tmp_path, failures=2)))
+    with Browser() as started:
+        started.open("data:text/html,<p id=out>hi</p>")
+        assert started.pages[0].text("#out") == "hi"
+    assert len(list(tmp_path.glob("tried-*"))) == 3
+
+
+@pytest.mark.browser
+def test_browser_gives_up_after_three_lost_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require(chromium_available())
+    monkeypatch.setenv("TETHER_CHROMEDRIVER", str(_fake_chromedriver(tmp_path, failures=5)))
+    started = time.monotonic()
+    with pytest.raises(BrowserError, match=r"attempt 3\):\n.*bind\(\) failed"):
+        Browser().start()
+    assert len(list(tmp_path.glob("tried-*"))) == 3
+    assert time.monotonic() - started < 20  # an exited driver is noticed, not waited out
 
 
 @pytest.mark.browser
