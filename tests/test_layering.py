@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tether.pings",
             "tether.redirects",
             "tether.responses",
+            "tether.reads",
         ),
     ),
     ("I/O layers", ("tether.asyncio", "tether.sync", "tether.asgi")),

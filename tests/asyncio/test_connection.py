@@ -32,8 +32,8 @@ from tether import (
     connect,
     serve,
 )
-from tether.asyncio.connection import READ_BUFFER_SIZE
 from tether.exceptions import InvalidRedirect
+from tether.reads import READ_BUFFER_SIZE
 from tether.sansio.frames import FrameParser
 
 pytestmark = pytest.mark.timeout(30)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, TypeAlias
@@ -52,6 +51,7 @@ from ..extensions.base import ServerExtensionFactory
 from ..limits import Limits
 from ..options import server_extensions
 from ..pings import answered_pings, ping_payload
+from ..reads import read_buffer, take_read
 from ..sansio.events import BinaryMessage, CloseReceived, Pong, TextMessage
 from ..sansio.http11 import Headers, Request, Response, reason_phrase
 from ..sansio.protocol import Event, State
@@ -77,21 +77,6 @@ _INTERNAL_ERROR = b"Internal Server Error"
 
 #: A large payload's first bytes, written with its frame header (see ``_send_data``).
 _FIRST_WRITE = 65536
-
-#: Bytes read at once (what asyncio's socket transport asks of a plain protocol).
-_READ_BUFFER_SIZE = 256 * 1024
-_read_buffers = threading.local()
-
-
-def _read_buffer() -> memoryview:
-    """This thread's read buffer, shared by its connections: each fills and empties it within
-    one callback (``get_buffer`` then ``buffer_updated``). A plain ``asyncio.Protocol`` would
-    get a fresh 256 KiB ``bytes`` per read instead, which glibc serves with ``mmap`` (and
-    ``mremap``, ``munmap`` and page faults) until something frees a larger block."""
-    view: memoryview | None = getattr(_read_buffers, "view", None)
-    if view is None:
-        view = _read_buffers.view = memoryview(bytearray(_READ_BUFFER_SIZE))
-    return view
 
 
 class _Config(Protocol):
@@ -291,18 +276,10 @@ class UvicornProtocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._payload_view
-        return _read_buffer() if view is None else view
+        return read_buffer() if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
-        protocol = self.protocol
-        if self._payload_view is None:
-            # One copy of what was read, into a bytes object the parser can keep.
-            protocol.receive_data(_read_buffer()[:nbytes].tobytes())
-        else:
-            # Read straight into a large payload (see Protocol.payload_buffer).
-            self._payload_view = None
-            protocol.payload_received(nbytes)
-        self._payload_view = protocol.payload_buffer()
+        self._payload_view = take_read(self.protocol, read_buffer(), self._payload_view, nbytes)
         self._process()
 
     def eof_received(self) -> bool | None:

@@ -48,7 +48,6 @@ received before it returns, so the buffer can be shared by every connection of t
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
@@ -56,6 +55,7 @@ from ..connection_info import ConnectionInfo
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from ..fragment_queue import StreamDecoder, convert
 from ..pings import answered_pings, ping_payload
+from ..reads import read_buffer, take_read
 from ..sansio.codes import CloseCode
 from ..sansio.events import Fragment, Pong
 from ..sansio.protocol import EncodedMessage, Protocol, State
@@ -66,9 +66,6 @@ from .messages import Assembler
 __all__ = ["Connection"]
 
 
-#: Size of the read buffer: what the selector transport reads at most per call by default.
-READ_BUFFER_SIZE = 256 * 1024
-
 #: At most this many seconds between finding a peer's close frame (or error) behind unread
 #: messages and acting on it, when the application does not take those messages.
 HELD_END_TIMEOUT = 1.0
@@ -77,23 +74,11 @@ HELD_END_TIMEOUT = 1.0
 #: the event loop once (``asyncio.sleep(0)``), so that other tasks and connections get a turn.
 YIELD_EVERY = 32
 
-_read_buffers = threading.local()
-
 _OPEN = State.OPEN
 
 #: The selector event loop's TCP/Unix transport: write() sends at once or keeps (3.12+: a view
 #: of) what is left; an empty write buffer after write() means it holds nothing of ours.
 _SOCKET_TRANSPORT: type | None = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
-
-
-def _read_buffer() -> memoryview:
-    """This thread's read buffer. An event loop runs in one thread and every connection fills
-    and empties it within one callback (``get_buffer`` then ``buffer_updated``), so they can
-    all share it."""
-    view: memoryview | None = getattr(_read_buffers, "view", None)
-    if view is None:
-        view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_SIZE))
-    return view
 
 
 class Connection(ConnectionInfo, asyncio.BufferedProtocol):
@@ -123,7 +108,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
 
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._read_view = _read_buffer()
+        self._read_view = read_buffer()
         # Where the next read goes instead, while a large frame arrives (see buffer_updated).
         self._payload_view: memoryview | None = None
 
@@ -715,15 +700,7 @@ class Connection(ConnectionInfo, asyncio.BufferedProtocol):
         return self._read_view if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
-        protocol = self.protocol
-        if self._payload_view is None:
-            # One copy of what was received, into a bytes object the parser can keep.
-            protocol.receive_data(self._read_view[:nbytes].tobytes())
-        else:
-            # Read straight into a large payload (see Protocol.payload_buffer).
-            self._payload_view = None
-            protocol.payload_received(nbytes)
-        self._payload_view = protocol.payload_buffer()
+        self._payload_view = take_read(self.protocol, self._read_view, self._payload_view, nbytes)
         self._process_events()
         if self.budget is not None:
             self.budget.charge(self)
