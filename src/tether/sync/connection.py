@@ -593,11 +593,8 @@ class Connection(ConnectionInfo):
                     else:
                         transport.sendall(data)
             except OSError as exc:
-                self.logger.debug("! write failed: %s", exc)
-                with mutex:
-                    self._connection_lost()
-                    self._write_lock.release()
-                    raise self.protocol.close_exc from None
+                self._write_failed(exc)
+                raise self.protocol.close_exc from None
             # What others queued meanwhile, a deferred pong: _write_out writes it and releases
             # the write lock. Usually there is nothing: release it here.
             mutex.acquire()
@@ -981,10 +978,7 @@ class Connection(ConnectionInfo):
                 else:
                     self.transport.shutdown_write()
             except OSError as exc:
-                self.logger.debug("! write failed: %s", exc)
-                with mutex:
-                    self._connection_lost()
-                    self._write_lock.release()
+                self._write_failed(exc)
                 return
             with mutex:
                 self._written += 1
@@ -1026,13 +1020,18 @@ class Connection(ConnectionInfo):
                 else:
                     transport.shutdown_write()
             except OSError as exc:
-                self.logger.debug("! write failed: %s", exc)
-                with mutex:
-                    self._connection_lost()
-                    self._write_lock.release()
+                self._write_failed(exc)
                 return
             with mutex:
                 self._written += len(pieces) if pieces else 1
+
+    def _write_failed(self, exc: OSError) -> None:
+        """A write of ours broke the connection (write lock held, mutex not): the connection
+        is lost and the write lock given back."""
+        self.logger.debug("! write failed: %s", exc)
+        with self._mutex:
+            self._connection_lost()
+            self._write_lock.release()
 
     def _resume_output(self) -> bool:
         """The writer is done (mutex held): answer the latest ping deferred meanwhile.
@@ -1184,10 +1183,7 @@ class Connection(ConnectionInfo):
             try:
                 flushed = self.transport.flush(timeout)
             except OSError as exc:
-                self.logger.debug("! write failed: %s", exc)
-                with mutex:
-                    self._connection_lost()
-                    self._write_lock.release()
+                self._write_failed(exc)
                 return
             if flushed:
                 with mutex:
